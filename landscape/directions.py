@@ -1,0 +1,142 @@
+"""Directions in weight space: dicts of tensors keyed by parameter (or buffer) name, never by position.
+
+Random Gaussian directions with the normalizations of Li et al. (2018), target directions between two
+checkpoints, and directions read back from an earlier surface file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import LandscapeError
+
+Direction = dict[str, torch.Tensor]
+NORMS = ("filter", "layer", "model", "none")
+IGNORES = ("biasbn", "none")
+DIR_TYPES = ("weights", "states")
+KINDS = ("random", "target", "file")
+_EPS = 1e-10
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """How one axis' direction is made.
+
+    kind: `random` (Gaussian from `seed`, then normalized), `target` (the `target` checkpoint minus θ*,
+    not normalized), or `file` (axis `source_axis` of the surface file `source`, used as stored).
+    dir_type: `weights` (parameters) or `states` (parameters and floating-point buffers such as BN statistics).
+    """
+
+    kind: str = "random"
+    seed: int = 0
+    norm: str = "filter"
+    ignore: str = "biasbn"
+    dir_type: str = "weights"
+    target: str | None = None
+    target_sha256: str | None = None
+    source: str | None = None
+    source_axis: str = "x"
+
+    def validate(self) -> None:
+        for value, allowed, what in ((self.kind, KINDS, "direction kind"), (self.norm, NORMS, "normalization"),
+                                     (self.ignore, IGNORES, "ignore"), (self.dir_type, DIR_TYPES, "direction type")):
+            if value not in allowed:
+                raise LandscapeError(f"unknown {what} '{value}': use {', '.join(allowed)}")
+        if self.kind == "target" and not self.target:
+            raise LandscapeError("a target direction needs a second checkpoint")
+        if self.kind == "file" and not self.source:
+            raise LandscapeError("a direction from a file needs the surface file to read it from")
+
+
+def direction_names(model: nn.Module, dir_type: str) -> list[str]:
+    """Names of the tensors a direction moves: parameters, or parameters and floating-point buffers."""
+    names = [n for n, _ in model.named_parameters()]
+    if dir_type == "states":
+        names += [n for n, b in model.named_buffers() if b.is_floating_point()]
+        order = list(model.state_dict())
+        names.sort(key=order.index)
+    return names
+
+
+def center_of(model: nn.Module, names: list[str]) -> Direction:
+    """θ*: detached copies of the named tensors of `model`, in float32."""
+    state = model.state_dict()
+    return {n: state[n].detach().clone().float() for n in names}
+
+
+def random_direction(center: Direction, seed: int) -> Direction:
+    """A standard Gaussian direction with the shapes of `center`, reproducible from `seed` on any device."""
+    generator = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(t.shape, generator=generator, dtype=torch.float32) for n, t in center.items()}
+
+
+def normalize_direction(direction: Direction, center: Direction, norm: str, ignore: str) -> Direction:
+    """Rescale `direction` to the scale of `center` (Li et al. 2018); returns new tensors.
+
+    Tensors of dim <= 1 (biases, BN parameters and statistics) get a zero direction with `ignore="biasbn"`,
+    and the value of θ* itself with `ignore="none"` (as in the paper's code). Higher-dimensional tensors:
+    `filter` rescales each output filter (row along dim 0) to the norm of the matching filter of θ*,
+    `layer` each tensor to the norm of its θ* tensor, `model` all of them together to the norm of θ*.
+    """
+    check_same_keys(direction, center, "direction", "model")
+    out: Direction = {}
+    for name, d in direction.items():
+        w = center[name].to(d.device, d.dtype)
+        if d.dim() <= 1:
+            out[name] = torch.zeros_like(d) if ignore == "biasbn" else w.clone()
+        elif norm == "filter":
+            d_norms = d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
+            w_norms = w.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
+            out[name] = d * (w_norms / (d_norms + _EPS))
+        elif norm == "layer":
+            out[name] = d * (w.norm() / (d.norm() + _EPS))
+        else:
+            out[name] = d.clone()
+    if norm == "model":
+        big = [n for n, d in direction.items() if d.dim() > 1]
+        d_norm = torch.sqrt(sum(out[n].double().pow(2).sum() for n in big))
+        w_norm = torch.sqrt(sum(center[n].double().pow(2).sum() for n in big))
+        factor = float(w_norm / (d_norm + _EPS))
+        for n in big:
+            out[n] = out[n] * factor
+    return out
+
+
+def target_direction(center: Direction, target: dict[str, torch.Tensor]) -> Direction:
+    """target − θ*, for interpolating from θ* (x=0) to the target checkpoint (x=1)."""
+    missing = [n for n in center if n not in target]
+    if missing:
+        raise LandscapeError(f"the target checkpoint lacks {len(missing)} tensors of the model, e.g. {missing[0]}")
+    out = {}
+    for n, w in center.items():
+        t = target[n].to(w.dtype)
+        if t.shape != w.shape:
+            raise LandscapeError(f"the target checkpoint's {n} has shape {tuple(t.shape)}, the model's {tuple(w.shape)}")
+        out[n] = t - w
+    return out
+
+
+def check_same_keys(a: Direction, b: Direction, a_name: str, b_name: str) -> None:
+    """Refuse to pair two tensor dicts whose names differ, saying which names."""
+    if a.keys() != b.keys():
+        only_a = sorted(set(a) - set(b))
+        only_b = sorted(set(b) - set(a))
+        raise LandscapeError(f"the {a_name} and the {b_name} name different tensors: only in the {a_name}: "
+                             f"{', '.join(only_a[:3]) or 'none'}; only in the {b_name}: {', '.join(only_b[:3]) or 'none'}")
+    for n in a:
+        if a[n].shape != b[n].shape:
+            raise LandscapeError(f"{n} has shape {tuple(a[n].shape)} in the {a_name} but {tuple(b[n].shape)} "
+                                 f"in the {b_name}")
+
+
+def inner(a: Direction, b: Direction) -> float:
+    """Sum of elementwise products over all named tensors."""
+    check_same_keys(a, b, "first direction", "second direction")
+    return float(sum((a[n].double() * b[n].double()).sum() for n in a))
+
+
+def norm(a: Direction) -> float:
+    return inner(a, a) ** 0.5

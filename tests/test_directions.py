@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from landscape import LandscapeError, create_model, normalize_direction, random_direction
+from landscape.directions import center_of, direction_names, inner, target_direction
+
+
+@pytest.fixture
+def center():
+    torch.manual_seed(1)
+    model = create_model("resnet20")
+    return model, center_of(model, direction_names(model, "weights"))
+
+
+def test_filter_normalization_matches_each_filter_norm(center):
+    _, w = center
+    d = normalize_direction(random_direction(w, seed=3), w, "filter", "biasbn")
+    for name, t in d.items():
+        if t.dim() <= 1:
+            assert torch.count_nonzero(t) == 0, name
+        else:
+            torch.testing.assert_close(t.flatten(1).norm(dim=1), w[name].flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+
+
+def test_ignore_none_keeps_the_weights_of_small_tensors(center):
+    _, w = center
+    d = normalize_direction(random_direction(w, seed=3), w, "filter", "none")
+    bias = "linear.bias"
+    assert torch.equal(d[bias], w[bias])
+
+
+def test_layer_and_model_normalization(center):
+    _, w = center
+    raw = random_direction(w, seed=4)
+    layer = normalize_direction(raw, w, "layer", "biasbn")
+    for name, t in layer.items():
+        if t.dim() > 1:
+            torch.testing.assert_close(t.norm(), w[name].norm(), rtol=1e-5, atol=0)
+    model = normalize_direction(raw, w, "model", "biasbn")
+    big = [n for n in w if w[n].dim() > 1]
+    d_norm = sum(model[n].double().pow(2).sum() for n in big) ** 0.5
+    w_norm = sum(w[n].double().pow(2).sum() for n in big) ** 0.5
+    assert abs(float(d_norm / w_norm) - 1) < 1e-6
+    none = normalize_direction(raw, w, "none", "biasbn")
+    assert torch.equal(none["conv1.weight"], raw["conv1.weight"])
+
+
+def test_random_directions_are_seeded_and_keyed_by_name(center):
+    _, w = center
+    a, b, c = random_direction(w, 0), random_direction(w, 0), random_direction(w, 1)
+    assert list(a) == list(w)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+    assert abs(inner(a, c)) < 0.05 * inner(a, a)
+
+
+def test_states_include_bn_statistics_but_not_counters(center):
+    model, _ = center
+    names = direction_names(model, "states")
+    assert "bn1.running_mean" in names and "bn1.running_var" in names
+    assert not [n for n in names if n.endswith("num_batches_tracked")]
+    assert set(direction_names(model, "weights")) < set(names)
+
+
+def test_mismatched_keys_are_named(center):
+    _, w = center
+    d = random_direction(w, 0)
+    d["extra.weight"] = d.pop("conv1.weight")
+    with pytest.raises(LandscapeError, match="conv1.weight"):
+        normalize_direction(d, w, "filter", "biasbn")
+
+
+def test_target_direction_is_the_difference(center):
+    _, w = center
+    target = {n: t + 1 for n, t in w.items()}
+    d = target_direction(w, target)
+    assert all(torch.allclose(d[n], torch.ones_like(t)) for n, t in w.items())

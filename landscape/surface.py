@@ -27,7 +27,7 @@ from .directions import (Direction, DirectionSpec, center_of, check_same_keys, d
 from .errors import LandscapeError
 from .evaluate import EvalSpec, PointEvaluator, RunOptions
 from .grid import GridSpec
-from .storage import (Surface, append_run, create_surface_file, read_computed, read_directions, read_indices,
+from .storage import (Surface, append_run, create_surface_file, is_surface_file, read_computed, read_directions, read_indices,
                       read_spec, read_surface, write_points)
 
 # Spec fields that describe where things were, not what was computed: a resume may differ in them.
@@ -187,6 +187,9 @@ def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = Ru
     model = build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
     resume = out.exists() and not overwrite
     if resume:
+        if not is_surface_file(out):
+            raise LandscapeError(f"{out} exists and is not a landscape surface file: "
+                                 "pass --overwrite to replace it, or choose another --out")
         stored = read_spec(out)
         differences = spec_differences(identity(spec_dict), identity(stored))
         if differences:

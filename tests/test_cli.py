@@ -1,0 +1,134 @@
+"""The command line: a surface from a checkpoint, bad input as one line and a non-zero exit, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from landscape.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env or {"LANDSCAPE_DATA_ROOT": ""})
+
+
+def test_compute_and_info(tmp_path, cifar_root, resnet20_ckpt):
+    out = tmp_path / "s.h5"
+    result = invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--y", "-1:1:3", "--subset", 10,
+                    "--data-root", cifar_root, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{out}: 9/9 points computed" in result.stdout
+    info = invoke("info", out, "--json")
+    assert info.exit_code == 0
+    assert "resnet20" in info.stdout and "completion  100.0%" in info.stdout and '"format' not in info.stdout
+    models = invoke("models")
+    assert "resnet56_noshort" in models.stdout and "torchvision:NAME" in models.stdout
+
+
+def test_data_root_from_environment(tmp_path, cifar_root, resnet20_ckpt):
+    result = invoke("compute", "--ckpt", resnet20_ckpt, "--x", "0:0:1", "--subset", 4, "--out", tmp_path / "e.h5",
+                    env={"LANDSCAPE_DATA_ROOT": str(cifar_root)})
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a surface")
+    other = tmp_path / "other.h5"
+    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 4, "--data-root", cifar_root,
+                  "--out", other).exit_code == 0
+    ok = ["--ckpt", resnet20_ckpt, "--x", "-1:1:5", "--subset", 4, "--data-root", cifar_root]
+    return {
+        "missing checkpoint": (["--ckpt", tmp_path / "nope.pt", "--out", tmp_path / "o.h5"], "checkpoint not found"),
+        "corrupt checkpoint": (["--ckpt", junk, "--out", tmp_path / "o.h5"], "cannot read checkpoint"),
+        "arch that does not fit": (ok + ["--arch", "resnet20_noshort", "--out", tmp_path / "o.h5"],
+                                   "does not fit arch 'resnet20_noshort'"),
+        "unknown arch": (ok + ["--arch", "resnet21", "--out", tmp_path / "o.h5"], "unknown model 'resnet21'"),
+        "grid without count": (ok + ["--y", "-1:1", "--out", tmp_path / "o.h5"], "malformed grid axis '-1:1'"),
+        "decreasing grid": (ok + ["--y", "1:-1:5", "--out", tmp_path / "o.h5"], "must increase"),
+        "zero points": (ok + ["--y", "-1:1:0", "--out", tmp_path / "o.h5"], "has 0 points"),
+        "empty data root": (ok[:-2] + ["--data-root", empty, "--out", tmp_path / "o.h5"], "no cifar10 under"),
+        "missing data root": (ok[:-2] + ["--data-root", tmp_path / "nodata", "--out", tmp_path / "o.h5"],
+                              "does not exist"),
+        "no data root": (ok[:-2] + ["--out", tmp_path / "o.h5"], "no data root"),
+        "unwritable output": (ok + ["--out", text / "o.h5"], "cannot write"),
+        "output is another file": (ok + ["--out", text], "not a landscape surface file"),
+        "surface of another run": (ok + ["--out", other], "holds a different surface"),
+        "bad precision": (ok + ["--precision", "fp8", "--out", tmp_path / "o.h5"], "unknown precision 'fp8'"),
+    }
+
+
+CASES = ["missing checkpoint", "corrupt checkpoint", "arch that does not fit", "unknown arch", "grid without count",
+         "decreasing grid", "zero points", "empty data root", "missing data root", "no data root",
+         "unwritable output", "output is another file", "surface of another run", "bad precision"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_one_line_and_non_zero_exit(bad_inputs, case, tmp_path):
+    args, message = bad_inputs[case]
+    other_before = (tmp_path / "other.h5").read_bytes()
+    result = invoke("compute", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o.h5").exists()
+    assert (tmp_path / "other.h5").read_bytes() == other_before  # nothing overwritten
+
+
+def test_debug_shows_the_exception(tmp_path):
+    result = invoke("compute", "--ckpt", tmp_path / "nope.pt", "--out", tmp_path / "o.h5", "--debug")
+    assert result.exit_code != 0 and type(result.exception).__name__ == "LandscapeError"
+
+
+def test_info_on_bad_files(tmp_path):
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n broken")
+    result = invoke("info", tmp_path / "bad.h5")
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot open")
+    result = invoke("info", tmp_path / "none.h5")
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def computed_count(path):
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f["computed"][()].sum())
+    except (OSError, KeyError):
+        return 0
+
+
+def test_killed_run_keeps_finished_points_and_resumes(tmp_path, cifar_root, resnet20_ckpt):
+    """SIGKILL in the middle of a run: the file stays readable, finished points stay, a rerun completes it."""
+    args = [sys.executable, "-m", "landscape.cli", "compute", "--ckpt", str(resnet20_ckpt), "--x", "-1:1:6",
+            "--y", "-1:1:6", "--data-root", str(cifar_root), "--split", "both"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "k.h5"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while computed_count(out) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survived = computed_count(out)
+    assert 3 <= survived < 36, "the run finished before it could be killed: make the grid larger"
+    with h5py.File(out, "r") as f:
+        kept = f["train_loss"][()][f["computed"][()].astype(bool)]
+    assert np.isfinite(kept).all()
+    subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
+    subprocess.run(args + ["--out", str(tmp_path / "ref.h5")], env=env, check=True, capture_output=True)
+    with h5py.File(out, "r") as a, h5py.File(tmp_path / "ref.h5", "r") as b:
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc", "computed"):
+            np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)

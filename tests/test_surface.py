@@ -1,0 +1,164 @@
+"""compute_surface end to end: an exact analytic surface, the file layout, resume, refusal of another spec."""
+
+import json
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from landscape import (Axis, CheckpointSpec, DataSpec, DirectionSpec, GridSpec, LandscapeError, SurfaceSpec,
+                       compute_surface, read_surface, save_checkpoint)
+from toymodels import softmax
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture(scope="module")
+def softmax_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = softmax()
+    path = tmp_path_factory.mktemp("toy") / "softmax.pt"
+    save_checkpoint(path, model, {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar10",
+                                  "mean": list(MEAN), "std": list(STD)})
+    return path, {k: v.double().numpy() for k, v in model.state_dict().items()}
+
+
+def spec_for(ckpt, root, grid="-1:1:5", ygrid="-1:1:4", **data):
+    return SurfaceSpec(CheckpointSpec(str(ckpt)), DataSpec(root=str(root), **data),
+                       GridSpec(Axis.parse(grid), Axis.parse(ygrid) if ygrid else None),
+                       DirectionSpec(seed=0), DirectionSpec(seed=1) if ygrid else None)
+
+
+def raw_cifar(root, split):
+    """Images and labels read straight from the pickles, independently of landscape.data."""
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    data, labels = [], []
+    for name in files:
+        with open(root / "cifar-10-batches-py" / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data.append(batch["data"])
+        labels += batch["labels"]
+    return np.concatenate(data).reshape(-1, 3, 32, 32), np.array(labels)
+
+
+def test_softmax_regression_surface_is_exact(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, theta = softmax_ckpt
+    out = tmp_path / "s.h5"
+    surface = compute_surface(spec_for(ckpt, cifar_root, subset=40, split="both"), out)
+    with h5py.File(out) as f:
+        dx = {k: v[()].astype(np.float64) for k, v in f["directions/x"].items()}
+        dy = {k: v[()].astype(np.float64) for k, v in f["directions/y"].items()}
+        indices = {s: f[f"indices/{s}"][()] for s in ("train", "test")}
+    assert not dx["fc.bias"].any()  # ignore=biasbn
+    np.testing.assert_allclose(np.linalg.norm(dx["fc.weight"], axis=1), np.linalg.norm(theta["fc.weight"], axis=1),
+                               rtol=1e-6)
+    for split in ("train", "test"):
+        images, labels = raw_cifar(cifar_root, split)
+        idx = indices[split]
+        assert len(idx) == min(40, len(labels)) and np.all(np.diff(idx) > 0)
+        x = (images[idx] / 255.0 - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+        x = x.reshape(len(idx), -1)
+        y = labels[idx]
+        for j, b in enumerate(surface.ycoordinates):
+            for i, a in enumerate(surface.xcoordinates):
+                w = theta["fc.weight"] + a * dx["fc.weight"] + b * dy["fc.weight"]
+                logits = x @ w.T + theta["fc.bias"]
+                top = logits.max(1, keepdims=True)
+                logz = (top + np.log(np.exp(logits - top).sum(1, keepdims=True)))[:, 0]
+                loss = np.mean(logz - logits[np.arange(len(y)), y])
+                acc = 100.0 * np.mean(logits.argmax(1) == y)
+                assert surface[f"{split}_loss"][j, i] == pytest.approx(loss, rel=2e-5)
+                assert surface[f"{split}_acc"][j, i] == pytest.approx(acc)
+    assert surface.computed.all() and surface.completion == 1.0
+
+
+def test_file_layout(tmp_path, cifar_root, resnet20_ckpt):
+    out = tmp_path / "r.h5"
+    compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", "-0.5:0.5:2", subset=10), out)
+    model_keys = set(torch.load(resnet20_ckpt, weights_only=True)["state_dict"])
+    with h5py.File(out) as f:
+        assert f.attrs["format"] == "landscape-surface" and f.attrs["format_version"] == 1
+        spec = json.loads(f.attrs["spec"])
+        assert spec["checkpoint"]["arch"] == "resnet20" and len(spec["checkpoint"]["sha256"]) == 64
+        assert spec["grid"]["x"] == {"start": -1.0, "stop": 1.0, "num": 3}
+        assert json.loads(f.attrs["runs"])[0]["torch"] == torch.__version__
+        np.testing.assert_array_equal(f["xcoordinates"][()], [-1, 0, 1])
+        np.testing.assert_array_equal(f["ycoordinates"][()], [-0.5, 0.5])
+        assert f["train_loss"].shape == (2, 3) and "test_loss" not in f
+        params = {k for k in model_keys if "running" not in k and "num_batches" not in k}
+        assert set(f["directions/x"]) == set(f["directions/y"]) == params
+        assert f["indices/train"].shape == (10,)
+    assert SurfaceSpec.from_dict(spec).grid == GridSpec(Axis(-1, 1, 3), Axis(-0.5, 0.5, 2))
+
+
+def test_one_dimensional_surface(tmp_path, cifar_root, resnet20_ckpt):
+    surface = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:4", None, subset=8), tmp_path / "c.h5")
+    assert surface.ycoordinates is None and surface["train_loss"].shape == (4,)
+    assert np.isfinite(surface["train_loss"]).all()
+
+
+def stop_after(points):
+    def progress(done, total):
+        if done >= points:
+            raise KeyboardInterrupt
+    return progress
+
+
+def datasets(path):
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        attrs = {k: f.attrs[k] for k in ("format", "format_version", "spec")}
+    return out, attrs
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, cifar_root, resnet20_ckpt):
+    spec = spec_for(resnet20_ckpt, cifar_root, "-1:1:4", "-1:1:3", subset=16)
+    compute_surface(spec, tmp_path / "full.h5")
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, tmp_path / "part.h5", progress=stop_after(5))
+    partial = read_surface(tmp_path / "part.h5")
+    assert partial.computed.sum() == 5 and np.isnan(partial["train_loss"][~partial.computed]).all()
+    seen = []
+    compute_surface(spec, tmp_path / "part.h5", progress=lambda d, t: seen.append(d))
+    assert seen == list(range(5, 13))  # only the missing points were computed
+    full, full_attrs = datasets(tmp_path / "full.h5")
+    resumed, resumed_attrs = datasets(tmp_path / "part.h5")
+    assert full_attrs == resumed_attrs and full.keys() == resumed.keys()
+    for name in full:
+        np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+
+
+def test_another_spec_is_refused_and_overwrite_replaces(tmp_path, cifar_root, resnet20_ckpt):
+    out = tmp_path / "s.h5"
+    compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", None, subset=8), out)
+    before = out.read_bytes()
+    with pytest.raises(LandscapeError, match=r"holds a different surface: .*grid.x.num \(5 here, 3 in the file\)"):
+        compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:5", None, subset=8), out)
+    assert out.read_bytes() == before
+    surface = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:5", None, subset=8), out, overwrite=True)
+    assert surface["train_loss"].shape == (5,)
+
+
+def test_non_finite_losses_are_stored_as_they_are(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "0:1e39:3", None, subset=8)
+    surface = compute_surface(spec, tmp_path / "far.h5")
+    assert surface.computed.all()
+    assert np.isfinite(surface["train_loss"][0]) and not np.isfinite(surface["train_loss"][2])
+
+
+def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_root, resnet20_ckpt):
+    first = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", "-1:1:3", subset=8), tmp_path / "a.h5")
+    again = SurfaceSpec(CheckpointSpec(str(resnet20_ckpt)), DataSpec(root=str(cifar_root), subset=8),
+                        GridSpec(Axis.parse("-1:1:3"), Axis.parse("-1:1:3")),
+                        DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="x"),
+                        DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="y"))
+    second = compute_surface(again, tmp_path / "b.h5")
+    np.testing.assert_array_equal(second["train_loss"], first["train_loss"])
+    line = SurfaceSpec(CheckpointSpec(str(resnet20_ckpt)), DataSpec(root=str(cifar_root), subset=8),
+                       GridSpec(Axis.parse("0:1:2")), DirectionSpec(kind="target", target=str(resnet20_ckpt)))
+    flat = compute_surface(line, tmp_path / "t.h5")  # target == θ*: a zero direction, a flat line
+    assert flat["train_loss"][0] == flat["train_loss"][1] == pytest.approx(first["train_loss"][1, 1])

@@ -60,12 +60,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except ImportError:
         raise LandscapeError("reading .safetensors files needs the safetensors package: pip install safetensors") from None
     except Exception as e:  # torch and safetensors raise many types for a damaged file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LandscapeError(f"cannot read checkpoint {path}: {reason[:300]}") from None
+        raise LandscapeError(f"cannot read checkpoint {path}: {_reason(e)}") from None
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
         metadata = dict(raw.get("metadata", {}))
     state = _unwrap(raw, path)
     return Checkpoint(str(path), file_sha256(path), state, metadata)
+
+
+def _reason(error: Exception) -> str:
+    """One informative line of a loading error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    unpickler = [line for line in lines if "WeightsUnpickler error" in line]
+    if unpickler:
+        return ("it holds Python objects other than tensors and plain containers, which are never unpickled "
+                f"({unpickler[0].split(':', 2)[-1].strip()[:160]})")
+    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def _unwrap(raw: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -92,7 +101,7 @@ def _is_state_dict(d: dict) -> bool:
 def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]) -> None:
     """Write the project's format: `{"format", "metadata", "state_dict"}`; metadata holds only JSON-able values."""
     path = Path(path)
-    json.dumps(metadata)  # fail early on values torch.load(weights_only=True) could not read back
+    metadata = json.loads(json.dumps(metadata))  # plain types only, so that weights_only=True reads them back
     payload = {"format": CHECKPOINT_FORMAT, "metadata": metadata,
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     tmp = path.with_name(path.name + ".tmp")

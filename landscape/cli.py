@@ -215,6 +215,59 @@ def models(debug: Debug = False) -> None:
     typer.echo("module.path:fn     your own builder, called with num_classes= when it accepts it")
 
 
+@app.command()
+@friendly
+def train(
+    arch: Annotated[str, typer.Option(help="Architecture, e.g. resnet56 or resnet56_noshort (see `landscape models`).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, state.pt, log.jsonl, snapshots.h5.")],
+    data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
+    dataset: Annotated[str, typer.Option(help="cifar10 | cifar100")] = "cifar10",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on biases and BN).")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="onecycle | cosine")] = "onecycle",
+    seed: Annotated[int, typer.Option(help="Seed of initialization, order and augmentation.")] = 0,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast)")] = "fp32",
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
+    snapshot_every: Annotated[int, typer.Option(help="Save float16 weights every K epochs (0: never).")] = 0,
+    eval_images: Annotated[Optional[int], typer.Option(help="Test images evaluated after each epoch.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue an unfinished run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard what --out holds and start again.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Train a CIFAR model (crop + flip, SGD Nesterov, weight decay, one-cycle/cosine); resumable per epoch."""
+    from tqdm import tqdm
+
+    from .data import DataSpec
+    from .train import TrainSpec, train as run_training
+
+    spec = TrainSpec(arch=arch, data=DataSpec(dataset, str(Path(data_root).resolve()) if data_root else "", "train"),
+                     epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                     seed=seed, precision=precision, channels_last=channels_last, snapshot_every=snapshot_every,
+                     eval_images=eval_images)
+    bar = tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+    def on_batch(step: int, steps: int) -> None:
+        bar.total = steps
+        bar.update(1)
+
+    def on_epoch(record: dict) -> None:
+        bar.write(f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
+                  f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
+                  f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s)", file=sys.stderr)
+        bar.reset()
+
+    try:
+        meta = run_training(spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch,
+                            on_batch=on_batch)
+    finally:
+        bar.close()
+    typer.echo(f"{out / 'checkpoint.pt'}: {arch}, test accuracy {meta['test_acc']:.2f}%, "
+               f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s")
+
+
 def main() -> None:
     app()
 

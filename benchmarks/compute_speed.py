@@ -1,0 +1,215 @@
+"""landscape compute vs. the reference algorithm vs. a bare model(x) loop, side by side in one process.
+
+    LANDSCAPE_DATA_ROOT=../shared/data python benchmarks/compute_speed.py [--arch resnet56] [--grid 5]
+        [--images 1000] [--device cpu] [--skip-reference] [--extra] [--json results.json]
+
+Reference (the algorithm of github.com/tomgoldstein/loss-landscape): per grid point, write θ* + αδ + βη into
+the model, iterate a torchvision DataLoader (ToTensor + Normalize, 2 workers, batch 128) over the images,
+eval mode, fp32. Bare loop: the images pre-normalized in memory, `model(x)` in eval mode, batch 128, same
+weight update per point. landscape: `compute_surface` end to end, HDF5 file included.
+All variants evaluate the same directions on the same images; results are compared point by point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from landscape import (Axis, CheckpointSpec, DataSpec, DirectionSpec, EvalSpec, GridSpec, RunOptions, SurfaceSpec,
+                       build_model, compute_surface, create_model, load_checkpoint, save_checkpoint)
+from landscape.data import load_split
+from landscape.storage import read_directions
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class PilCifar(torch.utils.data.Dataset):
+    """CIFAR images as PIL images through a torchvision transform, as torchvision.datasets.CIFAR10 serves them."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def set_weights(model: torch.nn.Module, center: dict, dx: dict, dy: dict, a: float, b: float) -> None:
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name in center:
+            params[name].copy_(center[name] + a * dx[name] + b * dy[name])
+
+
+def reference(model, center, dx, dy, points, images_hwc, labels, device) -> np.ndarray:
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    dataset = PilCifar(images_hwc, labels, transform)
+    out = []
+    for a, b in points:
+        set_weights(model, center, dx, dy, a, b)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=False, num_workers=2)
+        model.eval()
+        total, loss_sum, correct = 0, 0.0, 0
+        with torch.no_grad():
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                loss_sum += F.cross_entropy(logits, y).item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                total += len(y)
+        out.append((loss_sum / total, 100.0 * correct / total))
+    return np.asarray(out)
+
+
+def bare_loop(model, center, dx, dy, points, x_all, y_all, precision) -> np.ndarray:
+    autocast = (torch.autocast(x_all.device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    out = []
+    model.eval()
+    for a, b in points:
+        set_weights(model, center, dx, dy, a, b)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
+        with torch.no_grad(), autocast:
+            for s in range(0, len(y_all), 128):
+                logits = model(x_all[s:s + 128]).float()
+                loss_sum += F.cross_entropy(logits, y_all[s:s + 128], reduction="sum").double()
+                correct += (logits.argmax(1) == y_all[s:s + 128]).sum()
+        out.append((loss_sum.item() / len(y_all), 100.0 * correct.item() / len(y_all)))
+    return np.asarray(out)
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet56")
+    parser.add_argument("--grid", type=int, default=5, help="points per axis")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--extra", action="store_true", help="also: no BN folding, vmap over 5 points, batch 1000")
+    parser.add_argument("--compile", action="store_true", help="also: torch.compile (compilation time included)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    workdir = Path(tempfile.mkdtemp(prefix="landscape-bench-"))
+    torch.manual_seed(0)
+    model = create_model(args.arch)
+    with torch.no_grad():  # stand-in for trained BN statistics, so that folding does real work
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    ckpt = workdir / "model.pt"
+    save_checkpoint(ckpt, model, {"arch": args.arch, "num_classes": 10, "dataset": "cifar10",
+                                  "mean": list(MEAN), "std": list(STD)})
+    axis = Axis(-1.0, 1.0, args.grid)
+    spec = SurfaceSpec(CheckpointSpec(str(ckpt)), DataSpec(root=os.environ.get("LANDSCAPE_DATA_ROOT", ""),
+                                                           subset=args.images),
+                       GridSpec(axis, axis), DirectionSpec(seed=0), DirectionSpec(seed=1))
+
+    rows: list[dict] = []
+    results: dict[str, np.ndarray] = {}
+
+    def record(name: str, values: np.ndarray, seconds: float, note: str = "") -> None:
+        results[name] = values
+        n_points = len(values)
+        rows.append({"variant": name, "seconds": seconds, "images_per_s": n_points * args.images / seconds,
+                     "note": note})
+        print(f"{name:<40} {seconds:8.2f} s  {n_points * args.images / seconds:9.1f} images/s", flush=True)
+
+    def landscape_run(name: str, evaluation: EvalSpec, options: RunOptions) -> None:
+        out = workdir / f"{name.replace(' ', '_').replace('/', '_')}.h5"
+        run_spec = dataclasses.replace(spec, evaluation=evaluation)
+        surface, seconds = timed(lambda: compute_surface(run_spec, out, options))
+        values = np.stack([surface["train_loss"].ravel(), surface["train_acc"].ravel()], axis=1)
+        record(name, values, seconds)
+
+    base = RunOptions(device=args.device, batch_size=128)
+    # Warm-up outside the timings: the first read of the CIFAR pickles and the first oneDNN kernels.
+    warm = dataclasses.replace(spec, grid=GridSpec(Axis(0.0, 0.0, 1), Axis(0.0, 0.0, 1)))
+    for precision in ("fp32", "bf16"):
+        compute_surface(dataclasses.replace(warm, evaluation=EvalSpec(precision=precision)),
+                        workdir / f"warmup_{precision}.h5", base)
+    landscape_run("landscape fp32", EvalSpec(), base)
+    directions = {a: read_directions(workdir / "landscape_fp32.h5", a) for a in ("x", "y")}
+    points = [(a, b) for b in axis.coordinates() for a in axis.coordinates()]  # storage order: y rows, x columns
+    plain = build_model(load_checkpoint(ckpt)).to(device)
+    center = {n: p.detach().clone() for n, p in plain.named_parameters()}
+    dx = {n: directions["x"][n].to(device) for n in center}
+    dy = {n: directions["y"][n].to(device) for n in center}
+    train = load_split(spec.data, "train")
+    x_all = ((train.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1))
+             / torch.tensor(STD).view(1, 3, 1, 1)).to(device)
+    y_all = train.labels.to(device)
+
+    if not args.skip_reference:
+        images_hwc = train.images.permute(0, 2, 3, 1).numpy()
+        values, seconds = timed(lambda: reference(copy.deepcopy(plain), center, dx, dy, points, images_hwc,
+                                                  train.labels.numpy(), device))
+        record("reference (DataLoader per point)", values, seconds)
+    values, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "fp32"))
+    record("bare model(x) loop fp32", values, seconds)
+    values, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "bf16"))
+    record("bare model(x) loop bf16", values, seconds)
+    landscape_run("landscape bf16", EvalSpec(precision="bf16"), base)
+    if args.extra:
+        landscape_run("landscape fp32 no BN folding", EvalSpec(), dataclasses.replace(base, fold_bn=False,
+                                                                                        channels_last=False))
+        landscape_run("landscape fp32 vmap 5 points/pass", EvalSpec(), dataclasses.replace(base, points_per_pass=5))
+        landscape_run("landscape fp32 batch 1000", EvalSpec(), dataclasses.replace(base, batch_size=1000))
+        landscape_run("landscape bf16 batch 1000", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=1000))
+    if args.compile:
+        landscape_run("landscape fp32 torch.compile", EvalSpec(), dataclasses.replace(base, compile=True))
+
+    by_name = {r["variant"]: r for r in rows}
+    ref_name = "reference (DataLoader per point)"
+    fp32 = results["landscape fp32"][:, 0]
+    print()
+    print(f"{args.arch}, {args.grid}x{args.grid} grid, {args.images} CIFAR-10 training images, device {args.device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print("| variant | time (s) | images/s | vs reference | vs bare loop, same precision | max abs loss diff vs landscape fp32 |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        name = r["variant"]
+        vs_ref = (f"{by_name[ref_name]['seconds'] / r['seconds']:.2f}x" if ref_name in by_name else "-")
+        bare = "bare model(x) loop bf16" if "bf16" in name else "bare model(x) loop fp32"
+        vs_bare = f"{by_name[bare]['seconds'] / r['seconds']:.2f}x" if name.startswith("landscape") else "-"
+        diff = np.abs(results[name][:, 0] - fp32).max()
+        r.update(vs_reference=vs_ref, vs_bare=vs_bare, max_abs_loss_diff=float(diff))
+        print(f"| {name} | {r['seconds']:.1f} | {r['images_per_s']:.0f} | {vs_ref} | {vs_bare} | {diff:.2e} |")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows,
+                                         "torch": torch.__version__}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

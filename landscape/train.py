@@ -1,0 +1,248 @@
+"""Training CIFAR models with the standard recipe, resumable at every epoch, with optional weight snapshots.
+
+`train(TrainSpec(...), out_dir)` writes into `out_dir`:
+  checkpoint.pt   the final model in the project's checkpoint format, with metadata
+  state.pt        model + optimizer + schedule + history after the last finished epoch (for resuming)
+  snapshots.h5    every `snapshot_every` epochs, the weights in float16 (the training trajectory)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .checkpoints import save_checkpoint
+from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer
+from .errors import LandscapeError
+from .models import create_model
+
+SCHEDULES = ("onecycle", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The training recipe: SGD (Nesterov momentum) with weight decay, crop + flip augmentation, an LR schedule."""
+
+    arch: str = "resnet20"
+    data: DataSpec = DataSpec(split="train")
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = True
+    snapshot_every: int = 0
+    eval_images: int | None = None  # test images evaluated after each epoch (None: all)
+
+    def validate(self) -> None:
+        self.data.validate()
+        create_model(self.arch)  # an unknown arch fails here, before any data is read
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise LandscapeError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        if self.schedule not in SCHEDULES:
+            raise LandscapeError(f"unknown schedule '{self.schedule}': use {', '.join(SCHEDULES)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise LandscapeError(f"unknown precision '{self.precision}': use fp32 or bf16")
+
+
+def learning_rate(spec: TrainSpec, step: int, total_steps: int) -> float:
+    """One-cycle (linear warm-up over 15% of the steps, then cosine to ~0) or plain cosine."""
+    if spec.schedule == "onecycle":
+        warm = max(1, int(0.15 * total_steps))
+        if step < warm:
+            return spec.lr * (0.1 + 0.9 * step / warm)
+        progress = (step - warm) / max(1, total_steps - warm)
+    else:
+        progress = step / total_steps
+    return spec.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crops of the images zero-padded by 4 pixels, and random horizontal flips (uint8 in, uint8 out)."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h)[None, :]).to(images.device)  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None, :]
+    cols = torch.where(flip[:, None], cols.flip(1), cols).to(images.device)  # (n, w)
+    index_n = torch.arange(n, device=images.device)[:, None, None, None]
+    index_c = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def evaluate(model: nn.Module, data: ImageSet, scale: torch.Tensor, shift: torch.Tensor, precision: str,
+             memory_format: torch.memory_format, batch_size: int = 500) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad(), _autocast(precision, data.images.device):
+        for s in range(0, len(data), batch_size):
+            x = (data.images[s:s + batch_size].float() * scale + shift).contiguous(memory_format=memory_format)
+            y = data.labels[s:s + batch_size]
+            logits = model(x).float()
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+    return loss / len(data), 100.0 * correct / len(data)
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
+          overwrite: bool = False, progress: Progress | None = None,
+          on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train `spec.arch` on CIFAR; returns the final checkpoint's metadata.
+
+    Refuses a folder that holds a finished run (unless `overwrite`) or an unfinished one (unless `resume` or
+    `overwrite`). `progress(record)` is called after each epoch, `on_batch(step, steps_per_epoch)` after
+    each batch. Stops with a LandscapeError at a non-finite loss, keeping the last good epoch's state.
+    """
+    spec.validate()
+    out_dir = Path(out_dir)
+    state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        if final_path.exists():
+            raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
+        if not resume:
+            raise LandscapeError(f"{out_dir} holds an unfinished run: pass --resume to continue it "
+                                 "or --overwrite to start again")
+    if overwrite:
+        for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    torch.manual_seed(spec.seed)
+    model = create_model(spec.arch, num_classes=100 if spec.data.name == "cifar100" else 10).to(dev)
+    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": spec.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=spec.lr, momentum=spec.momentum, nesterov=True)
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed = 0, 0.0
+    spec_dict = json.loads(json.dumps(dataclasses.asdict(spec)))
+    if state_path.exists():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        if json.loads(state["spec"]) != spec_dict:
+            raise LandscapeError(f"{out_dir} holds a run with another recipe: pass --overwrite to start again")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
+
+    mean, std = DEFAULT_NORMALIZATION[spec.data.name]
+    train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
+    test_data = dataclasses.replace(spec.data, subset=spec.eval_images, seed=spec.seed)
+    test_set = load_split(test_data, "test").to(dev)
+    scale, shift = normalizer(mean, std, dev)
+    steps_per_epoch = len(train_set) // spec.batch_size
+    if steps_per_epoch < 1:
+        raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
+    total_steps = steps_per_epoch * spec.epochs
+
+    for epoch in range(start_epoch, spec.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the epoch's own randomness
+        order = torch.randperm(len(train_set), generator=generator).to(dev)
+        model.train()
+        loss_sum, correct, seen = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
+        for step in range(steps_per_epoch):
+            lr = learning_rate(spec, epoch * steps_per_epoch + step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[step * spec.batch_size:(step + 1) * spec.batch_size]
+            images = augment(train_set.images[idx], generator)
+            x = (images.float() * scale + shift).contiguous(memory_format=memory_format)
+            y = train_set.labels[idx]
+            with _autocast(spec.precision, dev):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise LandscapeError(f"the training loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}: "
+                                     f"stopped; the state after epoch {epoch} is kept in {state_path} "
+                                     "(try a smaller --lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if on_batch:
+                on_batch(step + 1, steps_per_epoch)
+        elapsed += time.perf_counter() - started
+        test_loss, test_acc = evaluate(model, test_set, scale, shift, spec.precision, memory_format)
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
+                  "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": elapsed}
+        history.append(record)
+        if spec.snapshot_every and (epoch + 1) % spec.snapshot_every == 0:
+            _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
+        _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed)
+        with open(out_dir / "log.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        if progress:
+            progress(record)
+
+    # Final metrics in eval mode, without augmentation, on all training and test images.
+    full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
+    train_loss, train_acc = evaluate(model, train_set, scale, shift, spec.precision, memory_format)
+    test_loss, test_acc = evaluate(model, full_test, scale, shift, spec.precision, memory_format)
+    metadata = {
+        "arch": spec.arch, "num_classes": 100 if spec.data.name == "cifar100" else 10, "dataset": spec.data.name,
+        "skips": not spec.arch.endswith("_noshort"), "mean": list(mean), "std": list(std),
+        "epochs": spec.epochs, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+        "test_acc": test_acc, "seed": spec.seed, "recipe": spec_dict, "wall_time_s": round(elapsed, 1),
+        "hardware": _hardware(dev), "torch": str(torch.__version__), "landscape": __version__,
+    }
+    model = model.to(memory_format=torch.contiguous_format)
+    save_checkpoint(final_path, model, metadata)
+    return metadata
+
+
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, spec: dict[str, Any],
+                history: list[dict[str, Any]], epoch: int, elapsed: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "spec": json.dumps(spec),
+                "history": json.dumps(history), "epoch": epoch, "elapsed": elapsed}, tmp)
+    tmp.replace(path)
+
+
+def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, Any]) -> None:
+    """Weights after `epoch` in float16, keyed by tensor name: snapshots.h5/epoch_XXXX/<name>."""
+    with h5py.File(path, "a") as f:
+        f.attrs["format"] = "landscape-trajectory"
+        f.attrs["spec"] = json.dumps(spec)
+        group = f.require_group(f"epoch_{epoch:04d}")
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and name not in group:
+                group.create_dataset(name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16),
+                                     compression="gzip")
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

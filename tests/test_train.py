@@ -1,0 +1,104 @@
+"""`landscape train` on a tiny CIFAR-format fixture: checkpoint with metadata, resume == uninterrupted."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landscape import DataSpec, LandscapeError, build_model, load_checkpoint
+from landscape.cli import app
+from landscape.train import TrainSpec, augment, learning_rate, train
+
+
+def spec(root, **kw):
+    base = dict(arch="resnet20", data=DataSpec(root=str(root)), epochs=2, batch_size=16, lr=0.05,
+                snapshot_every=1, channels_last=False)
+    return TrainSpec(**(base | kw))
+
+
+def test_train_writes_a_loadable_checkpoint_with_metadata(tmp_path, cifar_root):
+    meta = train(spec(cifar_root), tmp_path / "run", device="cpu")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt.metadata == meta
+    assert meta["arch"] == "resnet20" and meta["skips"] and meta["epochs"] == 2 and meta["dataset"] == "cifar10"
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s", "hardware", "recipe", "seed"):
+        assert key in meta
+    model = build_model(ckpt)
+    assert sum(p.numel() for p in model.parameters()) == 272_474
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    import h5py
+    with h5py.File(tmp_path / "run" / "snapshots.h5") as f:
+        assert sorted(f) == ["epoch_0001", "epoch_0002"]
+        assert f["epoch_0002/conv1.weight"].dtype.name == "float16"
+        torch.testing.assert_close(torch.from_numpy(f["epoch_0002/conv1.weight"][()]).float(),
+                                   model.state_dict()["conv1.weight"], atol=1e-3, rtol=1e-3)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=3, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+
+    def stop_in_epoch_two(record):
+        if record["epoch"] == 1:
+            raise Interrupt  # as a Ctrl-C right after epoch 1 was saved
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu", progress=stop_in_epoch_two)
+    assert not (tmp_path / "part" / "checkpoint.pt").exists()
+    with pytest.raises(LandscapeError, match="unfinished run"):
+        train(s, tmp_path / "part", device="cpu")
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt").state_dict
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(LandscapeError, match="finished run"):
+        train(s, tmp_path / "part", device="cpu", resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, cifar_root):
+    with pytest.raises(LandscapeError, match="loss became nan|loss became inf"):
+        train(spec(cifar_root, lr=1e30, epochs=2), tmp_path / "nan", device="cpu")
+
+
+def test_augmentation_crops_and_flips():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).view(2, 3, 32, 32)
+    out = augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    for k in range(2):  # every output row is a shifted, possibly mirrored, piece of the input or padding
+        row = out[k, 0, 16]
+        inside = row[row != 0]
+        assert len(inside) >= 28
+        assert (inside.diff().abs() == 1).all()
+
+
+def test_learning_rate_schedules():
+    s = TrainSpec(lr=0.1)
+    assert learning_rate(s, 0, 100) == pytest.approx(0.01)
+    assert learning_rate(s, 15, 100) == pytest.approx(0.1)
+    assert learning_rate(s, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    cos = TrainSpec(lr=0.1, schedule="cosine")
+    assert learning_rate(cos, 0, 100) == pytest.approx(0.1) and learning_rate(cos, 50, 100) == pytest.approx(0.05)
+
+
+def test_cli_bad_input(tmp_path, cifar_root):
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--arch", "resnet21", "--out", str(tmp_path / "x"), "--data-root",
+                            str(cifar_root)])
+    assert r.exit_code == 2 and "unknown model 'resnet21'" in r.stderr
+    r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), "--data-root",
+                            str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "y"), "--data-root",
+                            str(cifar_root), "--epochs", "1", "--batch-size", "16", "--no-channels-last"])
+    assert r.exit_code == 0, r.output
+    assert "test accuracy" in r.stdout and Path(tmp_path / "y" / "checkpoint.pt").exists()
+    r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "y"), "--data-root",
+                            str(cifar_root), "--epochs", "1", "--batch-size", "16"])
+    assert r.exit_code == 2 and "finished run" in r.stderr

@@ -268,6 +268,38 @@ def train(
                f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s")
 
 
+@app.command()
+@friendly
+def compare(
+    files: Annotated[list[Path], typer.Argument(help="2D surface files to compare.")],
+    metric: Annotated[str, typer.Option(help="Array to compare, e.g. train_loss or test_loss.")] = "train_loss",
+    level: Annotated[Optional[float], typer.Option(help="Loss level of the basin area "
+                                                        "(default: 2 x the largest centre value).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, non-convexity."""
+    from .analysis import summarize
+    from .storage import read_surface
+
+    surfaces = [read_surface(f) for f in files]
+    for surface in surfaces:
+        if surface.ycoordinates is None or metric not in surface.values:
+            raise LandscapeError(f"{surface.path} is not a 2D surface with '{metric}' "
+                                 f"(it has {', '.join(surface.values) or 'nothing'})")
+    if level is None:
+        centres = [s.values[metric][np.argmin(np.abs(s.ycoordinates)), np.argmin(np.abs(s.xcoordinates))]
+                   for s in surfaces]
+        level = 2 * float(np.nanmax(centres))
+    typer.echo(f"{metric}, basin = connected region around the centre below {level:.4g}")
+    typer.echo("| surface | centre | minimum | basin area | basin share | local minima | roughness | non-convex share |")
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for surface in surfaces:
+        s = summarize(surface.values[metric], surface.xcoordinates, surface.ycoordinates, level)
+        name = surface.spec.get("checkpoint", {}).get("arch") or Path(surface.path).name
+        typer.echo(f"| {name} ({Path(surface.path).name}) | {s.centre:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | "
+                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.nonconvex_fraction:.1%} |")
+
+
 def main() -> None:
     app()
 

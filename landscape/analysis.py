@@ -1,0 +1,110 @@
+"""Numbers that describe a surface's shape, so that surfaces can be compared with more than pictures.
+
+Pure functions over a 2D array `values[j, i] = f(x[i], y[j])` and its coordinates. Non-finite or not-computed
+points are treated as missing (NaN) throughout.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ShapeSummary:
+    """How the surface looks around θ*.
+
+    centre: f at the grid point nearest (0, 0). minimum: the lowest value on the grid.
+    basin_area: area (in α·β units) of the connected region around the centre where f < level
+    (its share of the grid points times the grid's area).
+    basin_fraction: that area over the grid's area.
+    local_minima: grid points lower than all of their (up to 8) neighbours.
+    roughness: mean |second difference| along x and y, divided by the grid spacing squared (a curvature scale).
+    nonconvex_fraction: share of interior points whose finite-difference Hessian has a negative eigenvalue.
+    """
+
+    level: float
+    centre: float
+    minimum: float
+    basin_area: float
+    basin_fraction: float
+    local_minima: int
+    roughness: float
+    nonconvex_fraction: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def centre_index(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    return int(np.argmin(np.abs(y))), int(np.argmin(np.abs(x)))
+
+
+def basin_mask(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> np.ndarray:
+    """The 4-connected region of points with f < level that contains the centre (empty if the centre is above)."""
+    below = np.isfinite(values) & (values < level)
+    mask = np.zeros_like(below)
+    start = centre_index(x, y)
+    if not below[start]:
+        return mask
+    queue = deque([start])
+    mask[start] = True
+    while queue:
+        j, i = queue.popleft()
+        for dj, di in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nj, ni = j + dj, i + di
+            if 0 <= nj < below.shape[0] and 0 <= ni < below.shape[1] and below[nj, ni] and not mask[nj, ni]:
+                mask[nj, ni] = True
+                queue.append((nj, ni))
+    return mask
+
+
+def local_minima(values: np.ndarray) -> int:
+    """Points strictly lower than every finite neighbour among their 8 neighbours."""
+    v = np.where(np.isfinite(values), values, np.inf)
+    padded = np.pad(v, 1, constant_values=np.inf)
+    ny, nx = v.shape
+    is_min = np.isfinite(v)
+    for dj in (-1, 0, 1):
+        for di in (-1, 0, 1):
+            if dj or di:
+                is_min &= v < padded[1 + dj:1 + dj + ny, 1 + di:1 + di + nx]
+    return int(is_min.sum())
+
+
+def roughness(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Mean absolute second difference along both axes over the squared spacing (0 for a plane)."""
+    hx, hy = x[1] - x[0], y[1] - y[0]
+    dxx = (values[:, 2:] - 2 * values[:, 1:-1] + values[:, :-2]) / hx**2
+    dyy = (values[2:, :] - 2 * values[1:-1, :] + values[:-2, :]) / hy**2
+    both = np.concatenate([dxx[np.isfinite(dxx)], dyy[np.isfinite(dyy)]])
+    return float(np.abs(both).mean()) if both.size else float("nan")
+
+
+def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of interior points where the central-difference Hessian [[fxx, fxy], [fxy, fyy]] is not PSD."""
+    hx, hy = x[1] - x[0], y[1] - y[0]
+    c = values[1:-1, 1:-1]
+    fxx = (values[1:-1, 2:] - 2 * c + values[1:-1, :-2]) / hx**2
+    fyy = (values[2:, 1:-1] - 2 * c + values[:-2, 1:-1]) / hy**2
+    fxy = (values[2:, 2:] - values[2:, :-2] - values[:-2, 2:] + values[:-2, :-2]) / (4 * hx * hy)
+    smallest = 0.5 * (fxx + fyy) - np.sqrt(0.25 * (fxx - fyy) ** 2 + fxy**2)
+    finite = np.isfinite(smallest)
+    return float((smallest[finite] < 0).mean()) if finite.any() else float("nan")
+
+
+def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> ShapeSummary:
+    """All of the above for one 2D surface."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape != (len(y), len(x)) or len(x) < 3 or len(y) < 3:
+        raise ValueError("summarize needs a 2D surface of at least 3x3 points with matching coordinates")
+    mask = basin_mask(values, x, y, level)
+    grid_area = (x[-1] - x[0]) * (y[-1] - y[0])
+    finite = values[np.isfinite(values)]
+    return ShapeSummary(level=level, centre=float(values[centre_index(x, y)]),
+                        minimum=float(finite.min()) if finite.size else float("nan"),
+                        basin_area=float(mask.mean() * grid_area), basin_fraction=float(mask.mean()),
+                        local_minima=local_minima(values), roughness=roughness(values, x, y),
+                        nonconvex_fraction=nonconvex_fraction(values, x, y))

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from landscape.analysis import basin_mask, local_minima, nonconvex_fraction, roughness, summarize
+
+x = np.linspace(-1, 1, 21)
+y = np.linspace(-1, 1, 11)
+X, Y = np.meshgrid(x, y)
+
+
+def test_bowl():
+    bowl = X**2 + 2 * Y**2
+    s = summarize(bowl, x, y, level=0.5)
+    assert s.centre == 0 and s.minimum == 0 and s.local_minima == 1
+    assert s.nonconvex_fraction == 0
+    # fxx = 2, fyy = 4 exactly for a quadratic: the mean of |second differences| over all of them
+    n_xx, n_yy = 11 * 19, 9 * 21
+    assert s.roughness == pytest.approx((2 * n_xx + 4 * n_yy) / (n_xx + n_yy))
+    # basin: points with x^2 + 2y^2 < 0.5, all connected to the centre
+    assert s.basin_fraction == pytest.approx(np.mean(bowl < 0.5))
+    assert s.basin_area == pytest.approx(np.mean(bowl < 0.5) * 2 * 2)
+
+
+def test_saddle_and_egg_crate():
+    saddle = X**2 - Y**2
+    assert nonconvex_fraction(saddle, x, y) == 1.0
+    crate = np.cos(4 * np.pi * X) * np.cos(4 * np.pi * Y)
+    assert local_minima(crate) > 4
+    assert roughness(crate, x, y) > 10 * roughness(X**2 + Y**2, x, y)
+
+
+def test_basin_is_the_component_of_the_centre():
+    v = np.ones((5, 5))
+    v[2, 2] = v[2, 1] = 0  # centre region
+    v[0, 4] = 0  # a separate low point
+    m = basin_mask(v, np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), 0.5)
+    assert m.sum() == 2 and not m[0, 4]
+    v[2, 2] = np.nan  # a centre that is not below the level has no basin
+    assert basin_mask(v, np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), 0.5).sum() == 0
+
+
+def test_missing_points_are_ignored():
+    v = X**2 + Y**2
+    v[0, 0] = np.nan
+    assert local_minima(v) == 1 and np.isfinite(roughness(v, x, y))

@@ -62,8 +62,9 @@ def reference(model, center, dx, dy, points, images_hwc, labels, device) -> np.n
 
     transform = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
     dataset = PilCifar(images_hwc, labels, transform)
-    out = []
+    out, times = [], []
     for a, b in points:
+        started = time.perf_counter()
         set_weights(model, center, dx, dy, a, b)
         loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=False, num_workers=2)
         model.eval()
@@ -76,15 +77,17 @@ def reference(model, center, dx, dy, points, images_hwc, labels, device) -> np.n
                 correct += (logits.argmax(1) == y).sum().item()
                 total += len(y)
         out.append((loss_sum / total, 100.0 * correct / total))
-    return np.asarray(out)
+        times.append(time.perf_counter() - started)
+    return np.asarray(out), times
 
 
 def bare_loop(model, center, dx, dy, points, x_all, y_all, precision) -> np.ndarray:
     autocast = (torch.autocast(x_all.device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
-    out = []
+    out, times = [], []
     model.eval()
     for a, b in points:
+        started = time.perf_counter()
         set_weights(model, center, dx, dy, a, b)
         loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
         correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
@@ -94,7 +97,8 @@ def bare_loop(model, center, dx, dy, points, x_all, y_all, precision) -> np.ndar
                 loss_sum += F.cross_entropy(logits, y_all[s:s + 128], reduction="sum").double()
                 correct += (logits.argmax(1) == y_all[s:s + 128]).sum()
         out.append((loss_sum.item() / len(y_all), 100.0 * correct.item() / len(y_all)))
-    return np.asarray(out)
+        times.append(time.perf_counter() - started)
+    return np.asarray(out), times
 
 
 def timed(fn):
@@ -139,19 +143,23 @@ def main() -> None:
     rows: list[dict] = []
     results: dict[str, np.ndarray] = {}
 
-    def record(name: str, values: np.ndarray, seconds: float, note: str = "") -> None:
+    def record(name: str, output: tuple[np.ndarray, list[float]], seconds: float) -> None:
+        values, point_times = output
         results[name] = values
-        n_points = len(values)
-        rows.append({"variant": name, "seconds": seconds, "images_per_s": n_points * args.images / seconds,
-                     "note": note})
-        print(f"{name:<40} {seconds:8.2f} s  {n_points * args.images / seconds:9.1f} images/s", flush=True)
+        median = float(np.median(point_times))
+        rows.append({"variant": name, "seconds": seconds, "median_point_s": median,
+                     "images_per_s": args.images / median, "point_times": point_times})
+        print(f"{name:<36} total {seconds:7.1f} s, median {median:6.3f} s/point, {args.images / median:7.1f} "
+              f"images/s", flush=True)
 
     def landscape_run(name: str, evaluation: EvalSpec, options: RunOptions) -> None:
         out = workdir / f"{name.replace(' ', '_').replace('/', '_')}.h5"
         run_spec = dataclasses.replace(spec, evaluation=evaluation)
-        surface, seconds = timed(lambda: compute_surface(run_spec, out, options))
+        stamps: list[float] = []
+        surface, seconds = timed(lambda: compute_surface(run_spec, out, options,
+                                                         progress=lambda done, total: stamps.append(time.perf_counter())))
         values = np.stack([surface["train_loss"].ravel(), surface["train_acc"].ravel()], axis=1)
-        record(name, values, seconds)
+        record(name, (values, list(np.diff(stamps))), seconds)
 
     base = RunOptions(device=args.device, batch_size=128)
     # Warm-up outside the timings: the first read of the CIFAR pickles and the first oneDNN kernels.
@@ -173,17 +181,18 @@ def main() -> None:
 
     if not args.skip_reference:
         images_hwc = train.images.permute(0, 2, 3, 1).numpy()
-        values, seconds = timed(lambda: reference(copy.deepcopy(plain), center, dx, dy, points, images_hwc,
+        output, seconds = timed(lambda: reference(copy.deepcopy(plain), center, dx, dy, points, images_hwc,
                                                   train.labels.numpy(), device))
-        record("reference (DataLoader per point)", values, seconds)
-    values, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "fp32"))
-    record("bare model(x) loop fp32", values, seconds)
-    values, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "bf16"))
-    record("bare model(x) loop bf16", values, seconds)
+        record("reference (DataLoader per point)", output, seconds)
+    output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "fp32"))
+    record("bare model(x) loop fp32", output, seconds)
+    output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "bf16"))
+    record("bare model(x) loop bf16", output, seconds)
     landscape_run("landscape bf16", EvalSpec(precision="bf16"), base)
     if args.extra:
-        landscape_run("landscape fp32 no BN folding", EvalSpec(), dataclasses.replace(base, fold_bn=False,
-                                                                                        channels_last=False))
+        landscape_run("landscape fp32 no BN folding", EvalSpec(), dataclasses.replace(base, fold_bn=False))
+        landscape_run("landscape bf16 no BN folding", EvalSpec(precision="bf16"),
+                      dataclasses.replace(base, fold_bn=False))
         landscape_run("landscape fp32 vmap 5 points/pass", EvalSpec(), dataclasses.replace(base, points_per_pass=5))
         landscape_run("landscape fp32 batch 1000", EvalSpec(), dataclasses.replace(base, batch_size=1000))
         landscape_run("landscape bf16 batch 1000", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=1000))
@@ -196,16 +205,21 @@ def main() -> None:
     print()
     print(f"{args.arch}, {args.grid}x{args.grid} grid, {args.images} CIFAR-10 training images, device {args.device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print("| variant | time (s) | images/s | vs reference | vs bare loop, same precision | max abs loss diff vs landscape fp32 |")
-    print("|---|---|---|---|---|---|")
+    print("Speed from the median time per grid point (robust to other load); total includes setup.")
+    print("| variant | total (s) | median s/point | images/s | vs reference | vs bare loop, same precision "
+          "| max abs loss diff vs landscape fp32 | max rel loss diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = r["variant"]
-        vs_ref = (f"{by_name[ref_name]['seconds'] / r['seconds']:.2f}x" if ref_name in by_name else "-")
+        speed = r["images_per_s"]
+        vs_ref = f"{speed / by_name[ref_name]['images_per_s']:.2f}x" if ref_name in by_name else "-"
         bare = "bare model(x) loop bf16" if "bf16" in name else "bare model(x) loop fp32"
-        vs_bare = f"{by_name[bare]['seconds'] / r['seconds']:.2f}x" if name.startswith("landscape") else "-"
-        diff = np.abs(results[name][:, 0] - fp32).max()
-        r.update(vs_reference=vs_ref, vs_bare=vs_bare, max_abs_loss_diff=float(diff))
-        print(f"| {name} | {r['seconds']:.1f} | {r['images_per_s']:.0f} | {vs_ref} | {vs_bare} | {diff:.2e} |")
+        vs_bare = f"{speed / by_name[bare]['images_per_s']:.2f}x" if name.startswith("landscape") else "-"
+        diff = np.abs(results[name][:, 0] - fp32)
+        r.update(vs_reference=vs_ref, vs_bare=vs_bare, max_abs_loss_diff=float(diff.max()),
+                 max_rel_loss_diff=float((diff / np.abs(fp32)).max()))
+        print(f"| {name} | {r['seconds']:.1f} | {r['median_point_s']:.3f} | {speed:.0f} | {vs_ref} | {vs_bare} "
+              f"| {diff.max():.2e} | {(diff / np.abs(fp32)).max():.2e} |")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows,
                                          "torch": torch.__version__}, indent=2))

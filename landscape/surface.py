@@ -183,6 +183,8 @@ def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = Ru
     out = Path(out)
     checkpoint = load_checkpoint(spec.checkpoint.path)
     spec = resolve_spec(spec, checkpoint)
+    root = str(resolve_root(spec.data.root).resolve())  # recorded as an absolute path
+    spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=root))
     spec_dict = json.loads(json.dumps(spec.to_dict()))  # as stored: tuples become lists
     model = build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
     resume = out.exists() and not overwrite
@@ -197,7 +199,6 @@ def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = Ru
                                  "Pass --overwrite to replace it, or choose another --out")
     elif not out.parent.is_dir():
         raise LandscapeError(f"cannot write {out}: folder {out.parent} does not exist")
-    resolve_root(spec.data.root)
 
     names = direction_names(model, spec.x.dir_type)
     center = center_of(model, names)

@@ -132,3 +132,19 @@ def test_killed_run_keeps_finished_points_and_resumes(tmp_path, cifar_root, resn
     with h5py.File(out, "r") as a, h5py.File(tmp_path / "ref.h5", "r") as b:
         for name in ("train_loss", "train_acc", "test_loss", "test_acc", "computed"):
             np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+
+
+def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
+    out = tmp_path / "c.h5"
+    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--y", "-1:1:3", "--subset", 6,
+                  "--data-root", cifar_root, "--out", out).exit_code == 0
+    result = invoke("compare", out, out, "--level", "1e9")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet20")]
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert "| 4 | 100.0% |" in rows[0]  # the whole [-1, 1]^2 grid is below 1e9: area 4, all points
+    line = tmp_path / "line.h5"
+    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 6, "--data-root", cifar_root,
+                  "--out", line).exit_code == 0
+    result = invoke("compare", line)
+    assert result.exit_code == 2 and "is not a 2D surface" in result.stderr

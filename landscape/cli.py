@@ -296,6 +296,199 @@ def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float]) 
                    f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.nonconvex_fraction:.1%} |")
 
 
+@app.command()
+@friendly
+def plot(
+    files: Annotated[list[Path], typer.Argument(help="Surface file(s); two or more are drawn side by side "
+                                                     "on one colour scale.")],
+    out: Annotated[Path, typer.Option(help="Figure file to write.")],
+    kind: Annotated[Optional[str], typer.Option(help="surface (3D) | contour | filled | heatmap | 1d; "
+                                                     "default contour, or 1d for a 1D surface.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="pdf | svg | png | html; default: the suffix "
+                                                                "of --out.")] = None,
+    metric: Annotated[str, typer.Option(help="train_loss | train_acc | test_loss | test_acc | ...")] = "train_loss",
+    log: Annotated[bool, typer.Option(help="Log scale (tick labels stay in the metric's units).")] = False,
+    clip: Annotated[Optional[float], typer.Option(help="Cap values at this maximum.")] = None,
+    zrange: Annotated[Optional[str], typer.Option(help="Colour (and 3D z) range MIN:MAX, e.g. to match "
+                                                       "another figure.")] = None,
+    levels: Annotated[Optional[str], typer.Option(help="Contour levels START:END:SIZE (SIZE in decades with "
+                                                       "--log) or a list A,B,C.")] = None,
+    width: Annotated[str, typer.Option(help="column (3.25 in) | page (6.75 in) | inches.")] = "column",
+    height: Annotated[Optional[float], typer.Option(help="Height in inches (default from the width).")] = None,
+    font: Annotated[Optional[str], typer.Option(help="Font family (default: Times-like serif).")] = None,
+    font_size: Annotated[float, typer.Option(help="Font size in points.")] = 8,
+    colorscale: Annotated[str, typer.Option(help="A plotly colour scale: Viridis, Cividis, RdBu_r, ...")] = "Viridis",
+    center: Annotated[bool, typer.Option(help="Mark θ* at (0, 0).")] = True,
+    title: Annotated[Optional[str], typer.Option(help="Figure title (papers usually use the caption).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML)."""
+    from .export import FIGURE_FORMATS, write_figure
+    from .plots import SERIF, PlotOptions, compare_figure, figure, paper_layout, parse_levels
+    from .storage import read_surface
+
+    fmt = (fmt or out.suffix.lstrip(".")).lower()
+    if fmt not in FIGURE_FORMATS:
+        raise LandscapeError(f"unknown figure format '{fmt or out.name}': use --format "
+                             f"{' | '.join(FIGURE_FORMATS)} or an --out ending in one")
+    if out.suffix.lower() != f".{fmt}":
+        raise LandscapeError(f"--out {out} does not end in .{fmt}")
+    surfaces = [read_surface(f) for f in files]
+    kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
+    options = PlotOptions(metric=metric, log=log, clip=clip, zrange=_range(zrange),
+                          levels=parse_levels(levels) if levels else None, colorscale=colorscale,
+                          mark_center=center)
+    fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
+    fig = paper_layout(fig.update_layout(title_text=title), width=_width(width), height=height,
+                       font_family=font or SERIF, font_size=font_size)
+    write_figure(fig, out, fmt)
+    typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
+
+
+@app.command()
+@friendly
+def export(
+    file: Annotated[Path, typer.Argument(help="A surface file.")],
+    vtp: Annotated[bool, typer.Option("--vtp", help="VTK PolyData surface for ParaView.")] = False,
+    table: Annotated[bool, typer.Option("--table", help="Plain-text table for pgfplots or gnuplot.")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV table, one row per grid point.")] = False,
+    npz: Annotated[bool, typer.Option("--npz", help="NumPy arrays.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="File to write; default FILE with the format's suffix "
+                                                     "(.vtp, .dat, .csv, .npz).")] = None,
+    metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
+    log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
+    clip: Annotated[Optional[float], typer.Option(help="--vtp: cap the height at this value.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv or --npz."""
+    from .export import DATA_SUFFIXES, write_data
+    from .plots import PlotOptions
+    from .storage import read_surface
+
+    chosen = [fmt for fmt, on in (("vtp", vtp), ("table", table), ("csv", csv), ("npz", npz)) if on]
+    if len(chosen) != 1:
+        raise LandscapeError("choose one of --vtp, --table, --csv, --npz")
+    fmt = chosen[0]
+    surface = read_surface(file)
+    path = write_data(surface, out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt,
+                      PlotOptions(metric=metric, log=log, clip=clip))
+    typer.echo(f"wrote {path}")
+
+
+@app.command("app")
+@friendly
+def app_command(
+    results: Annotated[Path, typer.Option(help="Folder of surface files to browse (only files under it are "
+                                               "read).")] = Path("results"),
+    port: Annotated[Optional[int], typer.Option(help="Port of the app (default: Streamlit's, 8501).")] = None,
+    address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 opens it to the network.")] =
+    "localhost",
+    headless: Annotated[bool, typer.Option(help="Do not open a browser window.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Browse the surfaces of a results folder in the browser (a Streamlit app; Ctrl-C stops it)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise LandscapeError("the app needs streamlit: pip install -e '.[app]'")
+    if not results.is_dir():
+        raise LandscapeError(f"results folder {results} does not exist")
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("app.py")),
+               "--server.address", address, "--server.headless", str(headless).lower(),
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    command += ["--server.port", str(port)] if port else []
+    try:
+        code = subprocess.call(command + ["--", "--results", str(results.resolve())])
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+def _range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise LandscapeError(f"--zrange '{text}': use MIN:MAX, e.g. 0.1:10") from None
+    if not lo < hi:
+        raise LandscapeError(f"--zrange '{text}': MIN must be below MAX")
+    return lo, hi
+
+
+def _width(text: str) -> str | float:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+
+@app.command()
+@friendly
+def demo(
+    data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT, else ./data "
+                                                          "(CIFAR-10 is downloaded there when missing).")] = None,
+    checkpoints: Annotated[Path, typer.Option(help="Folder with <pair>.pt and <pair>_noshort.pt.")] = Path("checkpoints"),
+    pair: Annotated[str, typer.Option(help="resnet56 or resnet20: the model with and without skips.")] = "resnet56",
+    out: Annotated[Path, typer.Option(help="Folder for the surfaces and figures.")] = Path("results/demo"),
+    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].")] = 13,
+    subset: Annotated[int, typer.Option(help="Training images evaluated.")] = 256,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    debug: Debug = False,
+) -> None:
+    """Skips vs no skips in a few minutes: surfaces of the shipped pair, their figures and their numbers."""
+    import os
+
+    from .data import DataSpec, find_cifar_folder
+    from .directions import DirectionSpec
+    from .evaluate import EvalSpec, RunOptions
+    from .grid import Axis, GridSpec
+    from .surface import CheckpointSpec, SurfaceSpec, compute_surface
+
+    archs = [pair, f"{pair}_noshort"]
+    paths = [checkpoints / f"{arch}.pt" for arch in archs]
+    for arch, path in zip(archs, paths):
+        if not path.is_file():
+            raise LandscapeError(f"no checkpoint {path}: run the demo from the repository root, pass --checkpoints, "
+                                 f"or train one: landscape train --arch {arch} --out runs/{arch} "
+                                 f"&& cp runs/{arch}/checkpoint.pt {path}")
+    root = Path(data_root or os.environ.get("LANDSCAPE_DATA_ROOT") or "data")
+    root.mkdir(parents=True, exist_ok=True)
+    download = find_cifar_folder(root, "cifar10") is None
+    if download:
+        typer.echo(f"CIFAR-10 is not under {root}: downloading it there", err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    axis = Axis(-1.0, 1.0, grid)
+    surfaces = []
+    for arch, path in zip(archs, paths):
+        spec = SurfaceSpec(CheckpointSpec(str(path)), DataSpec(root=str(root), subset=subset, download=download),
+                           GridSpec(axis, axis), DirectionSpec(seed=0), DirectionSpec(seed=1),
+                           EvalSpec(precision=precision))
+        typer.echo(f"{arch}: {grid}x{grid} surface on {subset} training images -> {out / f'{arch}.h5'}", err=True)
+        with _progress_bar() as progress:
+            surfaces.append(compute_surface(spec, out / f"{arch}.h5", RunOptions(device=device), progress=progress))
+    _print_comparison(surfaces, "train_loss", None)
+    try:
+        from .export import write_figure
+        from .plots import PlotOptions, compare_figure, paper_layout
+    except ImportError:
+        typer.echo("figures skipped: pip install plotly kaleido (see docs/app.md)", err=True)
+        return
+    options = PlotOptions(metric="train_loss", log=True)
+    written = [write_figure(compare_figure(surfaces, "surface", options), out / "surfaces.html")]
+    try:
+        for kind in ("contour", "surface"):
+            fig = paper_layout(compare_figure(surfaces, kind, options), width="page")
+            written.append(write_figure(fig, out / f"{kind}s.pdf"))
+    except LandscapeError as e:
+        typer.echo(f"static figures skipped: {e}", err=True)
+    typer.echo("figures: " + ", ".join(str(p) for p in written))
+    typer.echo(f"browse them: landscape app --results {out}")
+
+
 def main() -> None:
     app()
 

@@ -148,3 +148,28 @@ def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
                   "--out", line).exit_code == 0
     result = invoke("compare", line)
     assert result.exit_code == 2 and "is not a 2D surface" in result.stderr
+
+
+def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
+    import shutil
+
+    import torch
+
+    from landscape import create_model, save_checkpoint
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    for arch in ("resnet20", "resnet20_noshort"):
+        torch.manual_seed(0)
+        save_checkpoint(ckpts / f"{arch}.pt", create_model(arch), {"arch": arch, "num_classes": 10,
+                                                                   "dataset": "cifar10"})
+    out = tmp_path / "demo"
+    result = invoke("demo", "--checkpoints", ckpts, "--pair", "resnet20", "--grid", 3, "--subset", 8,
+                    "--data-root", cifar_root, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "resnet20.h5").exists() and (out / "resnet20_noshort.h5").exists()
+    assert result.stdout.count("| resnet20") == 2 and (out / "surfaces.html").exists()
+    if shutil.which("chromium"):
+        assert (out / "contours.pdf").read_bytes().startswith(b"%PDF")
+    missing = invoke("demo", "--checkpoints", tmp_path / "none", "--data-root", cifar_root, "--out", out)
+    assert missing.exit_code == 2 and "no checkpoint" in missing.stderr

@@ -1,0 +1,209 @@
+"""Files made from surfaces and figures: static images (PDF, SVG, PNG) and interactive HTML of a figure, and the
+surface itself as a VTK PolyData file for ParaView (.vtp), a plain-text table for pgfplots or gnuplot, CSV or NPZ.
+
+Static images are rendered by kaleido in a headless Chromium (Debian's `chromium`, or the browser named by
+BROWSER_PATH) with the plotly.js that ships with plotly and MathJax off, so nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .errors import LandscapeError
+from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order
+from .storage import Surface
+
+IMAGE_FORMATS = ("pdf", "svg", "png")
+FIGURE_FORMATS = IMAGE_FORMATS + ("html",)
+DATA_FORMATS = ("vtp", "table", "csv", "npz")
+DATA_SUFFIXES = {"vtp": ".vtp", "table": ".dat", "csv": ".csv", "npz": ".npz"}
+PNG_DPI = 300
+_SCREEN_SIZE = (900, 700)  # px, for a figure that sets no size of its own
+
+
+def figure_bytes(fig: go.Figure, fmt: str, scale: float | None = None) -> bytes:
+    """The figure as PDF, SVG, PNG (PNG_DPI unless `scale`) or self-contained interactive HTML."""
+    if fmt == "html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+    return figure_images(fig, [fmt], scale)[fmt]
+
+
+def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = None) -> dict[str, bytes]:
+    """The figure as static images, all rendered in one browser session."""
+    for fmt in formats:
+        if fmt not in IMAGE_FORMATS:
+            raise LandscapeError(f"unknown figure format '{fmt}': use {', '.join(FIGURE_FORMATS)}")
+    # kaleido's logging helper (logistro) parses sys.argv when imported and exits on an abbreviation it finds
+    # ambiguous, such as the `--log` of `landscape plot`: import it with the arguments hidden
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        import kaleido
+        from kaleido.errors import ChromeNotFoundError
+    except ImportError:
+        raise LandscapeError("static images need kaleido: pip install 'kaleido>=1'") from None
+    finally:
+        sys.argv = argv
+    size = dict(width=fig.layout.width or _SCREEN_SIZE[0], height=fig.layout.height or _SCREEN_SIZE[1])
+    spec = fig.to_plotly_json()
+
+    async def render() -> list[bytes]:
+        async with kaleido.Kaleido(mathjax=False) as k:
+            return [await k.calc_fig(spec, opts=dict(format=fmt, **size,
+                                                     scale=scale or (PNG_DPI / PX_PER_INCH if fmt == "png" else 1)))
+                    for fmt in formats]
+
+    try:  # in a thread of its own, so that it also works where an event loop already runs (Jupyter)
+        with ThreadPoolExecutor(1) as pool:
+            images = pool.submit(asyncio.run, render()).result()
+    except ChromeNotFoundError:
+        raise LandscapeError("static images need a headless Chromium: apt-get install chromium "
+                             "(or set BROWSER_PATH to a Chrome or Chromium binary)") from None
+    return dict(zip(formats, images))
+
+
+def write_figure(fig: go.Figure, path: str | Path, fmt: str | None = None) -> Path:
+    """Write the figure; the format defaults to the file's suffix."""
+    path = Path(path)
+    _check_folder(path)  # before the seconds of rendering
+    _write(path, figure_bytes(fig, fmt or path.suffix.lstrip(".").lower()))
+    return path
+
+
+def columns(surface: Surface) -> dict[str, np.ndarray]:
+    """The surface as flat columns, one row per grid point with x varying fastest: x, y, the metrics, computed."""
+    if surface.ndim == 1:
+        cols = {"x": surface.xcoordinates}
+    else:
+        gx, gy = np.meshgrid(surface.xcoordinates, surface.ycoordinates)
+        cols = {"x": gx.ravel(), "y": gy.ravel()}
+    cols.update({name: np.asarray(surface.values[name], dtype=np.float64).ravel()
+                 for name in metric_order(surface.metrics)})
+    cols["computed"] = surface.computed.ravel().astype(np.int64)
+    return cols
+
+
+def csv_text(surface: Surface) -> str:
+    """Comma-separated table with a header; points not computed yet have empty metric cells."""
+    cols = columns(surface)
+    computed = cols["computed"].astype(bool)
+    lines = [",".join(cols)]
+    for k in range(len(computed)):
+        lines.append(",".join(_number(v[k]) if name in ("x", "y", "computed") or computed[k] else ""
+                              for name, v in cols.items()))
+    return "\n".join(lines) + "\n"
+
+
+def table_text(surface: Surface) -> str:
+    """Whitespace-separated table for pgfplots (`\\addplot3[surf] table`) or gnuplot (`splot ... with pm3d`):
+    '#' comment lines, a header row, an empty line after each row of the grid, `nan` where there is no value."""
+    cols = columns(surface)
+    computed = cols.pop("computed").astype(bool)
+    nx = len(surface.xcoordinates)
+    lines = [f"# {Path(surface.path).name}: landscape surface, x varies fastest, "
+             f"{nx} x {len(surface.ycoordinates) if surface.ndim == 2 else 1} points",
+             "# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z=train_loss] {this file};",
+             " ".join(cols)]
+    for k in range(len(computed)):
+        lines.append(" ".join(_number(v[k]) if name in ("x", "y") or computed[k] else "nan"
+                              for name, v in cols.items()))
+        if surface.ndim == 2 and (k + 1) % nx == 0:
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def npz_bytes(surface: Surface) -> bytes:
+    """NumPy archive: xcoordinates, ycoordinates (2D), each metric as [j, i] = f(x[i], y[j]) with NaN where not
+    computed, computed, and the spec as a JSON string."""
+    arrays = {"xcoordinates": surface.xcoordinates, "computed": surface.computed,
+              "spec": np.array(json.dumps(surface.spec, sort_keys=True))}
+    if surface.ycoordinates is not None:
+        arrays["ycoordinates"] = surface.ycoordinates
+    arrays.update({name: np.where(surface.computed, surface.values[name], np.nan) for name in surface.metrics})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def vtp_text(surface: Surface, options: PlotOptions, zscale: float = 1.0) -> str:
+    """A VTK XML PolyData surface for ParaView: points (x, y, zscale * drawn value of `options.metric`, clipped
+    and log10 as in the figures), one quad per grid cell whose four corners have a value, and every metric as
+    point data. Points without a drawn value are left out; arrays are base64 (NaN survives)."""
+    if surface.ndim != 2:
+        raise LandscapeError(f"{surface.path} is a 1D surface: VTP export needs a 2D surface")
+    z = displayed(surface, options)
+    ny, nx = z.shape
+    valid = np.isfinite(z)
+    index = np.full(z.shape, -1, dtype=np.int64)
+    index[valid] = np.arange(int(valid.sum()))
+    gx, gy = np.meshgrid(surface.xcoordinates, surface.ycoordinates)
+    points = np.stack([gx[valid], gy[valid], zscale * z[valid]], axis=1)
+    corners = np.stack([index[:-1, :-1], index[:-1, 1:], index[1:, 1:], index[1:, :-1]], axis=-1).reshape(-1, 4)
+    quads = corners[(corners >= 0).all(axis=1)]
+    point_data = "".join(_data_array(name, np.where(surface.computed, surface.values[name], np.nan)[valid])
+                         for name in metric_order(surface.metrics))
+    return (f'<?xml version="1.0"?>\n'
+            f'<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">\n'
+            f'<PolyData>\n'
+            f'<Piece NumberOfPoints="{len(points)}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" '
+            f'NumberOfPolys="{len(quads)}">\n'
+            f'<PointData Scalars={quoteattr(options.metric)}>\n{point_data}</PointData>\n'
+            f'<Points>\n{_data_array("Points", points, components=3)}</Points>\n'
+            f'<Polys>\n{_data_array("connectivity", quads.ravel())}'
+            f'{_data_array("offsets", 4 * np.arange(1, len(quads) + 1, dtype=np.int64))}</Polys>\n'
+            f'</Piece>\n</PolyData>\n</VTKFile>\n')
+
+
+def data_bytes(surface: Surface, fmt: str, options: PlotOptions = PlotOptions()) -> bytes:
+    """The surface in one of DATA_FORMATS (`options` only matters for vtp)."""
+    if fmt == "vtp":
+        return vtp_text(surface, options).encode()
+    if fmt == "table":
+        return table_text(surface).encode()
+    if fmt == "csv":
+        return csv_text(surface).encode()
+    if fmt == "npz":
+        return npz_bytes(surface)
+    raise LandscapeError(f"unknown data format '{fmt}': use {', '.join(DATA_FORMATS)}")
+
+
+def write_data(surface: Surface, path: str | Path, fmt: str, options: PlotOptions = PlotOptions()) -> Path:
+    path = Path(path)
+    _write(path, data_bytes(surface, fmt, options))
+    return path
+
+
+def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:
+    values = np.ascontiguousarray(values, dtype=np.int64 if values.dtype.kind in "iu" else np.float64)
+    kind = "Int64" if values.dtype == np.int64 else "Float64"
+    raw = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    encoded = base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode()
+    return (f'<DataArray type="{kind}" Name={quoteattr(name)} NumberOfComponents="{components}" '
+            f'format="binary">{encoded}</DataArray>\n')
+
+
+def _number(v: float | int) -> str:
+    return str(int(v)) if isinstance(v, (int, np.integer)) else format(float(v), ".10g")
+
+
+def _check_folder(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise LandscapeError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+def _write(path: Path, data: bytes) -> None:
+    _check_folder(path)
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None

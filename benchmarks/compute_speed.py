@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--extra", action="store_true", help="also: no BN folding, vmap over 5 points, batch 1000")
+    parser.add_argument("--extra", action="store_true", help="also: no BN folding, vmap over 5 points, batch 500")
     parser.add_argument("--compile", action="store_true", help="also: torch.compile (compilation time included)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -194,8 +194,8 @@ def main() -> None:
         landscape_run("landscape bf16 no BN folding", EvalSpec(precision="bf16"),
                       dataclasses.replace(base, fold_bn=False))
         landscape_run("landscape fp32 vmap 5 points/pass", EvalSpec(), dataclasses.replace(base, points_per_pass=5))
-        landscape_run("landscape fp32 batch 1000", EvalSpec(), dataclasses.replace(base, batch_size=1000))
-        landscape_run("landscape bf16 batch 1000", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=1000))
+        landscape_run("landscape fp32 batch 500", EvalSpec(), dataclasses.replace(base, batch_size=500))
+        landscape_run("landscape bf16 batch 500", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=500))
     if args.compile:
         landscape_run("landscape fp32 torch.compile", EvalSpec(), dataclasses.replace(base, compile=True))
 

@@ -88,7 +88,8 @@ def compute(
     bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used.")] = 1280,
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass (default: 128 on the CPU, "
+                                                           "1000 on CUDA).")] = None,
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
     fold_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into convolutions (exact up to rounding).")] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,

@@ -9,6 +9,7 @@ through `torch.func.functional_call` + `vmap` (`points_per_pass`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -52,7 +53,7 @@ class RunOptions:
     """How the points are computed (not part of a surface's identity: results agree to rounding)."""
 
     device: str = "auto"
-    batch_size: int = 256
+    batch_size: int | None = None  # None: 128 on the CPU (measured best), 1000 on CUDA
     channels_last: bool = True
     fold_bn: bool = True
     compile: bool = False
@@ -69,8 +70,14 @@ class RunOptions:
             raise LandscapeError(f"device '{self.device}' asked for, but CUDA is not available here")
         return device
 
+    def resolved(self) -> "RunOptions":
+        """These options with `device` and `batch_size` made concrete."""
+        device = self.resolved_device()
+        batch_size = self.batch_size or (1000 if device.type == "cuda" else 128)
+        return dataclasses.replace(self, device=str(device), batch_size=batch_size)
+
     def validate(self) -> None:
-        if self.batch_size < 1 or self.points_per_pass < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.points_per_pass < 1:
             raise LandscapeError("--batch-size and --points-per-pass must be positive")
 
 
@@ -83,6 +90,7 @@ class PointEvaluator:
                  bn_set: ImageSet | None = None) -> None:
         spec.validate()
         options.validate()
+        options = options.resolved()
         for d in directions:
             check_same_keys(d, center, "direction", "model")
         if spec.bn == "recompute" and bn_set is None:

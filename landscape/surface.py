@@ -179,7 +179,8 @@ def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = Ru
     """
     spec.validate()
     options.validate()
-    device = options.resolved_device()
+    options = options.resolved()
+    device = torch.device(options.device)
     out = Path(out)
     checkpoint = load_checkpoint(spec.checkpoint.path)
     spec = resolve_spec(spec, checkpoint)

@@ -91,7 +91,8 @@ def compute(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass (default: 128 on the CPU, "
                                                            "1000 on CUDA).")] = None,
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
-    fold_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into convolutions (exact up to rounding).")] = True,
+    fold_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions (exact up to rounding; "
+                                               "at bf16 it adds rounding: see docs/benchmarks.md).")] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,
     points_per_pass: Annotated[int, typer.Option(help="Grid points per vmapped forward pass.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file of another spec.")] = False,

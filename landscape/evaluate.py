@@ -53,7 +53,7 @@ class RunOptions:
     """How the points are computed (not part of a surface's identity: results agree to rounding)."""
 
     device: str = "auto"
-    batch_size: int | None = None  # None: 128 on the CPU (measured best), 1000 on CUDA
+    batch_size: int | None = None  # None: 128 on the CPU (measured best, docs/benchmarks.md), 1000 on CUDA
     channels_last: bool = True
     fold_bn: bool = True
     compile: bool = False
@@ -115,7 +115,7 @@ class PointEvaluator:
         self.datasets = {split: s.to(self.device) for split, s in datasets.items()}
         self.bn_set = bn_set.to(self.device) if bn_set is not None else None
         self.scale, self.shift = normalizer(mean, std, self.device)
-        self.folded = fold_batchnorm(self.model) if options.fold_bn and spec.bn in ("eval", "recompute") else None
+        self.folded = fold_batchnorm(self.model) if options.fold_bn else None
         forward_module = self.folded.module if self.folded is not None else self.model
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(forward_module) if options.compile else forward_module)

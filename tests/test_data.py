@@ -1,0 +1,84 @@
+"""The data loaders: CIFAR-10/100 pickles, ImageFolder trees, seeded subsets, clear errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from landscape import DataSpec, LandscapeError, load_split
+from landscape.data import normalizer, subset_indices
+
+
+def test_cifar10_images_labels_and_subsets(cifar_root):
+    full = load_split(DataSpec(root=str(cifar_root)), "train")
+    assert full.images.dtype == torch.uint8 and full.images.shape == (60, 3, 32, 32)
+    with open(cifar_root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    assert torch.equal(full.images[12], torch.from_numpy(batch["data"][0].reshape(3, 32, 32)))
+    assert full.labels[12] == batch["labels"][0]
+    sub = load_split(DataSpec(root=str(cifar_root), subset=10, seed=3), "train")
+    again = load_split(DataSpec(root=str(cifar_root), subset=10, seed=3), "train")
+    other = load_split(DataSpec(root=str(cifar_root), subset=10, seed=4), "train")
+    assert np.array_equal(sub.indices, again.indices) and not np.array_equal(sub.indices, other.indices)
+    assert torch.equal(sub.images, full.images[torch.from_numpy(sub.indices)])
+    test = load_split(DataSpec(root=str(cifar_root / "cifar-10-batches-py")), "test")  # the folder itself
+    assert len(test) == 20
+
+
+def test_subset_indices():
+    idx = subset_indices(100, 10, 0, "train")
+    assert len(set(idx)) == 10 and list(idx) == sorted(idx)
+    assert len(subset_indices(5, 10, 0, "train")) == 5
+
+
+def test_cifar100(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 7), ("test", 3)):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         "fine_labels": list(range(90, 90 + n)), "coarse_labels": [0] * n}, f, protocol=2)
+    train = load_split(DataSpec(name="cifar100", root=str(tmp_path)), "train")
+    assert len(train) == 7 and train.labels.tolist() == list(range(90, 97))
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for k in range(3):
+            size = (20, 24) if k else (30, 26)
+            Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(tmp_path / "train" / cls / f"{k}.png")
+    with pytest.raises(LandscapeError, match="--image-size"):
+        load_split(DataSpec(name="imagefolder", root=str(tmp_path)), "train")
+    data = load_split(DataSpec(name="imagefolder", root=str(tmp_path), image_size=16), "train")
+    assert data.images.shape == (6, 3, 16, 16) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(LandscapeError, match="no ImageFolder split"):
+        load_split(DataSpec(name="imagefolder", root=str(tmp_path), image_size=16), "test")
+
+
+def test_bad_data_roots(tmp_path, monkeypatch):
+    monkeypatch.delenv("LANDSCAPE_DATA_ROOT", raising=False)
+    with pytest.raises(LandscapeError, match="no data root"):
+        load_split(DataSpec(), "train")
+    with pytest.raises(LandscapeError, match="no cifar10 under"):
+        load_split(DataSpec(root=str(tmp_path)), "train")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (tmp_path / "cifar-10-batches-py" / name).write_bytes(b"garbage")
+    with pytest.raises(LandscapeError, match="cannot read"):
+        load_split(DataSpec(root=str(tmp_path)), "train")
+    with pytest.raises(LandscapeError, match="unknown split"):
+        load_split(DataSpec(root=str(tmp_path), split="val"), "val")
+
+
+def test_normalizer_matches_to_tensor_and_normalize():
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+    scale, shift = normalizer(mean, std, "cpu")
+    expected = (x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(1, 3, 1, 1)
+    torch.testing.assert_close((x.float() * scale + shift).double(), expected, rtol=0, atol=1e-5)

@@ -284,6 +284,9 @@ def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float]) 
         if surface.ycoordinates is None or metric not in surface.values:
             raise LandscapeError(f"{surface.path} is not a 2D surface with '{metric}' "
                                  f"(it has {', '.join(surface.values) or 'nothing'})")
+        if surface.completion < 1:
+            typer.echo(f"warning: {surface.path} is {surface.completion:.1%} complete: its numbers will change",
+                       err=True)
     if level is None:
         centres = [s.values[metric][np.argmin(np.abs(s.ycoordinates)), np.argmin(np.abs(s.xcoordinates))]
                    for s in surfaces]

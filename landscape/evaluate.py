@@ -104,6 +104,7 @@ class PointEvaluator:
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         state = self.model.state_dict()
+        self._saved_state = {k: v.clone() for k, v in state.items()}  # θ*, restored after each evaluate()
         missing = [n for n in center if n not in state]
         if missing:
             raise LandscapeError(f"the directions name tensors the model lacks, e.g. {missing[0]}")
@@ -137,13 +138,12 @@ class PointEvaluator:
 
     @contextlib.contextmanager
     def _restoring_center(self) -> Iterator[None]:
-        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
         try:
             yield
         finally:
             with torch.no_grad():
                 for k, v in self.model.state_dict().items():
-                    v.copy_(saved[k])
+                    v.copy_(self._saved_state[k])
                 if self.folded is not None:
                     self.folded.refold()
 

@@ -121,10 +121,6 @@ class PointEvaluator:
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(forward_module) if options.compile else forward_module)
 
-    @property
-    def splits(self) -> list[str]:
-        return list(self.datasets)
-
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
         """Metrics at each row of `coefficients` (K, number of directions): [k, split, (loss, acc %)]."""
         coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(coefficients), -1)

@@ -27,8 +27,8 @@ from .directions import (Direction, DirectionSpec, center_of, check_same_keys, d
 from .errors import LandscapeError
 from .evaluate import EvalSpec, PointEvaluator, RunOptions
 from .grid import GridSpec
-from .storage import (Surface, append_run, create_surface_file, is_surface_file, read_computed, read_directions, read_indices,
-                      read_spec, read_surface, write_points)
+from .storage import (Surface, append_run, create_surface_file, is_surface_file, read_computed, read_directions,
+                      read_indices, read_spec, read_surface, write_points)
 
 # Spec fields that describe where things were, not what was computed: a resume may differ in them.
 _NOT_IDENTITY = {("checkpoint", "path"), ("x", "target"), ("y", "target"), ("data", "root"), ("data", "download")}

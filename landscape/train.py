@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoints import save_checkpoint
-from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer
+from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer, subset_indices
 from .errors import LandscapeError
 from .models import create_model
 
@@ -156,8 +156,9 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
 
     mean, std = DEFAULT_NORMALIZATION[spec.data.name]
     train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
-    test_data = dataclasses.replace(spec.data, subset=spec.eval_images, seed=spec.seed)
-    test_set = load_split(test_data, "test").to(dev)
+    full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
+    epoch_test = subset_indices(len(full_test), spec.eval_images, spec.seed, "test")
+    test_set = ImageSet(full_test.images[epoch_test], full_test.labels[epoch_test], epoch_test)
     scale, shift = normalizer(mean, std, dev)
     steps_per_epoch = len(train_set) // spec.batch_size
     if steps_per_epoch < 1:
@@ -207,7 +208,6 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             progress(record)
 
     # Final metrics in eval mode, without augmentation, on all training and test images.
-    full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
     train_loss, train_acc = evaluate(model, train_set, scale, shift, spec.precision, memory_format)
     test_loss, test_acc = evaluate(model, full_test, scale, shift, spec.precision, memory_format)
     metadata = {

@@ -22,6 +22,8 @@ class ShapeSummary:
     basin_fraction: that area over the grid's area.
     local_minima: grid points lower than all of their (up to 8) neighbours.
     roughness: mean |second difference| along x and y, divided by the grid spacing squared (a curvature scale).
+    turns_per_line: how often the slope changes sign along a grid line, averaged over all rows and columns
+    (scale-free: 1 for a convex bowl whose minimum is inside the grid, 0 for a plane, more for a chaotic surface).
     nonconvex_fraction: share of interior points whose finite-difference Hessian has a negative eigenvalue.
     """
 
@@ -32,6 +34,7 @@ class ShapeSummary:
     basin_fraction: float
     local_minima: int
     roughness: float
+    turns_per_line: float
     nonconvex_fraction: float
 
     def as_dict(self) -> dict[str, float]:
@@ -83,6 +86,23 @@ def roughness(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.abs(both).mean()) if both.size else float("nan")
 
 
+def turns_per_line(values: np.ndarray) -> float:
+    """Sign changes of the slope along each row and column, averaged over the lines.
+
+    Flat steps (zero difference) and steps next to missing points are skipped, so a line's turns are counted
+    between the slopes that are known and non-zero. Invariant to scaling f and to adding a constant.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    counts = []
+    for lines in (values, values.T):
+        for line in lines:
+            slopes = np.diff(line)
+            signs = np.sign(slopes[np.isfinite(slopes) & (slopes != 0)])
+            if signs.size:
+                counts.append(int((signs[1:] != signs[:-1]).sum()))
+    return float(np.mean(counts)) if counts else float("nan")
+
+
 def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """Share of interior points where the central-difference Hessian [[fxx, fxy], [fxy, fyy]] is not PSD."""
     hx, hy = x[1] - x[0], y[1] - y[0]
@@ -107,4 +127,5 @@ def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) ->
                         minimum=float(finite.min()) if finite.size else float("nan"),
                         basin_area=float(mask.mean() * grid_area), basin_fraction=float(mask.mean()),
                         local_minima=local_minima(values), roughness=roughness(values, x, y),
+                        turns_per_line=turns_per_line(values),
                         nonconvex_fraction=nonconvex_fraction(values, x, y))

@@ -271,7 +271,8 @@ def compare(
                                                         "(default: 2 x the largest centre value).")] = None,
     debug: Debug = False,
 ) -> None:
-    """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, non-convexity."""
+    """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, turns per grid line,
+    non-convexity."""
     from .storage import read_surface
 
     _print_comparison([read_surface(f) for f in files], metric, level)
@@ -292,13 +293,15 @@ def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float]) 
                    for s in surfaces]
         level = 2 * float(np.nanmax(centres))
     typer.echo(f"{metric}, basin = connected region around the centre below {level:.4g}")
-    typer.echo("| surface | centre | minimum | basin area | basin share | local minima | roughness | non-convex share |")
-    typer.echo("|---|---|---|---|---|---|---|---|")
+    typer.echo("| surface | centre | minimum | basin area | basin share | local minima | roughness | turns per line "
+               "| non-convex share |")
+    typer.echo("|---|---|---|---|---|---|---|---|---|")
     for surface in surfaces:
         s = summarize(surface.values[metric], surface.xcoordinates, surface.ycoordinates, level)
         name = surface.spec.get("checkpoint", {}).get("arch") or Path(surface.path).name
         typer.echo(f"| {name} ({Path(surface.path).name}) | {s.centre:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | "
-                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.nonconvex_fraction:.1%} |")
+                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.3g} | "
+                   f"{s.nonconvex_fraction:.1%} |")
 
 
 @app.command()

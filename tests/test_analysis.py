@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from landscape.analysis import basin_mask, local_minima, nonconvex_fraction, roughness, summarize
+from landscape.analysis import basin_mask, local_minima, nonconvex_fraction, roughness, summarize, turns_per_line
 
 x = np.linspace(-1, 1, 21)
 y = np.linspace(-1, 1, 11)
@@ -43,3 +43,17 @@ def test_missing_points_are_ignored():
     v = X**2 + Y**2
     v[0, 0] = np.nan
     assert local_minima(v) == 1 and np.isfinite(roughness(v, x, y))
+
+
+def test_turns_per_line():
+    assert turns_per_line(X**2 + 2 * Y**2) == 1.0  # one turn on every row and column: the bowl's bottom
+    assert turns_per_line(3 * X + Y) == 0.0
+    # scale-free: scaling and shifting f changes nothing
+    assert turns_per_line(5 * (X**2 + 2 * Y**2) + 7) == 1.0
+    # cos(2 pi k x) on [-1, 1] turns 4k - 1 times (at x = j / 2k for |j| < 2k)
+    fx, fy = np.meshgrid(np.linspace(-1, 1, 201), np.linspace(-1, 1, 101))
+    wave = np.cos(2 * np.pi * 2 * fx) + 0.1 * np.cos(2 * np.pi * fy)
+    rows, columns = 101, 201  # every row turns 7 times, every column 3 times
+    assert turns_per_line(wave) == pytest.approx((rows * 7 + columns * 3) / (rows + columns))
+    # a flat step is skipped, not counted as a turn; a missing point does not break the count
+    assert turns_per_line(np.array([[0.0, 1.0, 1.0, 2.0], [0.0, 1.0, np.nan, 2.0]])) == 0.0

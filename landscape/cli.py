@@ -243,15 +243,19 @@ def train(
                      eval_images=eval_images)
     bar = tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True)
 
-    def on_batch(step: int, steps: int) -> None:
-        bar.total = steps
+    def on_batch(epoch: int, step: int, steps: int, running: Callable[[], tuple[float, float]]) -> None:
+        if step == 1:
+            bar.reset(total=steps)
+            bar.set_description(f"epoch {epoch}/{epochs}")
         bar.update(1)
+        if step % 10 == 0 or step == steps:  # the running numbers wait for the device: not at every batch
+            loss, acc = running()
+            bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.2f}%", refresh=False)
 
     def on_epoch(record: dict) -> None:
         bar.write(f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
                   f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
                   f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s)", file=sys.stderr)
-        bar.reset()
 
     try:
         meta = run_training(spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch,

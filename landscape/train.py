@@ -108,16 +108,18 @@ def _autocast(precision: str, device: torch.device) -> Any:
 
 
 Progress = Callable[[dict[str, Any]], None]
+BatchCallback = Callable[[int, int, int, Callable[[], tuple[float, float]]], None]
 
 
 def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
           overwrite: bool = False, progress: Progress | None = None,
-          on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          on_batch: BatchCallback | None = None) -> dict[str, Any]:
     """Train `spec.arch` on CIFAR; returns the final checkpoint's metadata.
 
     Refuses a folder that holds a finished run (unless `overwrite`) or an unfinished one (unless `resume` or
-    `overwrite`). `progress(record)` is called after each epoch, `on_batch(step, steps_per_epoch)` after
-    each batch. Stops with a LandscapeError at a non-finite loss, keeping the last good epoch's state.
+    `overwrite`). `progress(record)` is called after each epoch, `on_batch(epoch, step, steps_per_epoch, running)`
+    after each batch (1-based epoch and step; `running()` gives the epoch's mean loss and accuracy so far, and
+    waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, keeping the last good epoch's state.
     """
     spec.validate()
     out_dir = Path(out_dir)
@@ -193,7 +195,8 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_batch:
-                on_batch(step + 1, steps_per_epoch)
+                on_batch(epoch + 1, step + 1, steps_per_epoch,
+                         lambda: (float(loss_sum) / seen, 100.0 * float(correct) / seen))
         elapsed += time.perf_counter() - started
         test_loss, test_acc = evaluate(model, test_set, scale, shift, spec.precision, memory_format)
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,

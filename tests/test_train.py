@@ -19,7 +19,13 @@ def spec(root, **kw):
 
 
 def test_train_writes_a_loadable_checkpoint_with_metadata(tmp_path, cifar_root):
-    meta = train(spec(cifar_root), tmp_path / "run", device="cpu")
+    last_batches = []
+
+    def on_batch(epoch, step, steps, running):
+        if step == steps:
+            last_batches.append((epoch, *running()))
+
+    meta = train(spec(cifar_root), tmp_path / "run", device="cpu", on_batch=on_batch)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert ckpt.metadata == meta
     assert meta["arch"] == "resnet20" and meta["skips"] and meta["epochs"] == 2 and meta["dataset"] == "cifar10"
@@ -29,6 +35,8 @@ def test_train_writes_a_loadable_checkpoint_with_metadata(tmp_path, cifar_root):
     assert sum(p.numel() for p in model.parameters()) == 272_474
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
+    # the running numbers of the progress bar end at the epoch's logged training loss and accuracy
+    assert last_batches == [(r["epoch"], r["train_loss"], r["train_acc"]) for r in log]
     import h5py
     with h5py.File(tmp_path / "run" / "snapshots.h5") as f:
         assert sorted(f) == ["epoch_0001", "epoch_0002"]
@@ -99,6 +107,8 @@ def test_cli_bad_input(tmp_path, cifar_root):
                             str(cifar_root), "--epochs", "1", "--batch-size", "16", "--no-channels-last"])
     assert r.exit_code == 0, r.output
     assert "test accuracy" in r.stdout and Path(tmp_path / "y" / "checkpoint.pt").exists()
+    # the progress bar: "epoch 1/1: 100%|...| 3/3 [00:01<00:00, 2.5batch/s, loss 2.3 acc 10.0%]"
+    assert "epoch 1/1: " in r.stderr and "batch/s, loss " in r.stderr
     r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "y"), "--data-root",
                             str(cifar_root), "--epochs", "1", "--batch-size", "16"])
     assert r.exit_code == 2 and "finished run" in r.stderr

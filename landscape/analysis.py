@@ -22,12 +22,14 @@ class ShapeSummary:
     basin_fraction: that area over the grid's area.
     local_minima: grid points lower than all of their (up to 8) neighbours.
     roughness: mean |second difference| along x and y, divided by the grid spacing squared (a curvature scale).
-    turns_per_line: how often the slope changes sign along a grid line, averaged over all rows and columns
-    (scale-free: 1 for a convex bowl whose minimum is inside the grid, 0 for a plane, more for a chaotic surface).
+    turns_per_line: turning points along a grid line, averaged over all rows and columns, counting only those
+    where f moves back by more than `tolerance` (relative) (scale-free: 1 for a convex bowl whose minimum is
+    inside the grid, 0 for a plane, more for a chaotic surface).
     nonconvex_fraction: share of interior points whose finite-difference Hessian has a negative eigenvalue.
     """
 
     level: float
+    tolerance: float
     centre: float
     minimum: float
     basin_area: float
@@ -86,21 +88,37 @@ def roughness(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.abs(both).mean()) if both.size else float("nan")
 
 
-def turns_per_line(values: np.ndarray) -> float:
-    """Sign changes of the slope along each row and column, averaged over the lines.
+def turns_per_line(values: np.ndarray, tolerance: float = 0.0) -> float:
+    """Turning points along each row and column, averaged over the lines.
 
-    Flat steps (zero difference) and steps next to missing points are skipped, so a line's turns are counted
-    between the slopes that are known and non-zero. Invariant to scaling f and to adding a constant.
+    A turn counts when f moves back against its trend by more than `tolerance` times |f| at the turning point
+    (a prominence, relative because evaluation errors such as bf16's are relative): 0 counts every sign change of
+    the slope, 0.01 ignores wiggles under 1%. Flat steps never count; missing points are skipped. Unchanged by
+    scaling f.
     """
     values = np.asarray(values, dtype=np.float64)
-    counts = []
-    for lines in (values, values.T):
-        for line in lines:
-            slopes = np.diff(line)
-            signs = np.sign(slopes[np.isfinite(slopes) & (slopes != 0)])
-            if signs.size:
-                counts.append(int((signs[1:] != signs[:-1]).sum()))
+    counts = [_turns(line[np.isfinite(line)], tolerance) for lines in (values, values.T) for line in lines]
+    counts = [c for c in counts if c is not None]
     return float(np.mean(counts)) if counts else float("nan")
+
+
+def _turns(line: np.ndarray, tolerance: float) -> int | None:
+    if line.size < 2:
+        return None
+    low = high = extreme = float(line[0])
+    trend, turns = 0, 0  # trend: +1 rising, -1 falling, 0 not yet moved by more than the tolerance
+    for v in map(float, line[1:]):
+        if trend == 0:
+            low, high = min(low, v), max(high, v)
+            if v - low > tolerance * abs(low):
+                trend, extreme = 1, v
+            elif high - v > tolerance * abs(high):
+                trend, extreme = -1, v
+        elif (v - extreme) * trend > 0:
+            extreme = v
+        elif abs(v - extreme) > tolerance * abs(extreme):
+            trend, extreme, turns = -trend, v, turns + 1
+    return turns
 
 
 def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
@@ -115,17 +133,18 @@ def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> floa
     return float((smallest[finite] < 0).mean()) if finite.any() else float("nan")
 
 
-def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> ShapeSummary:
-    """All of the above for one 2D surface."""
+def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float,
+              tolerance: float = 0.01) -> ShapeSummary:
+    """All of the above for one 2D surface; `tolerance` is that of `turns_per_line`."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape != (len(y), len(x)) or len(x) < 3 or len(y) < 3:
         raise ValueError("summarize needs a 2D surface of at least 3x3 points with matching coordinates")
     mask = basin_mask(values, x, y, level)
     grid_area = (x[-1] - x[0]) * (y[-1] - y[0])
     finite = values[np.isfinite(values)]
-    return ShapeSummary(level=level, centre=float(values[centre_index(x, y)]),
+    return ShapeSummary(level=level, tolerance=tolerance, centre=float(values[centre_index(x, y)]),
                         minimum=float(finite.min()) if finite.size else float("nan"),
                         basin_area=float(mask.mean() * grid_area), basin_fraction=float(mask.mean()),
                         local_minima=local_minima(values), roughness=roughness(values, x, y),
-                        turns_per_line=turns_per_line(values),
+                        turns_per_line=turns_per_line(values, tolerance),
                         nonconvex_fraction=nonconvex_fraction(values, x, y))

@@ -273,16 +273,20 @@ def compare(
     metric: Annotated[str, typer.Option(help="Array to compare, e.g. train_loss or test_loss.")] = "train_loss",
     level: Annotated[Optional[float], typer.Option(help="Loss level of the basin area "
                                                         "(default: 2 x the largest centre value).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Turns per line count only moves back by more than this "
+                                                  "share of the loss (bf16 errs by up to ~0.6%).")] = 0.01,
     debug: Debug = False,
 ) -> None:
     """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, turns per grid line,
     non-convexity."""
     from .storage import read_surface
 
-    _print_comparison([read_surface(f) for f in files], metric, level)
+    if not 0 <= tolerance < 1:
+        raise LandscapeError(f"--tolerance must be in [0, 1), not {tolerance}")
+    _print_comparison([read_surface(f) for f in files], metric, level, tolerance)
 
 
-def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float]) -> None:
+def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float], tolerance: float = 0.01) -> None:
     from .analysis import summarize
 
     for surface in surfaces:
@@ -296,15 +300,16 @@ def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float]) 
         centres = [s.values[metric][np.argmin(np.abs(s.ycoordinates)), np.argmin(np.abs(s.xcoordinates))]
                    for s in surfaces]
         level = 2 * float(np.nanmax(centres))
-    typer.echo(f"{metric}, basin = connected region around the centre below {level:.4g}")
+    typer.echo(f"{metric}, basin = connected region around the centre below {level:.4g}, "
+               f"turns that move back by more than {tolerance:.2%}")
     typer.echo("| surface | centre | minimum | basin area | basin share | local minima | roughness | turns per line "
                "| non-convex share |")
     typer.echo("|---|---|---|---|---|---|---|---|---|")
     for surface in surfaces:
-        s = summarize(surface.values[metric], surface.xcoordinates, surface.ycoordinates, level)
+        s = summarize(surface.values[metric], surface.xcoordinates, surface.ycoordinates, level, tolerance)
         name = surface.spec.get("checkpoint", {}).get("arch") or Path(surface.path).name
         typer.echo(f"| {name} ({Path(surface.path).name}) | {s.centre:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | "
-                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.3g} | "
+                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.2f} | "
                    f"{s.nonconvex_fraction:.1%} |")
 
 

@@ -57,3 +57,20 @@ def test_turns_per_line():
     assert turns_per_line(wave) == pytest.approx((rows * 7 + columns * 3) / (rows + columns))
     # a flat step is skipped, not counted as a turn; a missing point does not break the count
     assert turns_per_line(np.array([[0.0, 1.0, 1.0, 2.0], [0.0, 1.0, np.nan, 2.0]])) == 0.0
+
+
+def test_turns_ignore_wiggles_below_the_tolerance():
+    fine_x, fine_y = np.linspace(-1, 1, 201), np.linspace(-1, 1, 101)
+    fx, fy = np.meshgrid(fine_x, fine_y)
+    bowl = 1 + fx**2 + 2 * fy**2
+    wiggly = bowl * (1 + 1e-3 * np.cos(20 * np.pi * fx) * np.cos(20 * np.pi * fy))  # 0.1% relative ripples
+    assert turns_per_line(wiggly) > 1.2  # near the bottom, where the bowl is flat, every ripple counts
+    assert turns_per_line(wiggly, tolerance=0.005) == 1.0  # at 0.5% only the bowl's bottom
+    line = np.array([[10.0, 9.0, 9.5, 8.0, 8.5, 12.0]])  # moves back by 0.5 (5.6% of 9), 1.5, 0.5 (6.25% of 8)
+    assert turns_per_line(line, 0.0) == 3.0 and turns_per_line(line, 0.05) == 3.0
+    assert turns_per_line(line, 0.06) == 1.0  # 9 -> 9.5 is not a turn: the valley is at 8
+    assert turns_per_line(line, 0.1) == 1.0 and turns_per_line(line, 0.5) == 0.0  # 8 -> 12 is exactly 50%
+    # a first move below the tolerance followed by a larger one the other way: one turn, at the top
+    assert turns_per_line(np.array([[10.0, 10.5, 9.0, 8.0]]), 0.1) == 0.0
+    assert turns_per_line(np.array([[10.0, 10.5, 9.0, 8.0]]), 0.0) == 1.0
+    assert summarize(wiggly, fine_x, fine_y, level=2).turns_per_line == 1.0  # compare's default tolerance is 1%

@@ -1,0 +1,56 @@
+"""How much a reduced-precision surface's shape numbers owe to its rounding: compare some of its rows with fp32.
+
+Compute a few rows of the same surface in fp32 (same checkpoint, directions, images; only the y axis and the
+precision differ), e.g. for a 51x51 bf16 surface over [-1, 1]²:
+
+    landscape compute --ckpt checkpoints/resnet20.pt --x -1:1:51 --y -0.8:0.8:3 --subset 500 --precision fp32 \\
+        --out rows_fp32.h5
+    python benchmarks/precision_rows.py docs/results/resnet20.h5 rows_fp32.h5
+
+It prints, per fp32 row, the largest relative error of the surface's row, and the turning points (at several
+tolerances) and 1D local minima along the row in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from landscape.analysis import turns_per_line
+from landscape.storage import read_surface
+
+TOLERANCES = (0.0, 0.005, 0.01)
+
+
+def one_d_minima(line: np.ndarray) -> int:
+    return int(((line[1:-1] < line[:-2]) & (line[1:-1] < line[2:])).sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("surface", help="the full surface (e.g. bf16)")
+    parser.add_argument("rows", help="some of its rows in fp32, on the same x axis")
+    parser.add_argument("--metric", default="train_loss")
+    args = parser.parse_args()
+    full, rows = read_surface(args.surface), read_surface(args.rows)
+    if not np.allclose(full.xcoordinates, rows.xcoordinates):
+        raise SystemExit("error: the two files have different x axes")
+    for key in ("checkpoint", "data", "x", "y"):
+        if full.spec.get(key) != rows.spec.get(key):
+            raise SystemExit(f"error: the two files differ in '{key}'")
+    precision = full.spec["evaluation"]["precision"], rows.spec["evaluation"]["precision"]
+    print(f"{args.metric}: {args.surface} ({precision[0]}) against {args.rows} ({precision[1]})")
+    print("| y | max rel. error | " + " | ".join(f"turns at {t:.1%}: {precision[1]} / {precision[0]}"
+                                               for t in TOLERANCES) + f" | 1D minima: {precision[1]} / {precision[0]} |")
+    print("|---" * (3 + len(TOLERANCES)) + "|")
+    for j, y in enumerate(rows.ycoordinates):
+        reference = rows.values[args.metric][j].astype(np.float64)
+        row = full.values[args.metric][int(np.argmin(np.abs(full.ycoordinates - y)))].astype(np.float64)
+        error = np.max(np.abs(row - reference) / np.abs(reference))
+        turns = [f"{turns_per_line(reference[None], t):.0f} / {turns_per_line(row[None], t):.0f}" for t in TOLERANCES]
+        print(f"| {y:g} | {error:.2%} | " + " | ".join(turns) + f" | {one_d_minima(reference)} / {one_d_minima(row)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ precision differ), e.g. for a 51x51 bf16 surface over [-1, 1]²:
     python benchmarks/precision_rows.py docs/results/resnet20.h5 rows_fp32.h5
 
 It prints, per fp32 row, the largest relative error of the surface's row, and the turning points (at several
-tolerances) and 1D local minima along the row in both.
+tolerances) and the local minima along the row (`landscape.analysis.local_minima`, ends included) in both.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ import argparse
 
 import numpy as np
 
-from landscape.analysis import turns_per_line
+from landscape.analysis import local_minima, turns_per_line
 from landscape.storage import read_surface
 
 TOLERANCES = (0.0, 0.005, 0.01)
-
-
-def one_d_minima(line: np.ndarray) -> int:
-    return int(((line[1:-1] < line[:-2]) & (line[1:-1] < line[2:])).sum())
 
 
 def main() -> None:
@@ -42,14 +38,17 @@ def main() -> None:
     precision = full.spec["evaluation"]["precision"], rows.spec["evaluation"]["precision"]
     print(f"{args.metric}: {args.surface} ({precision[0]}) against {args.rows} ({precision[1]})")
     print("| y | max rel. error | " + " | ".join(f"turns at {t:.1%}: {precision[1]} / {precision[0]}"
-                                               for t in TOLERANCES) + f" | 1D minima: {precision[1]} / {precision[0]} |")
+                                               for t in TOLERANCES) + f" | local minima: {precision[1]} / {precision[0]} |")
     print("|---" * (3 + len(TOLERANCES)) + "|")
     for j, y in enumerate(rows.ycoordinates):
         reference = rows.values[args.metric][j].astype(np.float64)
-        row = full.values[args.metric][int(np.argmin(np.abs(full.ycoordinates - y)))].astype(np.float64)
+        j_full = int(np.argmin(np.abs(full.ycoordinates - y)))
+        if not np.isclose(full.ycoordinates[j_full], y):
+            raise SystemExit(f"error: y = {y:g} is not a row of {args.surface}")
+        row = full.values[args.metric][j_full].astype(np.float64)
         error = np.max(np.abs(row - reference) / np.abs(reference))
         turns = [f"{turns_per_line(reference[None], t):.0f} / {turns_per_line(row[None], t):.0f}" for t in TOLERANCES]
-        print(f"| {y:g} | {error:.2%} | " + " | ".join(turns) + f" | {one_d_minima(reference)} / {one_d_minima(row)} |")
+        print(f"| {y:g} | {error:.2%} | " + " | ".join(turns) + f" | {local_minima(reference[None])} / {local_minima(row[None])} |")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+TURN_TOLERANCE = 0.01  # relative: about the largest bf16 rounding measured on a trained surface (docs/results)
+
 
 @dataclass(frozen=True)
 class ShapeSummary:
@@ -134,7 +136,7 @@ def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> floa
 
 
 def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float,
-              tolerance: float = 0.01) -> ShapeSummary:
+              tolerance: float = TURN_TOLERANCE) -> ShapeSummary:
     """All of the above for one 2D surface; `tolerance` is that of `turns_per_line`."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape != (len(y), len(x)) or len(x) < 3 or len(y) < 3:

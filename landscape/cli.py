@@ -11,6 +11,8 @@ from typing import Annotated, Any, Callable, Optional
 import numpy as np
 import typer
 
+from .analysis import TURN_TOLERANCE
+
 from .errors import LandscapeError
 
 app = typer.Typer(help="Loss-landscape surfaces of PyTorch models (Li et al., NeurIPS 2018).",
@@ -274,7 +276,7 @@ def compare(
     level: Annotated[Optional[float], typer.Option(help="Loss level of the basin area "
                                                         "(default: 2 x the largest centre value).")] = None,
     tolerance: Annotated[float, typer.Option(help="Turns per line count only moves back by more than this "
-                                                  "share of the loss (bf16 errs by up to ~0.6%).")] = 0.01,
+                                                  "share of the loss (bf16 errs by up to ~1%).")] = TURN_TOLERANCE,
     debug: Debug = False,
 ) -> None:
     """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, turns per grid line,
@@ -286,8 +288,10 @@ def compare(
     _print_comparison([read_surface(f) for f in files], metric, level, tolerance)
 
 
-def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float], tolerance: float = 0.01) -> None:
+def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float], tolerance: float | None = None) -> None:
     from .analysis import summarize
+
+    tolerance = TURN_TOLERANCE if tolerance is None else tolerance
 
     for surface in surfaces:
         if surface.ycoordinates is None or metric not in surface.values:

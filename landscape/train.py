@@ -119,7 +119,8 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
     Refuses a folder that holds a finished run (unless `overwrite`) or an unfinished one (unless `resume` or
     `overwrite`). `progress(record)` is called after each epoch, `on_batch(epoch, step, steps_per_epoch, running)`
     after each batch (1-based epoch and step; `running()` gives the epoch's mean loss and accuracy so far, and
-    waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, keeping the last good epoch's state.
+    waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, keeping the
+    last good epoch's state.
     """
     spec.validate()
     out_dir = Path(out_dir)

@@ -148,6 +148,8 @@ def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
                   "--out", line).exit_code == 0
     result = invoke("compare", line)
     assert result.exit_code == 2 and "is not a 2D surface" in result.stderr
+    result = invoke("compare", out, "--tolerance", "-0.1")
+    assert result.exit_code == 2 and "--tolerance must be in [0, 1)" in result.stderr
 
 
 def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):

@@ -14,6 +14,7 @@ import typer
 from .analysis import TURN_TOLERANCE
 
 from .errors import LandscapeError
+from .hardware import bf16_warning
 
 app = typer.Typer(help="Loss-landscape surfaces of PyTorch models (Li et al., NeurIPS 2018).",
                   pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
@@ -224,8 +225,13 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="Weight decay (not on biases and BN).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="onecycle | cosine")] = "onecycle",
     seed: Annotated[int, typer.Option(help="Seed of initialization, order and augmentation.")] = 0,
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast)")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 (autocast). auto: bf16 where the hardware "
+                                                "has it natively (AMX, AVX512-BF16, CUDA sm_80+), else fp32; "
+                                                "may change when a run is resumed.")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint's weights (a warm restart: a "
+                                                       "new learning-rate cycle) instead of a random initialization.")
+                    ] = None,
     snapshot_every: Annotated[int, typer.Option(help="Save float16 weights every K epochs (0: never).")] = 0,
     eval_images: Annotated[Optional[int], typer.Option(help="Test images evaluated after each epoch.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -242,7 +248,10 @@ def train(
     spec = TrainSpec(arch=arch, data=DataSpec(dataset, str(Path(data_root).resolve()) if data_root else "", "train"),
                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
                      seed=seed, precision=precision, channels_last=channels_last, snapshot_every=snapshot_every,
-                     eval_images=eval_images)
+                     eval_images=eval_images, init=str(init) if init else "")
+    warning = bf16_warning(precision, device)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     bar = tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True)
 
     def on_batch(epoch: int, step: int, steps: int, running: Callable[[], tuple[float, float]]) -> None:
@@ -257,7 +266,8 @@ def train(
     def on_epoch(record: dict) -> None:
         bar.write(f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
                   f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
-                  f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s)", file=sys.stderr)
+                  f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']})",
+                  file=sys.stderr)
 
     try:
         meta = run_training(spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch,

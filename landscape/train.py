@@ -4,6 +4,10 @@
   checkpoint.pt   the final model in the project's checkpoint format, with metadata
   state.pt        model + optimizer + schedule + history after the last finished epoch (for resuming)
   snapshots.h5    every `snapshot_every` epochs, the weights in float16 (the training trajectory)
+  log.jsonl       one line per epoch: losses, accuracies, learning rate, seconds, precision and hardware
+
+A run may start from the weights of an earlier checkpoint (`init`: a warm restart, a new learning-rate cycle) and
+may be resumed on other hardware and in another precision (`precision="auto"` picks bf16 where it is native).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +27,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoints import save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer, subset_indices
 from .errors import LandscapeError
+from .hardware import describe as describe_hardware, resolve_precision
 from .models import create_model
 
 SCHEDULES = ("onecycle", "cosine")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+# Fields of a run's recipe that may change when it is resumed: they do not change what is optimized.
+RESUMABLE_CHANGES = ("precision",)
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,11 @@ class TrainSpec:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 where the hardware has it natively, else fp32 (chosen at every start)
     channels_last: bool = True
     snapshot_every: int = 0
     eval_images: int | None = None  # test images evaluated after each epoch (None: all)
+    init: str = ""  # a checkpoint whose weights the run starts from (a warm restart); "": random initialization
 
     def validate(self) -> None:
         self.data.validate()
@@ -57,8 +65,10 @@ class TrainSpec:
             raise LandscapeError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
         if self.schedule not in SCHEDULES:
             raise LandscapeError(f"unknown schedule '{self.schedule}': use {', '.join(SCHEDULES)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise LandscapeError(f"unknown precision '{self.precision}': use fp32 or bf16")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise LandscapeError(f"unknown precision '{self.precision}': use {', '.join(TRAIN_PRECISIONS)}")
+        if self.init and not Path(self.init).is_file():
+            raise LandscapeError(f"--init checkpoint not found: {self.init}")
 
 
 def learning_rate(spec: TrainSpec, step: int, total_steps: int) -> float:
@@ -149,13 +159,22 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
     spec_dict = json.loads(json.dumps(dataclasses.asdict(spec)))
+    precision = resolve_precision(spec.precision, dev)
+    hardware = describe_hardware(dev)
     if state_path.exists():
         state = torch.load(state_path, map_location=dev, weights_only=True)
-        if json.loads(state["spec"]) != spec_dict:
-            raise LandscapeError(f"{out_dir} holds a run with another recipe: pass --overwrite to start again")
+        stored = json.loads(state["spec"])
+        changed = sorted(k for k in set(stored) | set(spec_dict)
+                         if k not in RESUMABLE_CHANGES and stored.get(k) != spec_dict.get(k))
+        if changed:
+            raise LandscapeError(f"{out_dir} holds a run with another recipe ({', '.join(changed)} differ): "
+                                 "pass the same options to resume, or --overwrite to start again")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
+        init_info = json.loads(state["init"]) if "init" in state else {}
+    else:
+        init_info = _load_init(spec, model)
 
     mean, std = DEFAULT_NORMALIZATION[spec.data.name]
     train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
@@ -182,7 +201,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             images = augment(train_set.images[idx], generator)
             x = (images.float() * scale + shift).contiguous(memory_format=memory_format)
             y = train_set.labels[idx]
-            with _autocast(spec.precision, dev):
+            with _autocast(precision, dev):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
@@ -199,38 +218,59 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
                 on_batch(epoch + 1, step + 1, steps_per_epoch,
                          lambda: (float(loss_sum) / seen, 100.0 * float(correct) / seen))
         elapsed += time.perf_counter() - started
-        test_loss, test_acc = evaluate(model, test_set, scale, shift, spec.precision, memory_format)
+        test_loss, test_acc = evaluate(model, test_set, scale, shift, precision, memory_format)
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
-                  "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": elapsed}
+                  "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": elapsed,
+                  "precision": precision, "hardware": hardware, "torch": str(torch.__version__)}
         history.append(record)
         if spec.snapshot_every and (epoch + 1) % spec.snapshot_every == 0:
             _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
-        _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed)
+        _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed, init_info)
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         if progress:
             progress(record)
 
     # Final metrics in eval mode, without augmentation, on all training and test images.
-    train_loss, train_acc = evaluate(model, train_set, scale, shift, spec.precision, memory_format)
-    test_loss, test_acc = evaluate(model, full_test, scale, shift, spec.precision, memory_format)
+    train_loss, train_acc = evaluate(model, train_set, scale, shift, precision, memory_format)
+    test_loss, test_acc = evaluate(model, full_test, scale, shift, precision, memory_format)
     metadata = {
         "arch": spec.arch, "num_classes": 100 if spec.data.name == "cifar100" else 10, "dataset": spec.data.name,
         "skips": not spec.arch.endswith("_noshort"), "mean": list(mean), "std": list(std),
-        "epochs": spec.epochs, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+        "epochs": int(init_info.get("epochs", 0)) + spec.epochs, "init": init_info,
+        "eval_precision": precision, "epoch_precisions": sorted({r.get("precision", "?") for r in history}),
+        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
         "test_acc": test_acc, "seed": spec.seed, "recipe": spec_dict, "wall_time_s": round(elapsed, 1),
-        "hardware": _hardware(dev), "torch": str(torch.__version__), "landscape": __version__,
+        "hardware": hardware, "torch": str(torch.__version__), "landscape": __version__,
     }
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
     return metadata
 
 
+def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
+    """Load `spec.init`'s weights into `model`; returns what the run records of it (file, hash, its history)."""
+    if not spec.init:
+        return {}
+    checkpoint = load_checkpoint(spec.init)
+    recorded_arch = checkpoint.metadata.get("arch")
+    if recorded_arch is not None and recorded_arch != spec.arch:
+        raise LandscapeError(f"--init {spec.init} holds a '{recorded_arch}', not a '{spec.arch}'")
+    result = model.load_state_dict(checkpoint.state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise LandscapeError(f"--init {spec.init} does not fit '{spec.arch}': missing {result.missing_keys[:3]}, "
+                             f"unexpected {result.unexpected_keys[:3]}")
+    meta = checkpoint.metadata
+    return {"path": spec.init, "sha256": checkpoint.sha256, "epochs": int(meta.get("epochs", 0) or 0),
+            "test_acc": meta.get("test_acc"), "train_acc": meta.get("train_acc"), "recipe": meta.get("recipe"),
+            "init": meta.get("init") or {}}
+
+
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, spec: dict[str, Any],
-                history: list[dict[str, Any]], epoch: int, elapsed: float) -> None:
+                history: list[dict[str, Any]], epoch: int, elapsed: float, init: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "spec": json.dumps(spec),
-                "history": json.dumps(history), "epoch": epoch, "elapsed": elapsed}, tmp)
+                "history": json.dumps(history), "epoch": epoch, "elapsed": elapsed, "init": json.dumps(init)}, tmp)
     tmp.replace(path)
 
 
@@ -244,9 +284,3 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
             if tensor.is_floating_point() and name not in group:
                 group.create_dataset(name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16),
                                      compression="gzip")
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

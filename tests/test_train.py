@@ -112,3 +112,54 @@ def test_cli_bad_input(tmp_path, cifar_root):
     r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "y"), "--data-root",
                             str(cifar_root), "--epochs", "1", "--batch-size", "16"])
     assert r.exit_code == 2 and "finished run" in r.stderr
+
+
+def test_resume_may_change_precision_but_not_the_recipe(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=3, snapshot_every=0, precision="fp32")
+
+    def stop_after_epoch_one(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "run", device="cpu", progress=stop_after_epoch_one)
+    with pytest.raises(LandscapeError, match=r"another recipe \(lr differ\)"):
+        train(spec(cifar_root, epochs=3, snapshot_every=0, lr=0.2), tmp_path / "run", device="cpu", resume=True)
+    meta = train(spec(cifar_root, epochs=3, snapshot_every=0, precision="bf16"), tmp_path / "run", device="cpu",
+                 resume=True)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["precision"] for r in log] == ["fp32", "bf16", "bf16"]
+    assert all(r["hardware"].startswith("CPU ") and r["torch"] == torch.__version__ for r in log)
+    assert meta["epoch_precisions"] == ["bf16", "fp32"] and meta["eval_precision"] == "bf16"
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
+    from landscape import hardware
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
+    assert hardware.resolve_precision("auto", cpu) == "fp32"
+    assert hardware.resolve_precision("bf16", cpu) == "bf16"
+    assert "not native" in hardware.bf16_warning("bf16", "cpu")
+    assert hardware.bf16_warning("fp32", "cpu") is None
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
+    assert hardware.resolve_precision("auto", cpu) == "bf16"
+    assert hardware.bf16_warning("bf16", "cpu") is None
+
+
+def test_warm_restart_starts_from_the_init_checkpoint(tmp_path, cifar_root, resnet20_ckpt):
+    from landscape.checkpoints import file_sha256
+
+    init = load_checkpoint(resnet20_ckpt)
+    # a learning rate of 1e-9 leaves the weights where they started: the init checkpoint's
+    meta = train(spec(cifar_root, epochs=1, snapshot_every=0, lr=1e-9, init=str(resnet20_ckpt)), tmp_path / "warm",
+                 device="cpu")
+    final = load_checkpoint(tmp_path / "warm" / "checkpoint.pt").state_dict
+    for name in ("conv1.weight", "layer3.2.conv2.weight", "linear.weight"):
+        torch.testing.assert_close(final[name], init.state_dict[name], atol=1e-6, rtol=0)
+    assert meta["init"]["sha256"] == file_sha256(resnet20_ckpt)
+    assert meta["epochs"] == int(init.metadata.get("epochs", 0)) + 1
+    with pytest.raises(LandscapeError, match="holds a 'resnet20', not a 'resnet56'"):
+        train(spec(cifar_root, arch="resnet56", epochs=1, init=str(resnet20_ckpt)), tmp_path / "bad", device="cpu")
+    with pytest.raises(LandscapeError, match="--init checkpoint not found"):
+        train(spec(cifar_root, init=str(tmp_path / "nope.pt")), tmp_path / "bad2", device="cpu")

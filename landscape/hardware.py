@@ -1,0 +1,91 @@
+"""What the machine at hand is good at: native bf16, and a one-line description recorded with every result.
+
+Native bf16 means matrix units that compute in bf16: on the CPU, AMX or AVX512-BF16 (elsewhere bf16 autocast is
+emulated and runs several times *slower* than fp32: 10x measured on an AVX2 EPYC); on CUDA, compute capability
+8.0 or newer.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, as on macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@lru_cache(maxsize=None)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_native_bf16() -> bool:
+    """AMX or AVX512-BF16, as torch sees it (and /proc/cpuinfo where torch does not say)."""
+    cpu = getattr(torch._C, "_cpu", None)
+    amx = getattr(cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", None)
+    if amx is not None and avx512_bf16 is not None:
+        return bool(amx()) or bool(avx512_bf16())
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is native (fast) on `device`."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        return cpu_native_bf16()
+    return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto` becomes bf16 where it is native and fp32 elsewhere; fp32 and bf16 stay as they are."""
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}")
+    return requested
+
+
+def describe(device: torch.device) -> str:
+    """One line naming the hardware: the GPU, or the CPU with its bf16 support and torch's thread count."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+    flags = cpu_flags()
+    units = [name for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if name in flags]
+    bf16 = "native bf16" if cpu_native_bf16() else "no native bf16"
+    return f"CPU {cpu_name()} ({', '.join(units) or 'no AVX flags read'}; {bf16}), {torch.get_num_threads()} threads"
+
+
+def bf16_warning(precision: str, device: str = "auto") -> str | None:
+    """One line when bf16 is asked for on hardware that only emulates it, else None."""
+    if precision != "bf16":
+        return None
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    if native_bf16(dev):
+        return None
+    return (f"bf16 is not native on this {dev.type.upper()} ({describe(dev)}): it runs emulated, often several "
+            "times slower than fp32 (use --precision auto or fp32)")

@@ -169,10 +169,10 @@ def main() -> None:
         compute_surface(dataclasses.replace(warm, evaluation=EvalSpec(precision=precision)),
                         workdir / f"warmup_{precision}.h5", base)
     landscape_run("landscape fp32", EvalSpec(), base)
-    directions = {a: read_directions(workdir / "landscape_fp32.h5", a) for a in ("x", "y")}
     points = [(a, b) for b in axis.coordinates() for a in axis.coordinates()]  # storage order: y rows, x columns
     plain = build_model(load_checkpoint(ckpt)).to(device)
     center = {n: p.detach().clone() for n, p in plain.named_parameters()}
+    directions = {a: read_directions(workdir / "landscape_fp32.h5", a, like=center) for a in ("x", "y")}
     dx = {n: directions["x"][n].to(device) for n in center}
     dy = {n: directions["y"][n].to(device) for n in center}
     train = load_split(spec.data, "train")

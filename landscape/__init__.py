@@ -10,7 +10,8 @@ from .evaluate import EvalSpec, PointEvaluator, RunOptions  # noqa: E402
 from .grid import Axis, GridSpec  # noqa: E402
 from .models import create_model, list_models, register_model  # noqa: E402
 from .storage import Surface, read_surface  # noqa: E402
-from .surface import CheckpointSpec, SurfaceSpec, compute_surface  # noqa: E402
+from .spec import CheckpointSpec, SurfaceSpec  # noqa: E402
+from .surface import compute_surface  # noqa: E402
 
 __all__ = [
     "Axis", "Checkpoint", "CheckpointSpec", "DataSpec", "DirectionSpec", "EvalSpec", "GridSpec", "ImageSet",

@@ -1,21 +1,24 @@
 """One checkpoint loader for every format we accept, and the project's own checkpoint format with metadata.
 
-Never unpickles arbitrary objects: `torch.load(..., weights_only=True)` only.
+Never unpickles arbitrary objects: `torch.load(..., weights_only=True)` only. Never imports what a file names:
+a recorded arch is used only when it is a registered model or `torchvision:NAME`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from .errors import LandscapeError
-from .models import create_model
+from .models import create_model, list_models
 
 CHECKPOINT_FORMAT = "landscape-checkpoint"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state")
@@ -24,12 +27,17 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint: tensors keyed by name, and the metadata this project writes (empty for foreign files)."""
+    """A loaded checkpoint: tensors keyed by name, and the metadata this project writes (empty for foreign files).
+
+    A recorded arch that is neither a registered model nor `torchvision:NAME` (e.g. `os:abort`, which would be
+    imported and called) is not in `metadata` but in `untrusted_arch`: only the user's own arch may name code.
+    """
 
     path: str
     sha256: str
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
+    untrusted_arch: str | None = None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -45,7 +53,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise LandscapeError(f"checkpoint not found: {path}")
-    metadata: dict[str, Any] = {}
+    metadata: Any = {}
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -62,18 +70,75 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as e:  # torch and safetensors raise many types for a damaged file
         raise LandscapeError(f"cannot read checkpoint {path}: {_reason(e)}") from None
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        metadata = dict(raw.get("metadata", {}))
+        metadata = raw.get("metadata", {})
+    metadata, untrusted_arch = _check_metadata(metadata, path)
     state = _unwrap(raw, path)
-    return Checkpoint(str(path), file_sha256(path), state, metadata)
+    return Checkpoint(str(path), file_sha256(path), state, metadata, untrusted_arch)
+
+
+def _check_metadata(metadata: Any, path: Path) -> tuple[dict[str, Any], str | None]:
+    """Check the fields this project reads (others stay free-form); returns them and an arch that may name code."""
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise LandscapeError(f"checkpoint {path} has malformed metadata: expected a mapping of names to values, "
+                             f"found {type(metadata).__name__}")
+    meta = {k: v for k, v in metadata.items() if not (k in _CHECKS and v is None)}  # null: not recorded
+    for key, (valid, expected) in _CHECKS.items():
+        if key in meta and not valid(meta[key]):
+            raise LandscapeError(f"checkpoint {path} has malformed metadata: '{key}' must be {expected}, "
+                                 f"found {_show(meta[key])}")
+    untrusted = meta.pop("arch") if "arch" in meta and not _is_known_arch(meta["arch"]) else None
+    return meta, untrusted
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_stats(v: Any, positive: bool) -> bool:
+    return (isinstance(v, (list, tuple)) and 1 <= len(v) <= 4
+            and all(_is_number(x) and (x > 0 or not positive) for x in v))
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {  # field: (valid, what it must be)
+    "arch": (lambda v: isinstance(v, str), "a model name"),
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000,
+                    "a whole number in 1..1000000"),
+    "mean": (lambda v: _is_stats(v, positive=False), "a list of 1 to 4 finite numbers"),
+    "std": (lambda v: _is_stats(v, positive=True), "a list of 1 to 4 finite numbers, all > 0"),
+    "dataset": (lambda v: isinstance(v, str), "a dataset name such as cifar10"),
+    "skips": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _is_known_arch(arch: str) -> bool:
+    """A registered model or `torchvision:NAME`: names that build a model without importing anything the file names."""
+    if arch in {entry.name for entry in list_models()}:
+        return True
+    if arch.startswith("torchvision:"):
+        import torchvision
+
+        return arch.split(":", 1)[1] in torchvision.models.list_models()
+    return False
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A file's value for a one-line message: repr (no raw newlines), shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _reason(error: Exception) -> str:
-    """One informative line of a loading error."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    unpickler = [line for line in lines if "WeightsUnpickler error" in line]
-    if unpickler:
-        return ("it holds Python objects other than tensors and plain containers, which are never unpickled "
-                f"({unpickler[0].split(':', 2)[-1].strip()[:160]})")
+    """One informative line of a loading error; for a refused pickle, what the file asked for."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+        if refused:
+            return (f"it asks to load the Python object '{refused.group(1)}', which is never unpickled "
+                    "(only tensors and plain containers are)")
+        detail = re.split(r"WeightsUnpickler error:|\n\n", text, maxsplit=1)[-1]  # after torch's advice
+        detail = " ".join(detail.split("Check the documentation of torch.load")[0].split())
+        return f"it holds Python objects other than tensors and plain containers, which are never unpickled ({detail})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[0] if lines else type(error).__name__)[:300]
 
 
@@ -111,6 +176,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]
 
 def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: int | None = None) -> nn.Module:
     """Build the checkpoint's architecture and load its weights; a mismatch names the missing and unexpected keys."""
+    if not arch and checkpoint.untrusted_arch is not None:
+        raise LandscapeError(_untrusted_arch_message(checkpoint))
     arch = arch or checkpoint.metadata.get("arch")
     if not arch:
         raise LandscapeError(f"{checkpoint.path} does not record its architecture: pass --arch (see `landscape models`)")
@@ -130,6 +197,15 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
                              f"{tuple(expected[k].shape)} in the model")
     model.load_state_dict(checkpoint.state_dict)
     return model.eval()
+
+
+def _untrusted_arch_message(checkpoint: Checkpoint) -> str:
+    arch = checkpoint.untrusted_arch or ""
+    head = f"checkpoint {checkpoint.path} records arch {_show(arch)}"
+    if ":" in arch and not arch.startswith("torchvision:"):
+        return (f"{head}, which names code to import: only your own --arch may do that "
+                f"(pass --arch {_show(arch)} if you trust the file)")
+    return f"{head}, which is not a registered model or torchvision:NAME: pass --arch (see `landscape models`)"
 
 
 def _infer_num_classes(state: dict[str, torch.Tensor]) -> int:

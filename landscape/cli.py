@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -31,6 +32,9 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:  # `landscape info FILE | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except LandscapeError as e:
             if debug:
                 raise
@@ -195,6 +199,12 @@ def info(file: Annotated[Path, typer.Argument(help="A surface file.")],
         grid += f", y {surface.ycoordinates[0]:g}..{surface.ycoordinates[-1]:g} ({len(surface.ycoordinates)})"
     typer.echo(f"  grid        {grid}")
     typer.echo(f"  completion  {surface.completion:.1%}")
+    if surface.runs_error:
+        typer.echo(f"  sessions    {surface.runs_error}")
+    elif surface.runs:
+        last = surface.runs[-1]
+        typer.echo(f"  sessions    {len(surface.runs)} recorded, the last started {last.get('started', '?')} "
+                   f"on {last.get('device', '?')}")
     _print_summary(surface)
     if as_json and not surface.legacy:
         typer.echo(json.dumps(spec, indent=2))

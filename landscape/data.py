@@ -9,11 +9,15 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import LandscapeError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 SPLITS = ("train", "test")
 # Channel statistics on the [0, 1] scale, used when a checkpoint does not record its own.
@@ -23,6 +27,7 @@ DEFAULT_NORMALIZATION = {
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 _CIFAR_FILES = {
     "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
     "cifar100": {"train": ["train"], "test": ["test"]},
@@ -81,19 +86,30 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def load_split(spec: DataSpec, split: str, indices: np.ndarray | None = None) -> ImageSet:
-    """Load `split`; `indices` (e.g. read back from a surface file) override the seeded subset draw."""
+    """Load `split`; `indices` (e.g. read back from a surface file) override the seeded subset draw.
+
+    Only the chosen images are decoded (ImageFolder) or copied (CIFAR).
+    """
     spec.validate()
     root = resolve_root(spec.root)
     if spec.name == "imagefolder":
-        images, labels = _read_image_folder(root / split, spec.image_size)
+        dataset = _image_folder(root / split, spec.image_size)
+        indices = _chosen(len(dataset), spec, split, indices, root)
+        images, labels = _decode_images(dataset, indices)
     else:
-        images, labels = _read_cifar(root, spec.name, split, spec.download)
+        batches = _read_cifar(root, spec.name, split, spec.download)
+        indices = _chosen(sum(len(labels) for _, labels in batches), spec, split, indices, root)
+        images, labels = _take_rows(batches, indices)
+    return ImageSet(images, labels, indices)
+
+
+def _chosen(total: int, spec: DataSpec, split: str, indices: np.ndarray | None, root: Path) -> np.ndarray:
+    """The recorded `indices`, checked against `total`, or the seeded subset draw."""
     if indices is None:
-        indices = subset_indices(len(labels), spec.subset, spec.seed, split)
-    elif len(indices) and (indices.min() < 0 or indices.max() >= len(labels)):
-        raise LandscapeError(f"recorded image indices exceed the {len(labels)} images of the {split} split in {root}")
-    index = torch.from_numpy(indices)
-    return ImageSet(images[index].contiguous(), labels[index].contiguous(), indices)
+        return subset_indices(total, spec.subset, spec.seed, split)
+    if len(indices) and (indices.min() < 0 or indices.max() >= total):
+        raise LandscapeError(f"recorded image indices exceed the {total} images of the {split} split in {root}")
+    return indices
 
 
 def subset_indices(total: int, subset: int | None, seed: int, split: str) -> np.ndarray:
@@ -112,7 +128,8 @@ def find_cifar_folder(root: Path, name: str) -> Path | None:
     return None
 
 
-def _read_cifar(root: Path, name: str, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar(root: Path, name: str, split: str, download: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's batches as (uint8 (N, 3072) rows, int64 labels), checked, not yet copied."""
     folder = find_cifar_folder(root, name)
     if folder is None and download:
         _download_cifar(root, name)
@@ -121,16 +138,87 @@ def _read_cifar(root: Path, name: str, split: str, download: bool) -> tuple[torc
         files = ", ".join(f for fs in _CIFAR_FILES[name].values() for f in fs)
         raise LandscapeError(f"no {name} under {root}: expected {root / _CIFAR_FOLDERS[name]}/ with {files}"
                              " (pass --download to fetch it)")
-    data, labels = [], []
-    for file in _CIFAR_FILES[name][split]:
-        try:
-            with open(folder / file, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
-            data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(batch["labels"] if "labels" in batch else batch["fine_labels"])
-        except Exception as e:
-            raise LandscapeError(f"cannot read {folder / file}: {type(e).__name__}: {e}") from None
-    return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64)
+    return [_read_cifar_batch(folder / file, _CIFAR_CLASSES[name]) for file in _CIFAR_FILES[name][split]]
+
+
+def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="latin1").load()
+    except LandscapeError as e:
+        raise LandscapeError(f"cannot read {path}: {e}") from None
+    except Exception as e:
+        raise LandscapeError(f"cannot read {path}: {type(e).__name__}: {_first_line(e)}") from None
+    data = batch.get("data") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise LandscapeError(f"cannot read {path}: it is not a CIFAR batch (a dict whose 'data' is a uint8 array "
+                             "of N rows of 3072 pixels)")
+    labels = batch.get("labels", batch.get("fine_labels"))
+    try:
+        labels = np.asarray(labels)
+    except Exception:  # ragged or odd objects
+        labels = np.asarray(None)
+    if labels.ndim != 1 or len(labels) != len(data) or (len(labels) and labels.dtype.kind not in "iu"):
+        raise LandscapeError(f"cannot read {path}: it is not a CIFAR batch ('labels' or 'fine_labels' must be "
+                             f"{len(data)} whole numbers, one per image)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0]
+        raise LandscapeError(f"cannot read {path}: label {bad} is outside 0..{classes - 1}")
+    return data, labels.astype(np.int64)
+
+
+def _take_rows(batches: list[tuple[np.ndarray, np.ndarray]], indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, 32, 32) and labels at `indices` of the batches laid end to end, copying only those rows."""
+    starts = np.cumsum([0] + [len(labels) for _, labels in batches])
+    which = np.searchsorted(starts, indices, side="right") - 1
+    images = np.empty((len(indices), 3072), dtype=np.uint8)
+    labels = np.empty(len(indices), dtype=np.int64)
+    for b, (data, batch_labels) in enumerate(batches):
+        rows = np.flatnonzero(which == b)
+        images[rows] = data[indices[rows] - starts[b]]
+        labels[rows] = batch_labels[indices[rows] - starts[b]]
+    return torch.from_numpy(images.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
+
+
+# numpy's own array-rebuilding function, under whichever module name this numpy gives it
+_RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """`_codecs.encode` as pickles of bytes use it (protocol 2), limited to that use."""
+    if encoding not in ("latin1", "latin-1"):
+        raise LandscapeError(f"it asks to encode text as {_short(encoding)}, which pickled arrays never do")
+    return text.encode("latin1")
+
+
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # files written with numpy < 2
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays, never any other Python object."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _CIFAR_GLOBALS:
+            return _CIFAR_GLOBALS[module, name]
+        raise LandscapeError(f"it asks to load the Python object {_short(f'{module}.{name}')}, "
+                             "which is never unpickled")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """repr of a name taken from a file, shortened: one line whatever it holds."""
+    text = repr(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
 
 
 def _download_cifar(root: Path, name: str) -> None:
@@ -144,7 +232,8 @@ def _download_cifar(root: Path, name: str) -> None:
                              "are you online?") from None
 
 
-def _read_image_folder(folder: Path, image_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _image_folder(folder: Path, image_size: int | None) -> ImageFolder:
+    """The split's files and labels, listed, not decoded."""
     import torchvision
     from torchvision.transforms import v2
 
@@ -154,14 +243,26 @@ def _read_image_folder(folder: Path, image_size: int | None) -> tuple[torch.Tens
     if image_size:
         steps = [v2.Resize(image_size), v2.CenterCrop(image_size)] + steps
     try:
-        dataset = torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps))
+        return torchvision.datasets.ImageFolder(str(folder), transform=v2.Compose(steps))
     except (FileNotFoundError, OSError) as e:
         raise LandscapeError(f"cannot read ImageFolder {folder}: {e}") from None
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+
+
+def _decode_images(dataset: ImageFolder, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode the images at `indices` only."""
+    images, labels = [], []
+    for i in indices.tolist():
+        try:
+            image, label = dataset[i]
+        except Exception as e:  # PIL raises many types for a damaged file
+            raise LandscapeError(f"cannot read image {dataset.samples[i][0]}: "
+                                 f"{type(e).__name__}: {_first_line(e)}") from None
+        images.append(image.expand(3, -1, -1))
+        labels.append(label)
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
-        raise LandscapeError(f"images in {folder} differ in size ({len(shapes)} shapes): pass --image-size N")
-    return torch.stack([im.expand(3, -1, -1) for im in images]), torch.tensor(labels, dtype=torch.int64)
+        raise LandscapeError(f"images in {dataset.root} differ in size ({len(shapes)} shapes): pass --image-size N")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
 def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str,

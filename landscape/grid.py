@@ -9,6 +9,10 @@ import numpy as np
 
 from .errors import LandscapeError
 
+# The most points a grid may have: a 1001x1001 surface is days of work even on a GPU, and every reader
+# allocates arrays of this size, so larger grids are refused before anything is allocated.
+MAX_POINTS = 1_002_001
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -29,7 +33,7 @@ class Axis:
             start, stop, num_f = float(parts[0]), float(parts[1]), float(parts[2])
         except ValueError:
             raise LandscapeError(f"malformed grid axis '{text}': {hint}") from None
-        if not (math.isfinite(start) and math.isfinite(stop)) or num_f != int(num_f):
+        if not all(math.isfinite(v) for v in (start, stop, num_f)) or num_f != int(num_f):
             raise LandscapeError(f"malformed grid axis '{text}': {hint}")
         axis = cls(start, stop, int(num_f))
         axis.validate(text)
@@ -39,6 +43,8 @@ class Axis:
         label = text or f"{self.start}:{self.stop}:{self.num}"
         if self.num < 1:
             raise LandscapeError(f"grid axis '{label}' has {self.num} points: NUM must be at least 1")
+        if self.num > MAX_POINTS:
+            raise LandscapeError(f"grid axis '{label}' has {self.num} points: at most {MAX_POINTS} are allowed")
         if self.num == 1 and self.start != self.stop:
             raise LandscapeError(f"grid axis '{label}' has one point but START != STOP: use e.g. 0:0:1")
         if self.num > 1 and not self.start < self.stop:
@@ -77,3 +83,6 @@ class GridSpec:
         self.x.validate()
         if self.y is not None:
             self.y.validate()
+            if self.x.num * self.y.num > MAX_POINTS:
+                raise LandscapeError(f"the grid has {self.x.num} x {self.y.num} = {self.x.num * self.y.num} points: "
+                                     f"at most {MAX_POINTS} (1001 x 1001) are allowed")

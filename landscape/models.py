@@ -142,7 +142,11 @@ def list_models() -> list[ModelEntry]:
 
 
 def create_model(arch: str, num_classes: int = 10) -> nn.Module:
-    """Build an untrained model: a registry name, `torchvision:NAME`, or `module.path:callable`."""
+    """Build an untrained model: a registry name, `torchvision:NAME`, or `module.path:callable`.
+
+    `module.path:callable` imports and calls code: pass only the user's own arch, never one read from a file
+    (`load_checkpoint` sets such a recorded arch aside as `Checkpoint.untrusted_arch`).
+    """
     if arch in _REGISTRY:
         return _REGISTRY[arch].build(num_classes=num_classes)
     if arch.startswith("torchvision:"):

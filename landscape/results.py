@@ -31,7 +31,12 @@ def list_files(root: str | Path) -> list[str]:
 def resolve(root: str | Path, name: str) -> Path:
     """The file `name` inside `root`, resolved; a LandscapeError for a name leading outside it or missing."""
     root = _root(root)
-    path = (root / name).resolve()
+    if not name or len(name) > 4096 or any(ord(c) < 32 for c in name):
+        raise LandscapeError(f"{name[:80]!r} is not a file name of the results folder")
+    try:
+        path = (root / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # e.g. a symbolic link loop
+        raise LandscapeError(f"{name[:80]!r} is not a file name of the results folder") from None
     if Path(name).is_absolute() or not _inside(path, root):
         raise LandscapeError(f"'{name}' is outside the results folder {root}")
     if not path.is_file():

@@ -3,15 +3,28 @@
 Results are written point by point into preallocated datasets; `computed` marks the finished points, so a NaN
 loss is a result and never a marker. Every write opens, writes and closes the file, so a killed run loses at
 most the points in flight and other processes can read the file between writes.
+
+After creation, nothing in the file grows: results, `computed` and the provenance of each session (`runs`, a
+ring of fixed-size slots) are all written in place into storage allocated when the file was made, so a full
+disk can stop a run but never damage what the file holds. One process at a time may write a surface file
+(`writer_lock`, a lock on a hidden lock file that dies with its process); readers take no lock and never block it.
+
+Files are untrusted input: every dataset is checked before it is read (a plain dataset of this file, not a link,
+an external or virtual dataset, and no larger than a surface can be), so a crafted file can neither make a
+reader open other files nor allocate what it declares.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -19,10 +32,16 @@ import torch
 
 from .directions import Direction
 from .errors import LandscapeError
+from .grid import MAX_POINTS
 
 FORMAT = "landscape-surface"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: provenance in the preallocated `runs` dataset; 1: in a `runs` attribute (still read)
 METRICS = ("loss", "acc")
+RUN_SLOTS = 32  # slot 0: the session that created the file; 1..31: a ring of the latest resumes
+RUN_BYTES = 2048  # one session's record, JSON
+MAX_SPEC_BYTES = 1 << 20
+MAX_INDICES = 50_000_000  # images per split (ImageNet's training set is 1.28 million)
+MAX_DIRECTION_VALUES = 2_000_000_000
 
 
 @dataclass
@@ -37,6 +56,7 @@ class Surface:
     computed: np.ndarray
     runs: list[dict[str, Any]] = field(default_factory=list)
     legacy: bool = False
+    runs_error: str | None = None  # why the provenance could not be read (the results still were)
 
     @property
     def ndim(self) -> int:
@@ -62,15 +82,20 @@ def metric_names(splits: list[str] | tuple[str, ...]) -> list[str]:
 def create_surface_file(path: str | Path, spec: dict[str, Any], run: dict[str, Any], shape: tuple[int, ...],
                         coordinates: list[np.ndarray], splits: list[str] | tuple[str, ...],
                         directions: dict[str, Direction], indices: dict[str, np.ndarray]) -> None:
-    """Write a new, empty surface file atomically (a temporary file renamed into place)."""
+    """Write a new, empty surface file atomically (a temporary file renamed into place).
+
+    Call it holding `writer_lock(path)`: temporary files of earlier runs killed while creating it are removed.
+    """
     path = Path(path)
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        orphan.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["spec"] = json.dumps(spec, sort_keys=True)
-            f.attrs["runs"] = json.dumps([run])
+            _create_runs(f, run)
             for name, values in zip(("xcoordinates", "ycoordinates"), coordinates):
                 f.create_dataset(name, data=values)
             for name in metric_names(splits):
@@ -84,9 +109,63 @@ def create_surface_file(path: str | Path, spec: dict[str, Any], run: dict[str, A
                 f.create_dataset(f"indices/{split}", data=np.asarray(idx, dtype=np.int64))
         tmp.replace(path)
     except OSError as e:
-        raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
+        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. EROFS: the clean error above is what the user sees
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | Path) -> Iterator[None]:
+    """Hold the right to write the surface file `path` (and to create it) for the duration of the block.
+
+    A second writer gets a LandscapeError at once. The lock is an `flock` on the hidden file `.NAME.lock` next to
+    it, released by the kernel when the process ends however it ends, so a killed run never leaves it stuck.
+    """
+    path = Path(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LandscapeError(f"{path} is being written by another process (pid {owner}): wait for it to "
+                                 "finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _os_reason(error: OSError) -> str:
+    """One line for an OS error, also for the multi-line ones of HDF5."""
+    if error.errno == errno.ENOSPC or "No space left" in str(error) or "errno = 28" in str(error):
+        return "no space left on the device"
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    if error.strerror:
+        return error.strerror
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def _create_runs(f: h5py.File, first: dict[str, Any]) -> None:
+    """The provenance ring, allocated in full now, so that recording a session later writes in place."""
+    slots = np.zeros(RUN_SLOTS, dtype=f"S{RUN_BYTES}")
+    slots[0] = _encode_run(first, 0)
+    f.create_dataset("runs", data=slots)
+
+
+def _encode_run(run: dict[str, Any], number: int) -> bytes:
+    record = {"n": number, **run}
+    text = json.dumps(record)
+    if len(text.encode()) > RUN_BYTES:  # keep what identifies the session, drop the rest
+        text = json.dumps({k: record[k] for k in ("n", "started", "landscape", "torch", "device") if k in record})
+    return text.encode()[:RUN_BYTES]
 
 
 def is_surface_file(path: str | Path) -> bool:
@@ -98,62 +177,222 @@ def is_surface_file(path: str | Path) -> bool:
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
-    """The spec stored in a surface file; a clear error for a file that is not one."""
+    """The spec stored in a surface file, checked field by field; a clear error for a file that is not one."""
     with _open(path) as f:
         _check_format(f, path)
-        return json.loads(f.attrs["spec"])
+        return _read_spec(f, path)
 
 
 def append_run(path: str | Path, run: dict[str, Any]) -> None:
-    """Record one more session (environment and options) that worked on this file."""
-    with _open(path, "r+") as f:
-        runs = json.loads(f.attrs.get("runs", "[]"))
-        f.attrs["runs"] = json.dumps(runs + [run])
+    """Record one more session (environment and options) that worked on this file, written in place.
+
+    Slot 0 keeps the session that created the file, the others the latest resumes. A file of format 1 (runs in an
+    attribute, which grows on every rewrite) gets the ring once, and only with room to spare on the disk.
+    """
+    path = Path(path)
+    try:
+        with _open(path, "r+") as f:
+            if "runs" not in f:
+                needed = RUN_SLOTS * RUN_BYTES + (16 << 20)
+                if shutil.disk_usage(path.parent).free < needed:
+                    raise LandscapeError(f"cannot record this run in {path}: less than {needed >> 20} MB free on "
+                                         "its disk (the results are untouched)")
+                _create_runs(f, {"n": 0, "note": "file of format 1: earlier sessions are in the runs attribute"})
+            slots = _dataset(f, "runs", path, RUN_SLOTS)
+            if slots.shape != (RUN_SLOTS,) or slots.dtype != np.dtype(f"S{RUN_BYTES}"):
+                raise LandscapeError(f"{path} has a damaged runs dataset: shape {slots.shape}, type {slots.dtype}")
+            numbers = [_run_number(raw) for raw in slots[()]]
+            number = max(numbers) + 1
+            slots[1 + (number - 1) % (RUN_SLOTS - 1)] = _encode_run(run, number)
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+
+
+def _run_number(raw: bytes) -> int:
+    try:
+        return int(json.loads(raw.decode())["n"]) if raw else -1
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return -1
+
+
+def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The sessions recorded in a file, oldest first, and why they could not be read (None when they could)."""
+    runs: list[dict[str, Any]] = []
+    try:
+        if "runs" in f.attrs:  # format 1
+            runs += json.loads(_attribute(f, "runs", path))
+        if "runs" in f:
+            records = [json.loads(raw.decode()) for raw in _dataset(f, "runs", path, RUN_SLOTS)[()] if raw]
+            runs += sorted((r for r in records if "note" not in r), key=lambda r: r["n"])
+        if not all(isinstance(r, dict) for r in runs):
+            raise ValueError("a record is not an object")
+        return runs, None
+    except (LandscapeError, ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
+        return [], f"unreadable runs ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
 
 
 def write_points(path: str | Path, flat_indices: np.ndarray, results: np.ndarray,
                  splits: list[str] | tuple[str, ...]) -> None:
-    """Store results[k, split, metric] at the flat grid indices, then mark them computed."""
-    with _open(path, "r+") as f:
-        shape = f["computed"].shape
-        for k, flat in enumerate(flat_indices):
-            where = np.unravel_index(int(flat), shape)
-            for s, split in enumerate(splits):
-                for m, metric in enumerate(METRICS):
-                    f[f"{split}_{metric}"][where] = results[k, s, m]
-        f.flush()
-        for flat in flat_indices:
-            f["computed"][np.unravel_index(int(flat), shape)] = 1
+    """Store results[k, split, metric] at the flat grid indices, then mark them computed (all in place)."""
+    try:
+        with _open(path, "r+") as f:
+            shape = f["computed"].shape
+            for k, flat in enumerate(flat_indices):
+                where = np.unravel_index(int(flat), shape)
+                for s, split in enumerate(splits):
+                    for m, metric in enumerate(METRICS):
+                        f[f"{split}_{metric}"][where] = results[k, s, m]
+            f.flush()
+            for flat in flat_indices:
+                f["computed"][np.unravel_index(int(flat), shape)] = 1
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
 
 
 def read_computed(path: str | Path) -> np.ndarray:
     with _open(path) as f:
-        return np.asarray(f["computed"][()], dtype=bool)
+        return np.asarray(_dataset(f, "computed", path, MAX_POINTS)[()], dtype=bool)
 
 
-def read_directions(path: str | Path, axis: str) -> Direction:
+def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
+    """The stored direction of `axis`; its tensor names and shapes must be those of `like` (checked before reading)."""
     with _open(path) as f:
         _check_format(f, path)
-        if f"directions/{axis}" not in f:
+        group = _group(f, f"directions/{axis}", path)
+        if group is None:
             raise LandscapeError(f"{path} has no '{axis}' direction")
-        return {name: torch.from_numpy(np.asarray(ds[()])) for name, ds in f[f"directions/{axis}"].items()}
+        names = sorted(group)
+        if names != sorted(like):
+            missing, extra = sorted(set(like) - set(names)), sorted(set(names) - set(like))
+            raise LandscapeError(f"the {axis} direction in {path} does not fit the model: missing "
+                                 f"{', '.join(missing[:3]) or 'none'}; unexpected {', '.join(extra[:3]) or 'none'}")
+        out = {}
+        for name in names:
+            ds = _dataset(group, name, path, MAX_DIRECTION_VALUES)
+            if ds.shape != tuple(like[name].shape):
+                raise LandscapeError(f"the {axis} direction in {path} has shape {ds.shape} for {name}, the model "
+                                     f"{tuple(like[name].shape)}")
+            out[name] = torch.from_numpy(np.asarray(ds[()]))
+        return out
 
 
 def read_indices(path: str | Path) -> dict[str, np.ndarray]:
     with _open(path) as f:
-        return {name: np.asarray(ds[()]) for name, ds in f["indices"].items()} if "indices" in f else {}
+        group = _group(f, "indices", path)
+        if group is None:
+            return {}
+        return {name: np.asarray(_dataset(group, name, path, MAX_INDICES)[()], dtype=np.int64) for name in group}
 
 
 def read_surface(path: str | Path) -> Surface:
-    """Read a surface file of this project, or one written by the paper's original code."""
+    """Read a surface file of this project, or one written by the paper's original code.
+
+    Everything is checked before it is allocated; a damaged or crafted file is one LandscapeError naming it.
+    """
     with _open(path) as f:
         if f.attrs.get("format") != FORMAT:
             return _read_legacy(f, path)
-        ycoords = np.asarray(f["ycoordinates"][()]) if "ycoordinates" in f else None
-        names = [n for n in f if n.endswith(tuple(f"_{m}" for m in METRICS)) and isinstance(f[n], h5py.Dataset)]
-        return Surface(str(path), json.loads(f.attrs["spec"]), np.asarray(f["xcoordinates"][()]), ycoords,
-                       {n: np.asarray(f[n][()]) for n in names}, np.asarray(f["computed"][()], dtype=bool),
-                       json.loads(f.attrs.get("runs", "[]")))
+        _check_format(f, path)
+        spec = _read_spec(f, path)
+        x = _coordinates(f, "xcoordinates", path)
+        y = _coordinates(f, "ycoordinates", path) if "ycoordinates" in f else None
+        shape = (len(x),) if y is None else (len(y), len(x))
+        if len(x) * (1 if y is None else len(y)) > MAX_POINTS:
+            raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
+        computed = _dataset(f, "computed", path, MAX_POINTS)
+        names = [n for n in f if n.endswith(tuple(f"_{m}" for m in METRICS))]
+        if not names:
+            raise LandscapeError(f"{path} holds no *_loss or *_acc datasets")
+        values = {}
+        for name in names:
+            ds = _dataset(f, name, path, MAX_POINTS)
+            if ds.shape != shape:
+                raise LandscapeError(f"{path} is damaged: {name} has shape {ds.shape}, the grid {shape}")
+            values[name] = np.asarray(ds[()], dtype=np.float64)
+        if computed.shape != shape:
+            raise LandscapeError(f"{path} is damaged: computed has shape {computed.shape}, the grid {shape}")
+        runs, runs_error = _read_runs(f, path)
+        return Surface(str(path), spec, x, y, values, np.asarray(computed[()], dtype=bool), runs,
+                       runs_error=runs_error)
+
+
+def _read_spec(f: h5py.File, path: str | Path) -> dict[str, Any]:
+    from .spec import SurfaceSpec
+
+    try:
+        spec = json.loads(_attribute(f, "spec", path))
+    except ValueError:
+        raise LandscapeError(f"{path} has a damaged spec attribute (not JSON)") from None
+    try:
+        SurfaceSpec.from_dict(spec)
+    except LandscapeError as e:
+        raise LandscapeError(f"{path} has a damaged spec: {e}") from None
+    return spec
+
+
+def _attribute(f: h5py.File, name: str, path: str | Path) -> str:
+    """A string attribute, its size checked before it is read."""
+    if name not in f.attrs:
+        raise LandscapeError(f"{path} has no {name} attribute")
+    size = f.attrs.get_id(name).get_storage_size()
+    if size > MAX_SPEC_BYTES:
+        raise LandscapeError(f"{path}: its {name} attribute declares {size} bytes, more than {MAX_SPEC_BYTES}")
+    value = f.attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise LandscapeError(f"{path}: its {name} attribute is not a string")
+    return value
+
+
+def _coordinates(f: h5py.File, name: str, path: str | Path) -> np.ndarray:
+    ds = _dataset(f, name, path, MAX_POINTS)
+    if ds.ndim != 1 or ds.shape[0] < 1:
+        raise LandscapeError(f"{path} is damaged: {name} has shape {ds.shape}")
+    values = np.asarray(ds[()], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise LandscapeError(f"{path} is damaged: {name} holds non-finite values")
+    return values
+
+
+def _group(parent: h5py.Group, name: str, path: str | Path) -> h5py.Group | None:
+    """A group reached through hard links only (None when absent)."""
+    node = parent
+    for part in name.split("/"):
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise LandscapeError(f"{path}: '{name}' is a {type(link).__name__}, and links are never followed")
+        node = node[part]
+        if not isinstance(node, h5py.Group):
+            raise LandscapeError(f"{path}: '{name}' is not a group")
+    return node
+
+
+def _dataset(parent: h5py.Group, name: str, path: str | Path, max_values: int) -> h5py.Dataset:
+    """A dataset of this very file, checked before anything is read from it.
+
+    Refused: links (soft, external), virtual datasets and external raw storage (they read other files), types
+    other than numbers and fixed-size strings, and more values than `max_values`.
+    """
+    link = parent.get(name, getlink=True)
+    if link is None:
+        raise LandscapeError(f"{path} has no '{name}' dataset")
+    if not isinstance(link, h5py.HardLink):
+        raise LandscapeError(f"{path}: '{name}' is a {type(link).__name__}, and links are never followed")
+    ds = parent[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise LandscapeError(f"{path}: '{name}' is not a dataset")
+    if ds.is_virtual:
+        raise LandscapeError(f"{path}: '{name}' is a virtual dataset (its data would come from other files)")
+    if ds.external:
+        raise LandscapeError(f"{path}: '{name}' keeps its data in an external file, which is never read")
+    if ds.dtype.kind not in "biufS":
+        raise LandscapeError(f"{path}: '{name}' has data type {ds.dtype}, not numbers")
+    if ds.size > max_values:
+        raise LandscapeError(f"{path}: '{name}' declares {ds.size} values, more than the {max_values} allowed")
+    return ds
 
 
 def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
@@ -161,11 +400,18 @@ def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
     -1 for points not computed."""
     if "xcoordinates" not in f or not any(n.endswith("_loss") for n in f):
         raise LandscapeError(f"{path} is not a surface file (no format attribute, no xcoordinates/*_loss datasets)")
-    x = np.asarray(f["xcoordinates"][()], dtype=np.float64)
-    y = np.asarray(f["ycoordinates"][()], dtype=np.float64) if "ycoordinates" in f else None
+    x = _coordinates(f, "xcoordinates", path)
+    y = _coordinates(f, "ycoordinates", path) if "ycoordinates" in f else None
     shape = (len(x),) if y is None else (len(y), len(x))
-    values = {n: np.asarray(f[n][()], dtype=np.float64).reshape(shape) for n in f
-              if n.endswith(("_loss", "_acc")) and isinstance(f[n], h5py.Dataset)}
+    if int(np.prod(shape)) > MAX_POINTS:
+        raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
+    values = {}
+    for n in f:
+        if n.endswith(("_loss", "_acc")):
+            ds = _dataset(f, n, path, MAX_POINTS)
+            if ds.size != int(np.prod(shape)):
+                raise LandscapeError(f"{path} is damaged: {n} has {ds.size} values, the grid {shape}")
+            values[n] = np.asarray(ds[()], dtype=np.float64).reshape(shape)
     computed = np.ones(shape, dtype=bool)
     for n in values:
         computed &= values[n] != -1
@@ -175,17 +421,23 @@ def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
 
 
 def _open(path: str | Path, mode: str = "r") -> h5py.File:
+    """Open without HDF5's file locks: the writer is guarded by `writer_lock`, and a reader that holds HDF5's
+    lock (h5py's default) must not make the writer fail."""
     try:
-        return h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode)
+        return h5py.File(path, mode, locking=False)
     except FileNotFoundError:
         raise LandscapeError(f"no such file: {path}") from None
     except OSError as e:
-        raise LandscapeError(f"cannot open {path} as HDF5 ({str(e).splitlines()[0][:200]})") from None
+        raise LandscapeError(f"cannot open {path} as HDF5 ({_os_reason(e)})") from None
 
 
 def _check_format(f: h5py.File, path: str | Path) -> None:
     if f.attrs.get("format") != FORMAT:
         raise LandscapeError(f"{path} is not a landscape surface file (format attribute missing)")
-    version = int(f.attrs.get("format_version", 0))
-    if version > FORMAT_VERSION:
-        raise LandscapeError(f"{path} has format version {version}; this landscape reads up to {FORMAT_VERSION}")
+    raw = f.attrs.get("format_version", 0)
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        raise LandscapeError(f"{path} has a damaged format_version ({str(raw)[:20]!r})") from None
+    if not 1 <= version <= FORMAT_VERSION:
+        raise LandscapeError(f"{path} has format version {version}; this landscape reads 1 to {FORMAT_VERSION}")

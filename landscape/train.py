@@ -261,7 +261,8 @@ def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
         raise LandscapeError(f"--init {spec.init} does not fit '{spec.arch}': missing {result.missing_keys[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]}")
     meta = checkpoint.metadata
-    return {"path": spec.init, "sha256": checkpoint.sha256, "epochs": int(meta.get("epochs", 0) or 0),
+    epochs = meta.get("epochs")
+    return {"path": spec.init, "sha256": checkpoint.sha256, "epochs": epochs if isinstance(epochs, int) else 0,
             "test_acc": meta.get("test_acc"), "train_acc": meta.get("train_acc"), "recipe": meta.get("recipe"),
             "init": meta.get("init") or {}}
 

@@ -25,7 +25,7 @@ def spec(arch: str = "resnet56", nx: int = len(X), ny: int | None = len(Y)) -> d
     """A spec as `landscape compute` stores it."""
     def direction(seed: int) -> dict:
         return {"kind": "random", "seed": seed, "norm": "filter", "ignore": "biasbn", "dir_type": "weights",
-                "target": None, "target_sha256": None, "source": None, "source_axis": None}
+                "target": None, "target_sha256": None, "source": None, "source_axis": "x"}
 
     axis = {"start": -1.0, "stop": 1.0, "num": nx}
     return {"checkpoint": {"path": f"/ckpt/{arch}.pt", "arch": arch, "num_classes": 10, "mean": [0.5] * 3,

@@ -164,7 +164,9 @@ def test_a_broken_or_foreign_file_is_an_error_in_the_page(app, name, message):
 @pytest.mark.parametrize("wanted, message", [("../elsewhere/secret.h5", "outside the results folder"),
                                              ("/etc/passwd", "outside the results folder"),
                                              ("link.h5", "outside the results folder"),
-                                             ("nothing.h5", "not a file in the results folder")])
+                                             ("nothing.h5", "not a file in the results folder"),
+                                             ("\x00", "is not a file name of the results folder"),
+                                             ("a\x00b.h5", "is not a file name of the results folder")])
 def test_a_url_naming_a_path_outside_the_folder_is_refused(app, wanted, message):
     app.query_params["file"] = wanted
     at = app.run()

@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import pytest
@@ -82,3 +83,69 @@ def test_missing_and_corrupt_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(LandscapeError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("num_classes", -3, "a whole number in 1..1000000"),
+    ("num_classes", 0, "a whole number in 1..1000000"),
+    ("num_classes", 1_000_001, "a whole number in 1..1000000"),
+    ("num_classes", "ten", "a whole number in 1..1000000"),
+    ("num_classes", 10.0, "a whole number in 1..1000000"),
+    ("num_classes", True, "a whole number in 1..1000000"),
+    ("mean", "abc", "a list of 1 to 4 finite numbers"),
+    ("mean", [], "a list of 1 to 4 finite numbers"),
+    ("mean", [0.5] * 5, "a list of 1 to 4 finite numbers"),
+    ("mean", [0.5, float("nan"), 0.5], "a list of 1 to 4 finite numbers"),
+    ("mean", [0.5, "0.5", 0.5], "a list of 1 to 4 finite numbers"),
+    ("std", [0, 0, 0], "a list of 1 to 4 finite numbers, all > 0"),
+    ("std", [0.2, -0.2, 0.2], "a list of 1 to 4 finite numbers, all > 0"),
+    ("std", [0.2, float("inf"), 0.2], "a list of 1 to 4 finite numbers, all > 0"),
+    ("dataset", 5, "a dataset name such as cifar10"),
+    ("skips", "yes", "true or false"),
+    ("arch", 20, "a model name"),
+], ids=lambda v: repr(v)[:20])
+def test_mistyped_metadata_is_one_line_naming_file_and_field(tmp_path, model, field, value, expected):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"arch": "resnet20", "num_classes": 10, "dataset": "cifar10", field: value})
+    with pytest.raises(LandscapeError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (f"checkpoint {path} has malformed metadata: '{field}' must be {expected}, "
+                                f"found {value!r}")
+
+
+def test_metadata_of_a_safetensors_header_is_checked_too(tmp_path, model):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), metadata={"landscape": json.dumps({"arch": "resnet20", "std": [0.2, 0.0, 0.2]})})
+    with pytest.raises(LandscapeError, match=r"^checkpoint .*m\.safetensors has malformed metadata: 'std' must be "):
+        load_checkpoint(path)
+    save_file(tensors, str(path), metadata={"landscape": json.dumps(["resnet20"])})
+    with pytest.raises(LandscapeError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (f"checkpoint {path} has malformed metadata: expected a mapping of names to values, "
+                                "found list")
+
+
+def test_free_form_and_null_metadata_are_accepted(tmp_path, model):
+    path = tmp_path / "m.pt"
+    meta = {"arch": "resnet20", "num_classes": None, "mean": (0.5,), "std": [1], "epochs": "twenty", "notes": [1, {}]}
+    save_checkpoint(path, model, meta)
+    ckpt = load_checkpoint(path)
+    assert ckpt.metadata == {"arch": "resnet20", "mean": [0.5], "std": [1], "epochs": "twenty", "notes": [1, {}]}
+    assert same_weights(build_model(ckpt), model)  # num_classes inferred from the classifier
+
+
+def test_compute_with_mistyped_metadata_exits_2_with_one_line(tmp_path, model, cifar_root):
+    from typer.testing import CliRunner
+
+    from landscape.cli import app
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"arch": "resnet20", "num_classes": "ten"})
+    result = CliRunner().invoke(app, ["compute", "--ckpt", str(path), "--x", "-1:1:3", "--subset", "4",
+                                      "--data-root", str(cifar_root), "--out", str(tmp_path / "o.h5")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: checkpoint {path} has malformed metadata: 'num_classes' must be a whole "
+                             "number in 1..1000000, found 'ten'\n")

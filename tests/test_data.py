@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_cifar10
 from landscape import DataSpec, LandscapeError, load_split
 from landscape.data import normalizer, subset_indices
 
@@ -82,3 +83,99 @@ def test_normalizer_matches_to_tensor_and_normalize():
     scale, shift = normalizer(mean, std, "cpu")
     expected = (x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(1, 3, 1, 1)
     torch.testing.assert_close((x.float() * scale + shift).double(), expected, rtol=0, atol=1e-5)
+
+
+def cifar_with_batch(tmp_path, batch, name="cifar10"):
+    """A CIFAR folder whose first training batch is `batch` (pickled like the real files)."""
+    if name == "cifar10":
+        write_cifar10(tmp_path)
+        path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    else:
+        (tmp_path / "cifar-100-python").mkdir()
+        (tmp_path / "cifar-100-python" / "test").write_bytes(b"unused")
+        path = tmp_path / "cifar-100-python" / "train"
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    return path
+
+
+IMAGES = np.zeros((3, 3072), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name, batch, problem", [
+    ("cifar10", {"data": IMAGES, "labels": [0, 10, 3]}, "label 10 is outside 0..9"),
+    ("cifar10", {"data": IMAGES, "labels": [0, -1, 3]}, "label -1 is outside 0..9"),
+    ("cifar100", {"data": IMAGES, "fine_labels": [99, 100, 0]}, "label 100 is outside 0..99"),
+    ("cifar10", {"data": IMAGES, "labels": [0, 1]},
+     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
+    ("cifar10", {"data": IMAGES, "labels": ["a", "b", "c"]},
+     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
+    ("cifar10", {"data": IMAGES},
+     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
+    ("cifar10", {"data": IMAGES[:, :3000], "labels": [0, 1, 2]},
+     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
+    ("cifar10", {"data": IMAGES.astype(np.float32), "labels": [0, 1, 2]},
+     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
+    ("cifar10", [IMAGES, [0, 1, 2]],
+     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
+], ids=["label-10", "label-minus-1", "cifar100-label-100", "too-few-labels", "text-labels", "no-labels",
+        "short-rows", "float-data", "not-a-dict"])
+def test_malformed_cifar_batches_are_one_line_naming_the_file(tmp_path, name, batch, problem):
+    path = cifar_with_batch(tmp_path, batch, name)
+    with pytest.raises(LandscapeError) as error:
+        load_split(DataSpec(name=name, root=str(tmp_path)), "train")
+    assert str(error.value) == f"cannot read {path}: {problem}"
+
+
+def test_recorded_indices_pick_rows_across_batches_in_their_order(cifar_root):
+    full = load_split(DataSpec(root=str(cifar_root)), "train")
+    picked = np.array([59, 0, 12, 11, 35, 12], dtype=np.int64)
+    some = load_split(DataSpec(root=str(cifar_root)), "train", picked)
+    assert torch.equal(some.images, full.images[torch.from_numpy(picked)])
+    assert torch.equal(some.labels, full.labels[torch.from_numpy(picked)]) and some.indices is picked
+    with pytest.raises(LandscapeError, match="recorded image indices exceed the 60 images"):
+        load_split(DataSpec(root=str(cifar_root)), "train", np.array([60]))
+
+
+def image_folder(root, classes=3, per_class=4, size=(12, 12)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / "train" / f"class{c}").mkdir(parents=True)
+        for k in range(per_class):
+            pixels = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / f"class{c}" / f"{k}.png")
+    return root
+
+
+def test_image_folder_decodes_only_the_subset(tmp_path, monkeypatch):
+    import PIL.Image
+
+    image_folder(tmp_path)
+    full = load_split(DataSpec(name="imagefolder", root=str(tmp_path)), "train")
+    assert len(full) == 12
+    opened = []
+    real_open = PIL.Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(getattr(fp, "name", fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", counting_open)
+    sub = load_split(DataSpec(name="imagefolder", root=str(tmp_path), subset=2, seed=5), "train")
+    assert len(opened) == 2
+    assert np.array_equal(sub.indices, subset_indices(12, 2, 5, "train"))
+    assert torch.equal(sub.images, full.images[torch.from_numpy(sub.indices)])
+    assert torch.equal(sub.labels, full.labels[torch.from_numpy(sub.indices)])
+
+
+def test_a_corrupt_image_among_the_chosen_is_one_line_naming_it(tmp_path):
+    image_folder(tmp_path)
+    spec = DataSpec(name="imagefolder", root=str(tmp_path))
+    broken = tmp_path / "train" / "class1" / "2.png"  # index 6 in sorted order
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert len(load_split(spec, "train", np.array([0, 5, 7, 11]))) == 4  # not chosen: never read
+    with pytest.raises(LandscapeError) as error:
+        load_split(spec, "train", np.array([0, 6]))
+    text = str(error.value)
+    assert text.startswith(f"cannot read image {broken}: UnidentifiedImageError: ") and "\n" not in text

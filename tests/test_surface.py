@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -26,7 +27,8 @@ def softmax_ckpt(tmp_path_factory):
 
 
 def spec_for(ckpt, root, grid="-1:1:5", ygrid="-1:1:4", **data):
-    return SurfaceSpec(CheckpointSpec(str(ckpt)), DataSpec(root=str(root), **data),
+    arch = "toymodels:softmax" if Path(ckpt).name == "softmax.pt" else None  # the user's own --arch
+    return SurfaceSpec(CheckpointSpec(str(ckpt), arch=arch), DataSpec(root=str(root), **data),
                        GridSpec(Axis.parse(grid), Axis.parse(ygrid) if ygrid else None),
                        DirectionSpec(seed=0), DirectionSpec(seed=1) if ygrid else None)
 
@@ -79,11 +81,13 @@ def test_file_layout(tmp_path, cifar_root, resnet20_ckpt):
     compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", "-0.5:0.5:2", subset=10), out)
     model_keys = set(torch.load(resnet20_ckpt, weights_only=True)["state_dict"])
     with h5py.File(out) as f:
-        assert f.attrs["format"] == "landscape-surface" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "landscape-surface" and f.attrs["format_version"] == 2
         spec = json.loads(f.attrs["spec"])
         assert spec["checkpoint"]["arch"] == "resnet20" and len(spec["checkpoint"]["sha256"]) == 64
         assert spec["grid"]["x"] == {"start": -1.0, "stop": 1.0, "num": 3}
-        assert json.loads(f.attrs["runs"])[0]["torch"] == torch.__version__
+        runs = f["runs"][()]
+        assert runs.shape == (32,) and runs.dtype == np.dtype("S2048") and not runs[1:].any()
+        assert json.loads(runs[0])["torch"] == torch.__version__ and json.loads(runs[0])["n"] == 0
         np.testing.assert_array_equal(f["xcoordinates"][()], [-1, 0, 1])
         np.testing.assert_array_equal(f["ycoordinates"][()], [-0.5, 0.5])
         assert f["train_loss"].shape == (2, 3) and "test_loss" not in f
@@ -109,7 +113,8 @@ def stop_after(points):
 def datasets(path):
     out = {}
     with h5py.File(path) as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) and name != "runs" else None)  # runs: provenance
         attrs = {k: f.attrs[k] for k in ("format", "format_version", "spec")}
     return out, attrs
 
@@ -126,6 +131,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, cifar_root, resn
     assert seen == list(range(5, 13))  # only the missing points were computed
     full, full_attrs = datasets(tmp_path / "full.h5")
     resumed, resumed_attrs = datasets(tmp_path / "part.h5")
+    assert [r["n"] for r in read_surface(tmp_path / "part.h5").runs] == [0, 1]
     assert full_attrs == resumed_attrs and full.keys() == resumed.keys()
     for name in full:
         np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)

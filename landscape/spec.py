@@ -1,0 +1,148 @@
+"""What defines a surface: `SurfaceSpec` (checkpoint, data, grid, directions, evaluation), stored as JSON in the file.
+
+`SurfaceSpec.from_dict` is the only way a stored spec is read back: it checks every field's type, so a damaged or
+crafted `spec` attribute is one clear error, never a KeyError or TypeError later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from .data import DataSpec
+from .directions import DirectionSpec
+from .errors import LandscapeError
+from .evaluate import EvalSpec
+from .grid import GridSpec
+
+# Spec fields that describe where things were, not what was computed: a resume may differ in them.
+_NOT_IDENTITY = {("checkpoint", "path"), ("x", "target"), ("y", "target"), ("data", "root"), ("data", "download")}
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """The trained model θ*: a checkpoint file, and its arch / classes / normalization where it does not say."""
+
+    path: str
+    arch: str | None = None
+    num_classes: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class SurfaceSpec:
+    """Everything that defines a surface; stored as JSON in the file's `spec` attribute."""
+
+    checkpoint: CheckpointSpec
+    data: DataSpec
+    grid: GridSpec
+    x: DirectionSpec = DirectionSpec(seed=0)
+    y: DirectionSpec | None = None
+    evaluation: EvalSpec = EvalSpec()
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.grid.validate()
+        self.x.validate()
+        self.evaluation.validate()
+        if (self.grid.y is None) != (self.y is None):
+            raise LandscapeError("a 2D grid needs a y direction and a 1D grid none")
+        if self.y is not None:
+            self.y.validate()
+            if self.x.kind == self.y.kind == "random" and self.x.seed == self.y.seed:
+                raise LandscapeError(f"the x and y directions would be identical (both seed {self.x.seed})")
+            if self.x.dir_type != self.y.dir_type:
+                raise LandscapeError("the x and y directions must have the same direction type")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SurfaceSpec":
+        """Rebuild a spec read back from JSON; a `LandscapeError` naming the field for anything mistyped."""
+        spec = _from_dict(cls, d, "spec")
+        assert isinstance(spec, SurfaceSpec)
+        return spec
+
+
+def _from_dict(cls: Any, value: Any, where: str) -> Any:
+    """Nested frozen dataclasses (and tuples) from `dataclasses.asdict` output read back from JSON, type-checked."""
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(cls)
+        if value is None and type(None) in options:
+            return None
+        inner = [a for a in options if a is not type(None)]
+        return _from_dict(inner[0], value, where)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(value, dict):
+            raise LandscapeError(f"{where} should be an object, not {_kind(value)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise LandscapeError(f"{where} has unknown fields: {', '.join(map(str, unknown[:5]))}")
+        missing = [n for n, f in fields.items() if n not in value and f.default is dataclasses.MISSING]
+        if missing:
+            raise LandscapeError(f"{where} lacks {', '.join(missing)}")
+        return cls(**{name: _from_dict(hints[name], value[name], f"{where}.{name}") for name in fields
+                      if name in value})
+    if origin is tuple:
+        if not isinstance(value, list) or len(value) > 64:
+            raise LandscapeError(f"{where} should be a short list, not {_kind(value)}")
+        item = typing.get_args(cls)[0]
+        return tuple(_from_dict(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if cls is bool:
+        if not isinstance(value, bool):
+            raise LandscapeError(f"{where} should be true or false, not {_kind(value)}")
+    elif cls is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise LandscapeError(f"{where} should be an integer, not {_kind(value)}")
+    elif cls is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise LandscapeError(f"{where} should be a finite number, not {_kind(value)}")
+        return float(value)
+    elif cls is str:
+        if not isinstance(value, str) or len(value) > 4096:
+            raise LandscapeError(f"{where} should be a string, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 30 else text[:27] + '...'}"
+
+
+def identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a spec that decide the numbers (paths may move, contents may not)."""
+    out = {}
+    for section, value in spec.items():
+        if isinstance(value, dict):
+            out[section] = {k: v for k, v in value.items() if (section, k) not in _NOT_IDENTITY}
+        else:
+            out[section] = value
+    return out
+
+
+def spec_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two spec dicts differ."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += spec_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({_short(va)} here, {_short(vb)} in the file)")
+    return out
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) < 40 else s[:37] + "..."

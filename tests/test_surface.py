@@ -1,5 +1,6 @@
 """compute_surface end to end: an exact analytic surface, the file layout, resume, refusal of another spec."""
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from landscape import (Axis, CheckpointSpec, DataSpec, DirectionSpec, GridSpec, LandscapeError, SurfaceSpec,
-                       compute_surface, read_surface, save_checkpoint)
+                       build_model, compute_surface, load_checkpoint, read_surface, save_checkpoint)
 from toymodels import softmax
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -97,10 +98,51 @@ def test_file_layout(tmp_path, cifar_root, resnet20_ckpt):
     assert SurfaceSpec.from_dict(spec).grid == GridSpec(Axis(-1, 1, 3), Axis(-0.5, 0.5, 2))
 
 
-def test_one_dimensional_surface(tmp_path, cifar_root, resnet20_ckpt):
-    surface = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:4", None, subset=8), tmp_path / "c.h5")
-    assert surface.ycoordinates is None and surface["train_loss"].shape == (4,)
-    assert np.isfinite(surface["train_loss"]).all()
+def test_one_dimensional_surface_is_the_beta_zero_row_of_the_plane(tmp_path, cifar_root, resnet20_ckpt):
+    line = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:5", None, subset=8), tmp_path / "c.h5")
+    plane = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:5", "-1:1:3", subset=8), tmp_path / "p.h5")
+    assert line.ycoordinates is None and line["train_loss"].shape == (5,)
+    assert plane.ycoordinates[1] == 0.0
+    for metric in ("train_loss", "train_acc"):  # the same x direction (seed 0), β = 0: the same computation
+        np.testing.assert_array_equal(line[metric], plane[metric][1], err_msg=metric)
+    assert len(set(np.round(line["train_loss"], 6))) == 5  # and not a constant that would pass any way
+
+
+def test_states_directions_match_the_papers_procedure(tmp_path, cifar_root, resnet20_ckpt):
+    """dir_type=states, ignore=none as in the paper's code: 1-D tensors (biases, BN weights and running
+    statistics) move along θ*'s own values, the others along filter-normalized noise; the surface equals a plain
+    eval-mode forward of a model whose whole state was set to θ* + αδ + βη (BN folding and all)."""
+    spec = spec_for(resnet20_ckpt, cifar_root, "-0.5:0.5:3", "-0.5:0.5:3", subset=16)
+    spec = dataclasses.replace(spec, x=DirectionSpec(seed=0, ignore="none", dir_type="states"),
+                               y=DirectionSpec(seed=1, ignore="none", dir_type="states"))
+    surface = compute_surface(spec, tmp_path / "states.h5")
+    checkpoint = load_checkpoint(resnet20_ckpt)
+    float_state = {k for k, v in checkpoint.state_dict.items() if v.is_floating_point()}  # not the BN counters
+    theta = {k: v.double() if k in float_state else v for k, v in checkpoint.state_dict.items()}
+    with h5py.File(tmp_path / "states.h5", "r", locking=False) as f:
+        dirs = {axis: {k: torch.from_numpy(v[()]).double() for k, v in f[f"directions/{axis}"].items()}
+                for axis in ("x", "y")}
+        idx = f["indices/train"][()]
+    assert set(dirs["x"]) == float_state and "bn1.running_var" in float_state  # the BN statistics move too
+    for d in dirs.values():
+        for name, t in d.items():
+            if t.dim() <= 1:
+                torch.testing.assert_close(t, theta[name], rtol=1e-6, atol=0)  # the paper: d.copy_(w)
+            else:
+                torch.testing.assert_close(t.flatten(1).norm(dim=1), theta[name].flatten(1).norm(dim=1),
+                                           rtol=1e-5, atol=0)
+    images, labels = raw_cifar(cifar_root, "train")
+    mean, std = (torch.tensor(checkpoint.metadata[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (torch.from_numpy(images[idx]).double() / 255 - mean) / std
+    y = torch.from_numpy(labels[idx])
+    model = build_model(checkpoint).double().eval()
+    for j, b in enumerate(surface.ycoordinates):
+        for i, a in enumerate(surface.xcoordinates):
+            model.load_state_dict({k: v + a * dirs["x"][k] + b * dirs["y"][k] if k in float_state else v
+                                   for k, v in theta.items()})
+            with torch.no_grad():
+                loss = torch.nn.functional.cross_entropy(model(x), y).item()
+            assert surface["train_loss"][j, i] == pytest.approx(loss, rel=5e-6), (a, b)
 
 
 def stop_after(points):

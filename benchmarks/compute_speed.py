@@ -13,7 +13,6 @@ All variants evaluate the same directions on the same images; results are compar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -27,9 +26,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from landscape import (Axis, CheckpointSpec, DataSpec, DirectionSpec, EvalSpec, GridSpec, RunOptions, SurfaceSpec,
-                       build_model, compute_surface, create_model, load_checkpoint, save_checkpoint)
+from landscape import (
+    Axis,
+    CheckpointSpec,
+    DataSpec,
+    DirectionSpec,
+    EvalSpec,
+    GridSpec,
+    RunOptions,
+    SurfaceSpec,
+    build_model,
+    compute_surface,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from landscape.data import load_split
+from landscape.hardware import autocast
 from landscape.storage import read_directions
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -82,8 +95,6 @@ def reference(model, center, dx, dy, points, images_hwc, labels, device) -> np.n
 
 
 def bare_loop(model, center, dx, dy, points, x_all, y_all, precision) -> np.ndarray:
-    autocast = (torch.autocast(x_all.device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
     out, times = [], []
     model.eval()
     for a, b in points:
@@ -91,11 +102,11 @@ def bare_loop(model, center, dx, dy, points, x_all, y_all, precision) -> np.ndar
         set_weights(model, center, dx, dy, a, b)
         loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
         correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast(precision, x_all.device):
             for s in range(0, len(y_all), 128):
-                logits = model(x_all[s:s + 128]).float()
-                loss_sum += F.cross_entropy(logits, y_all[s:s + 128], reduction="sum").double()
-                correct += (logits.argmax(1) == y_all[s:s + 128]).sum()
+                logits = model(x_all[s : s + 128]).float()
+                loss_sum += F.cross_entropy(logits, y_all[s : s + 128], reduction="sum").double()
+                correct += (logits.argmax(1) == y_all[s : s + 128]).sum()
         out.append((loss_sum.item() / len(y_all), 100.0 * correct.item() / len(y_all)))
         times.append(time.perf_counter() - started)
     return np.asarray(out), times
@@ -118,7 +129,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--extra", action="store_true", help="also: BN folding switched, vmap over 5 points, other batch sizes")
+    parser.add_argument(
+        "--extra", action="store_true", help="also: BN folding switched, vmap over 5 points, other batch sizes"
+    )
     parser.add_argument("--compile", action="store_true", help="also: torch.compile (compilation time included)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -133,12 +146,17 @@ def main() -> None:
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     ckpt = workdir / "model.pt"
-    save_checkpoint(ckpt, model, {"arch": args.arch, "num_classes": 10, "dataset": "cifar10",
-                                  "mean": list(MEAN), "std": list(STD)})
+    save_checkpoint(
+        ckpt, model, {"arch": args.arch, "num_classes": 10, "dataset": "cifar10", "mean": list(MEAN), "std": list(STD)}
+    )
     axis = Axis(-1.0, 1.0, args.grid)
-    spec = SurfaceSpec(CheckpointSpec(str(ckpt)), DataSpec(root=os.environ.get("LANDSCAPE_DATA_ROOT", ""),
-                                                           subset=args.images),
-                       GridSpec(axis, axis), DirectionSpec(seed=0), DirectionSpec(seed=1))
+    spec = SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(ckpt)),
+        data=DataSpec(root=os.environ.get("LANDSCAPE_DATA_ROOT", ""), subset=args.images),
+        grid=GridSpec(axis, axis),
+        x=DirectionSpec(seed=0),
+        y=DirectionSpec(seed=1),
+    )
 
     rows: list[dict] = []
     results: dict[str, np.ndarray] = {}
@@ -147,17 +165,29 @@ def main() -> None:
         values, point_times = output
         results[name] = values
         median = float(np.median(point_times))
-        rows.append({"variant": name, "seconds": seconds, "median_point_s": median,
-                     "images_per_s": args.images / median, "point_times": point_times})
-        print(f"{name:<36} total {seconds:7.1f} s, median {median:6.3f} s/point, {args.images / median:7.1f} "
-              f"images/s", flush=True)
+        rows.append(
+            {
+                "variant": name,
+                "seconds": seconds,
+                "median_point_s": median,
+                "images_per_s": args.images / median,
+                "point_times": point_times,
+            }
+        )
+        print(
+            f"{name:<36} total {seconds:7.1f} s, median {median:6.3f} s/point, {args.images / median:7.1f} images/s",
+            flush=True,
+        )
 
     def landscape_run(name: str, evaluation: EvalSpec, options: RunOptions) -> None:
         out = workdir / f"{name.replace(' ', '_').replace('/', '_')}.h5"
         run_spec = dataclasses.replace(spec, evaluation=evaluation)
         stamps: list[tuple[float, int]] = []
-        surface, seconds = timed(lambda: compute_surface(
-            run_spec, out, options, progress=lambda done, total: stamps.append((time.perf_counter(), done))))
+        surface, seconds = timed(
+            lambda: compute_surface(
+                run_spec, out, options, progress=lambda done, total: stamps.append((time.perf_counter(), done))
+            )
+        )
         values = np.stack([surface["train_loss"].ravel(), surface["train_acc"].ravel()], axis=1)
         times, done = np.array(stamps).T
         record(name, (values, list(np.diff(times) / np.diff(done))), seconds)  # per point, also with vmap
@@ -166,8 +196,11 @@ def main() -> None:
     # Warm-up outside the timings: the first read of the CIFAR pickles and the first oneDNN kernels.
     warm = dataclasses.replace(spec, grid=GridSpec(Axis(0.0, 0.0, 1), Axis(0.0, 0.0, 1)))
     for precision in ("fp32", "bf16"):
-        compute_surface(dataclasses.replace(warm, evaluation=EvalSpec(precision=precision)),
-                        workdir / f"warmup_{precision}.h5", base)
+        compute_surface(
+            dataclasses.replace(warm, evaluation=EvalSpec(precision=precision)),
+            workdir / f"warmup_{precision}.h5",
+            base,
+        )
     landscape_run("landscape fp32", EvalSpec(), base)
     points = [(a, b) for b in axis.coordinates() for a in axis.coordinates()]  # storage order: y rows, x columns
     plain = build_model(load_checkpoint(ckpt)).to(device)
@@ -176,14 +209,16 @@ def main() -> None:
     dx = {n: directions["x"][n].to(device) for n in center}
     dy = {n: directions["y"][n].to(device) for n in center}
     train = load_split(spec.data, "train")
-    x_all = ((train.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1))
-             / torch.tensor(STD).view(1, 3, 1, 1)).to(device)
+    x_all = (
+        (train.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    ).to(device)
     y_all = train.labels.to(device)
 
     if not args.skip_reference:
         images_hwc = train.images.permute(0, 2, 3, 1).numpy()
-        output, seconds = timed(lambda: reference(copy.deepcopy(plain), center, dx, dy, points, images_hwc,
-                                                  train.labels.numpy(), device))
+        output, seconds = timed(
+            lambda: reference(copy.deepcopy(plain), center, dx, dy, points, images_hwc, train.labels.numpy(), device)
+        )
         record("reference (DataLoader per point)", output, seconds)
     output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "fp32"))
     record("bare model(x) loop fp32", output, seconds)
@@ -192,8 +227,9 @@ def main() -> None:
     landscape_run("landscape bf16", EvalSpec(precision="bf16"), base)
     if args.extra:
         landscape_run("landscape fp32 no BN folding", EvalSpec(), dataclasses.replace(base, fold_bn=False))
-        landscape_run("landscape bf16 no BN folding", EvalSpec(precision="bf16"),
-                      dataclasses.replace(base, fold_bn=False))
+        landscape_run(
+            "landscape bf16 no BN folding", EvalSpec(precision="bf16"), dataclasses.replace(base, fold_bn=False)
+        )
         landscape_run("landscape fp32 vmap 5 points/pass", EvalSpec(), dataclasses.replace(base, points_per_pass=5))
         landscape_run("landscape fp32 batch 512", EvalSpec(), dataclasses.replace(base, batch_size=512))
         landscape_run("landscape bf16 batch 512", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=512))
@@ -204,11 +240,15 @@ def main() -> None:
     ref_name = "reference (DataLoader per point)"
     fp32 = results["landscape fp32"][:, 0]
     print()
-    print(f"{args.arch}, {args.grid}x{args.grid} grid, {args.images} CIFAR-10 training images, device {args.device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"{args.arch}, {args.grid}x{args.grid} grid, {args.images} CIFAR-10 training images, device {args.device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     print("Speed from the median time per grid point (robust to other load); total includes setup.")
-    print("| variant | total (s) | median s/point | images/s | vs reference | vs bare loop, same precision "
-          "| max abs loss diff vs landscape fp32 | max rel loss diff |")
+    print(
+        "| variant | total (s) | median s/point | images/s | vs reference | vs bare loop, same precision "
+        "| max abs loss diff vs landscape fp32 | max rel loss diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = r["variant"]
@@ -217,13 +257,22 @@ def main() -> None:
         bare = "bare model(x) loop bf16" if "bf16" in name else "bare model(x) loop fp32"
         vs_bare = f"{speed / by_name[bare]['images_per_s']:.2f}x" if name.startswith("landscape") else "-"
         diff = np.abs(results[name][:, 0] - fp32)
-        r.update(vs_reference=vs_ref, vs_bare=vs_bare, max_abs_loss_diff=float(diff.max()),
-                 max_rel_loss_diff=float((diff / np.abs(fp32)).max()))
-        print(f"| {name} | {r['seconds']:.1f} | {r['median_point_s']:.3f} | {speed:.0f} | {vs_ref} | {vs_bare} "
-              f"| {diff.max():.2e} | {(diff / np.abs(fp32)).max():.2e} |")
+        r.update(
+            vs_reference=vs_ref,
+            vs_bare=vs_bare,
+            max_abs_loss_diff=float(diff.max()),
+            max_rel_loss_diff=float((diff / np.abs(fp32)).max()),
+        )
+        print(
+            f"| {name} | {r['seconds']:.1f} | {r['median_point_s']:.3f} | {speed:.0f} | {vs_ref} | {vs_bare} "
+            f"| {diff.max():.2e} | {(diff / np.abs(fp32)).max():.2e} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows,
-                                         "torch": torch.__version__}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "rows": rows, "torch": torch.__version__}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

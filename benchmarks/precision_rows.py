@@ -37,8 +37,11 @@ def main() -> None:
             raise SystemExit(f"error: the two files differ in '{key}'")
     precision = full.spec["evaluation"]["precision"], rows.spec["evaluation"]["precision"]
     print(f"{args.metric}: {args.surface} ({precision[0]}) against {args.rows} ({precision[1]})")
-    print("| y | max rel. error | " + " | ".join(f"turns at {t:.1%}: {precision[1]} / {precision[0]}"
-                                               for t in TOLERANCES) + f" | local minima: {precision[1]} / {precision[0]} |")
+    print(
+        "| y | max rel. error | "
+        + " | ".join(f"turns at {t:.1%}: {precision[1]} / {precision[0]}" for t in TOLERANCES)
+        + f" | local minima: {precision[1]} / {precision[0]} |"
+    )
     print("|---" * (3 + len(TOLERANCES)) + "|")
     for j, y in enumerate(rows.ycoordinates):
         reference = rows.values[args.metric][j].astype(np.float64)
@@ -48,7 +51,11 @@ def main() -> None:
         row = full.values[args.metric][j_full].astype(np.float64)
         error = np.max(np.abs(row - reference) / np.abs(reference))
         turns = [f"{turns_per_line(reference[None], t):.0f} / {turns_per_line(row[None], t):.0f}" for t in TOLERANCES]
-        print(f"| {y:g} | {error:.2%} | " + " | ".join(turns) + f" | {local_minima(reference[None])} / {local_minima(row[None])} |")
+        print(
+            f"| {y:g} | {error:.2%} | "
+            + " | ".join(turns)
+            + f" | {local_minima(reference[None])} / {local_minima(row[None])} |"
+        )
 
 
 if __name__ == "__main__":

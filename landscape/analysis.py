@@ -1,25 +1,30 @@
 """Numbers that describe a surface's shape, so that surfaces can be compared with more than pictures.
 
-Pure functions over a 2D array `values[j, i] = f(x[i], y[j])` and its coordinates. Non-finite or not-computed
-points are treated as missing (NaN) throughout.
+Pure functions over a 2D array `values[j, i] = f(x[i], y[j])` and its coordinates, and `compare`, which applies
+them to several surfaces. Non-finite or not-computed points are treated as missing (NaN) throughout.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import LandscapeError
+from .results import describe
+from .storage import Surface
+
 TURN_TOLERANCE = 0.01  # relative: about the largest bf16 rounding measured on a trained surface (docs/results)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShapeSummary:
     """How the surface looks around θ*.
 
-    centre: f at the grid point nearest (0, 0). minimum: the lowest value on the grid.
-    basin_area: area (in α·β units) of the connected region around the centre where f < level
+    center: f at the grid point nearest (0, 0). minimum: the lowest value on the grid.
+    basin_area: area (in α·β units) of the connected region around the center where f < level
     (its share of the grid points times the grid's area).
     basin_fraction: that area over the grid's area.
     local_minima: grid points lower than all of their (up to 8) neighbours.
@@ -32,7 +37,7 @@ class ShapeSummary:
 
     level: float
     tolerance: float
-    centre: float
+    center: float
     minimum: float
     basin_area: float
     basin_fraction: float
@@ -45,15 +50,16 @@ class ShapeSummary:
         return asdict(self)
 
 
-def centre_index(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+def center_index(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """[j, i] of the grid point nearest (0, 0), i.e. nearest θ*."""
     return int(np.argmin(np.abs(y))), int(np.argmin(np.abs(x)))
 
 
 def basin_mask(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> np.ndarray:
-    """The 4-connected region of points with f < level that contains the centre (empty if the centre is above)."""
+    """The 4-connected region of points with f < level that contains the center (empty if the center is above)."""
     below = np.isfinite(values) & (values < level)
     mask = np.zeros_like(below)
-    start = centre_index(x, y)
+    start = center_index(x, y)
     if not below[start]:
         return mask
     queue = deque([start])
@@ -77,7 +83,7 @@ def local_minima(values: np.ndarray) -> int:
     for dj in (-1, 0, 1):
         for di in (-1, 0, 1):
             if dj or di:
-                is_min &= v < padded[1 + dj:1 + dj + ny, 1 + di:1 + di + nx]
+                is_min &= v < padded[1 + dj : 1 + dj + ny, 1 + di : 1 + di + nx]
     return int(is_min.sum())
 
 
@@ -99,8 +105,8 @@ def turns_per_line(values: np.ndarray, tolerance: float = 0.0) -> float:
     scaling f.
     """
     values = np.asarray(values, dtype=np.float64)
-    counts = [_turns(line[np.isfinite(line)], tolerance) for lines in (values, values.T) for line in lines]
-    counts = [c for c in counts if c is not None]
+    turns = [_turns(line[np.isfinite(line)], tolerance) for lines in (values, values.T) for line in lines]
+    counts = [c for c in turns if c is not None]
     return float(np.mean(counts)) if counts else float("nan")
 
 
@@ -135,8 +141,9 @@ def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> floa
     return float((smallest[finite] < 0).mean()) if finite.any() else float("nan")
 
 
-def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float,
-              tolerance: float = TURN_TOLERANCE) -> ShapeSummary:
+def summarize(
+    values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float, tolerance: float = TURN_TOLERANCE
+) -> ShapeSummary:
     """All of the above for one 2D surface; `tolerance` is that of `turns_per_line`."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape != (len(y), len(x)) or len(x) < 3 or len(y) < 3:
@@ -144,9 +151,52 @@ def summarize(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float,
     mask = basin_mask(values, x, y, level)
     grid_area = (x[-1] - x[0]) * (y[-1] - y[0])
     finite = values[np.isfinite(values)]
-    return ShapeSummary(level=level, tolerance=tolerance, centre=float(values[centre_index(x, y)]),
-                        minimum=float(finite.min()) if finite.size else float("nan"),
-                        basin_area=float(mask.mean() * grid_area), basin_fraction=float(mask.mean()),
-                        local_minima=local_minima(values), roughness=roughness(values, x, y),
-                        turns_per_line=turns_per_line(values, tolerance),
-                        nonconvex_fraction=nonconvex_fraction(values, x, y))
+    return ShapeSummary(
+        level=level,
+        tolerance=tolerance,
+        center=float(values[center_index(x, y)]),
+        minimum=float(finite.min()) if finite.size else float("nan"),
+        basin_area=float(mask.mean() * grid_area),
+        basin_fraction=float(mask.mean()),
+        local_minima=local_minima(values),
+        roughness=roughness(values, x, y),
+        turns_per_line=turns_per_line(values, tolerance),
+        nonconvex_fraction=nonconvex_fraction(values, x, y),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """The shape numbers of several 2D surfaces, for one metric at one basin level and turn tolerance.
+
+    rows: (name, numbers) per surface, in the order given; the name is `describe(surface).label`.
+    """
+
+    metric: str
+    level: float
+    tolerance: float
+    rows: tuple[tuple[str, ShapeSummary], ...]
+
+
+def compare(
+    surfaces: Sequence[Surface],
+    metric: str = "train_loss",
+    level: float | None = None,
+    tolerance: float = TURN_TOLERANCE,
+) -> Comparison:
+    """`summarize` every surface at one level: `level`, by default twice the largest value at the center."""
+    grids = []
+    for surface in surfaces:
+        if surface.ycoordinates is None or metric not in surface.values:
+            raise LandscapeError(
+                f"{surface.path} is not a 2D surface with '{metric}' (it has {', '.join(surface.values) or 'nothing'})"
+            )
+        values = np.asarray(surface.values[metric], dtype=np.float64)
+        grids.append((values, surface.xcoordinates, surface.ycoordinates))
+    if level is None:
+        level = 2 * float(np.nanmax([values[center_index(x, y)] for values, x, y in grids]))
+    rows = tuple(
+        (describe(surface).label, summarize(values, x, y, level, tolerance))
+        for surface, (values, x, y) in zip(surfaces, grids)
+    )
+    return Comparison(metric=metric, level=level, tolerance=tolerance, rows=rows)

@@ -12,8 +12,8 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -29,8 +29,14 @@ MODES = ("One surface", "Compare two")
 VIEWS = {"surface": "3D surface", "contour": "Contour lines", "heatmap": "Heat map"}
 COLORSCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Turbo", "RdBu_r")
 CHART_HEIGHT = 460
-MIME = {"html": "text/html", "pdf": "application/pdf", "svg": "image/svg+xml", "png": "image/png",
-        "csv": "text/csv", "npz": "application/octet-stream"}
+MIME = {
+    "html": "text/html",
+    "pdf": "application/pdf",
+    "svg": "image/svg+xml",
+    "png": "image/png",
+    "csv": "text/csv",
+    "npz": "application/octet-stream",
+}
 
 
 def results_root(argv: list[str]) -> Path:
@@ -54,14 +60,20 @@ def _images(fig_json: str) -> dict[str, bytes]:
     return export.figure_images(go.Figure(json.loads(fig_json)), export.IMAGE_FORMATS)
 
 
+def _chosen(value: str | None) -> str:
+    """A selectbox's value: never None, as every selectbox here has options and a default."""
+    assert value is not None
+    return value
+
+
 def selection_ui(root: Path, names: list[str]) -> list[str]:
     """The chosen file (or two, to compare); on the first load `?file=NAME&other=NAME` in the URL picks them."""
     if "file" not in st.session_state:
         _defaults_from_url(root, names)
     mode = st.sidebar.radio("View", MODES, key="mode", horizontal=True)
-    chosen = [st.sidebar.selectbox("Surface", names, key="file")]
+    chosen = [_chosen(st.sidebar.selectbox("Surface", names, key="file"))]
     if mode == MODES[1]:
-        chosen.append(st.sidebar.selectbox("Compare with", names, key="other"))
+        chosen.append(_chosen(st.sidebar.selectbox("Compare with", names, key="other")))
     st.query_params.from_dict(dict(zip(("file", "other"), chosen)))
     return chosen
 
@@ -89,18 +101,32 @@ def options_ui(metrics: list[str]) -> PlotOptions:
     """The plot settings in the sidebar; one set for every figure on the page."""
     sb = st.sidebar
     sb.subheader("Plot")
-    metric = sb.selectbox("Metric", metrics, key="metric", format_func=plots.metric_label,
-                          index=metrics.index("train_loss") if "train_loss" in metrics else 0)
+    metric = _chosen(
+        sb.selectbox(
+            "Metric",
+            metrics,
+            key="metric",
+            format_func=plots.metric_label,
+            index=metrics.index("train_loss") if "train_loss" in metrics else 0,
+        )
+    )
     log = sb.checkbox("Log scale", key="log")
     clip = sb.number_input("Clip at (max value)", value=None, min_value=0.0, key="clip", placeholder="no clipping")
     c1, c2 = sb.columns(2)
     zmin = c1.number_input("Colour min", value=None, key="zmin", placeholder="data", format="%g")
     zmax = c2.number_input("Colour max", value=None, key="zmax", placeholder="data", format="%g")
     levels = levels_ui()
-    colorscale = sb.selectbox("Colours", COLORSCALES, key="colorscale")
+    colorscale = _chosen(sb.selectbox("Colours", COLORSCALES, key="colorscale"))
     center = sb.checkbox("Mark θ* (the centre)", value=True, key="center")
-    return PlotOptions(metric=metric, log=log, clip=clip, levels=levels, colorscale=colorscale, mark_center=center,
-                       zrange=(zmin, zmax) if zmin is not None and zmax is not None else None)
+    return PlotOptions(
+        metric=metric,
+        log=log,
+        clip=clip,
+        levels=levels,
+        colorscale=colorscale,
+        mark_center=center,
+        zrange=(zmin, zmax) if zmin is not None and zmax is not None else None,
+    )
 
 
 def levels_ui() -> Levels | tuple[float, ...] | None:
@@ -108,8 +134,11 @@ def levels_ui() -> Levels | tuple[float, ...] | None:
     how = sb.radio("Contour levels", ("auto", "start:end:size", "list"), key="levels_mode", horizontal=True)
     if how == "auto":
         return None
-    text = sb.text_input("Levels" + (" (log scale: size in decades)" if how != "list" else ""),
-                         key=f"levels_{how}", placeholder="0.1:5:0.25" if how != "list" else "0.5, 1, 2, 5")
+    text = sb.text_input(
+        "Levels" + (" (log scale: size in decades)" if how != "list" else ""),
+        key=f"levels_{how}",
+        placeholder="0.1:5:0.25" if how != "list" else "0.5, 1, 2, 5",
+    )
     if not text.strip():
         return None
     try:
@@ -132,7 +161,7 @@ def follow_ui(surfaces: list[Surface]) -> float | None:
 def downloads_ui(figures: dict[str, go.Figure], stem: str, surface: Surface | None) -> None:
     """The shown figures as HTML, PNG, SVG and PDF; the data of one surface as CSV and NPZ."""
     st.subheader("Downloads")
-    label = st.selectbox("Figure", list(figures), key="download_figure")
+    label = _chosen(st.selectbox("Figure", list(figures), key="download_figure"))
     fig = figures[label]
     base = f"{stem}_{label}".replace(" ", "_")
     cols = st.columns(6)
@@ -154,15 +183,25 @@ def downloads_ui(figures: dict[str, go.Figure], stem: str, surface: Surface | No
         _download(data[1], "NPZ", lambda: export.npz_bytes(surface), f"{stem}.npz")
 
 
-def _download(where: DeltaGenerator, label: str, data: bytes | Callable[[], bytes | str],
-              file_name: str) -> None:
-    where.download_button(label, data, file_name=file_name, mime=MIME[file_name.rsplit(".", 1)[1]],
-                          on_click="ignore", key=f"dl_{file_name}")
+def _download(where: DeltaGenerator, label: str, data: bytes | Callable[[], bytes | str], file_name: str) -> None:
+    where.download_button(
+        label,
+        data,
+        file_name=file_name,
+        mime=MIME[file_name.rsplit(".", 1)[1]],
+        on_click="ignore",
+        key=f"dl_{file_name}",
+    )
+
+
+def caption(surface: Surface) -> str:
+    """What the file records about the surface, on one line (`results.describe`)."""
+    return " · ".join(f"{label} {value}" for label, value in results.describe(surface).fields().items())
 
 
 def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
     st.subheader(name)
-    st.caption(" · ".join(f"{k} {v}" for k, v in results.summary(surface).items()))
+    st.caption(caption(surface))
     _progress(surface)
     if surface.ndim == 1:
         figures = {"curves": plots.curve_figure(surface, options)}
@@ -178,7 +217,7 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
 def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions) -> None:
     st.subheader(" vs ".join(names))
     for name, surface in zip(names, surfaces):
-        st.caption(f"{name}: " + " · ".join(f"{k} {v}" for k, v in results.summary(surface).items()))
+        st.caption(f"{name}: {caption(surface)}")
         _progress(surface)
     if len({s.ndim for s in surfaces}) > 1:
         raise LandscapeError("a 1D and a 2D surface cannot be compared")
@@ -196,8 +235,11 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
 def _progress(surface: Surface) -> None:
     if surface.completion < 1:
         done = int(surface.computed.sum())
-        st.progress(surface.completion, text=f"computing: {done}/{surface.computed.size} points "
-                                             f"({surface.completion:.0%}); the figures show the points done so far")
+        st.progress(
+            surface.completion,
+            text=f"computing: {done}/{surface.computed.size} points "
+            f"({surface.completion:.0%}); the figures show the points done so far",
+        )
 
 
 def files_ui(root: Path, names: list[str]) -> None:
@@ -206,9 +248,9 @@ def files_ui(root: Path, names: list[str]) -> None:
     rows = []
     for name in names:
         try:
-            rows.append({"file": name, **results.summary(load(root, name)), "status": "ok"})
+            rows.append({"file": name, **results.describe(load(root, name)).columns(), "status": "ok"})
         except LandscapeError as e:
-            rows.append({"file": name, "model": "", "grid": "", "data": "", "completion": "", "status": str(e)})
+            rows.append({"file": name, **dict.fromkeys(results.COLUMNS, ""), "status": str(e)})
     st.dataframe(rows, hide_index=True)
 
 
@@ -222,8 +264,10 @@ def main() -> None:
         st.error(str(e))
         return
     if not names:
-        st.info(f"No surface files (*.h5) in {root} yet: compute one with "
-                f"`landscape compute --ckpt MODEL.pt --out {root}/NAME.h5`.")
+        st.info(
+            f"No surface files (*.h5) in {root} yet: compute one with "
+            f"`landscape compute --ckpt MODEL.pt --out {root}/NAME.h5`."
+        )
         return
     chosen = selection_ui(root, names)
     try:

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         else:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except ImportError:
-        raise LandscapeError("reading .safetensors files needs the safetensors package: pip install safetensors") from None
+        raise LandscapeError(
+            "reading .safetensors files needs the safetensors package: pip install safetensors"
+        ) from None
     except Exception as e:  # torch and safetensors raise many types for a damaged file
         raise LandscapeError(f"cannot read checkpoint {path}: {_reason(e)}") from None
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
@@ -79,13 +82,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def _check_metadata(metadata: Any, path: Path) -> tuple[dict[str, Any], str | None]:
     """Check the fields this project reads (others stay free-form); returns them and an arch that may name code."""
     if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
-        raise LandscapeError(f"checkpoint {path} has malformed metadata: expected a mapping of names to values, "
-                             f"found {type(metadata).__name__}")
+        raise LandscapeError(
+            f"checkpoint {path} has malformed metadata: expected a mapping of names to values, "
+            f"found {type(metadata).__name__}"
+        )
     meta = {k: v for k, v in metadata.items() if not (k in _CHECKS and v is None)}  # null: not recorded
     for key, (valid, expected) in _CHECKS.items():
         if key in meta and not valid(meta[key]):
-            raise LandscapeError(f"checkpoint {path} has malformed metadata: '{key}' must be {expected}, "
-                                 f"found {_show(meta[key])}")
+            raise LandscapeError(
+                f"checkpoint {path} has malformed metadata: '{key}' must be {expected}, found {_show(meta[key])}"
+            )
     untrusted = meta.pop("arch") if "arch" in meta and not _is_known_arch(meta["arch"]) else None
     return meta, untrusted
 
@@ -95,14 +101,17 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_stats(v: Any, positive: bool) -> bool:
-    return (isinstance(v, (list, tuple)) and 1 <= len(v) <= 4
-            and all(_is_number(x) and (x > 0 or not positive) for x in v))
+    return (
+        isinstance(v, (list, tuple)) and 1 <= len(v) <= 4 and all(_is_number(x) and (x > 0 or not positive) for x in v)
+    )
 
 
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {  # field: (valid, what it must be)
     "arch": (lambda v: isinstance(v, str), "a model name"),
-    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000,
-                    "a whole number in 1..1000000"),
+    "num_classes": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000,
+        "a whole number in 1..1000000",
+    ),
     "mean": (lambda v: _is_stats(v, positive=False), "a list of 1 to 4 finite numbers"),
     "std": (lambda v: _is_stats(v, positive=True), "a list of 1 to 4 finite numbers, all > 0"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name such as cifar10"),
@@ -124,7 +133,7 @@ def _is_known_arch(arch: str) -> bool:
 def _show(value: Any, limit: int = 60) -> str:
     """A file's value for a one-line message: repr (no raw newlines), shortened."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _reason(error: Exception) -> str:
@@ -133,8 +142,10 @@ def _reason(error: Exception) -> str:
     if "Weights only load failed" in text:
         refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
         if refused:
-            return (f"it asks to load the Python object '{refused.group(1)}', which is never unpickled "
-                    "(only tensors and plain containers are)")
+            return (
+                f"it asks to load the Python object '{refused.group(1)}', which is never unpickled "
+                "(only tensors and plain containers are)"
+            )
         detail = re.split(r"WeightsUnpickler error:|\n\n", text, maxsplit=1)[-1]  # after torch's advice
         detail = " ".join(detail.split("Check the documentation of torch.load")[0].split())
         return f"it holds Python objects other than tensors and plain containers, which are never unpickled ({detail})"
@@ -154,7 +165,7 @@ def _unwrap(raw: Any, path: Path) -> dict[str, torch.Tensor]:
     for key, value in raw.items():
         for prefix in _PREFIXES:
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         state[key.replace("._orig_mod.", ".")] = value
     return state
 
@@ -167,8 +178,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]
     """Write the project's format: `{"format", "metadata", "state_dict"}`; metadata holds only JSON-able values."""
     path = Path(path)
     metadata = json.loads(json.dumps(metadata))  # plain types only, so that weights_only=True reads them back
-    payload = {"format": CHECKPOINT_FORMAT, "metadata": metadata,
-               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "metadata": metadata,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -180,21 +194,27 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
         raise LandscapeError(_untrusted_arch_message(checkpoint))
     arch = arch or checkpoint.metadata.get("arch")
     if not arch:
-        raise LandscapeError(f"{checkpoint.path} does not record its architecture: pass --arch (see `landscape models`)")
+        raise LandscapeError(
+            f"{checkpoint.path} does not record its architecture: pass --arch (see `landscape models`)"
+        )
     num_classes = num_classes or checkpoint.metadata.get("num_classes") or _infer_num_classes(checkpoint.state_dict)
     model = create_model(arch, num_classes=num_classes)
     expected = model.state_dict()
     missing = [k for k in expected if k not in checkpoint.state_dict]
     unexpected = [k for k in checkpoint.state_dict if k not in expected]
     if missing or unexpected:
-        raise LandscapeError(f"checkpoint {checkpoint.path} does not fit arch '{arch}': "
-                             f"missing {_some(missing)}; unexpected {_some(unexpected)}")
+        raise LandscapeError(
+            f"checkpoint {checkpoint.path} does not fit arch '{arch}': "
+            f"missing {_some(missing)}; unexpected {_some(unexpected)}"
+        )
     wrong = [k for k in expected if expected[k].shape != checkpoint.state_dict[k].shape]
     if wrong:
         k = wrong[0]
-        raise LandscapeError(f"checkpoint {checkpoint.path} does not fit arch '{arch}': {len(wrong)} tensors differ in "
-                             f"shape, e.g. {k}: {tuple(checkpoint.state_dict[k].shape)} in the file, "
-                             f"{tuple(expected[k].shape)} in the model")
+        raise LandscapeError(
+            f"checkpoint {checkpoint.path} does not fit arch '{arch}': {len(wrong)} tensors differ in "
+            f"shape, e.g. {k}: {tuple(checkpoint.state_dict[k].shape)} in the file, "
+            f"{tuple(expected[k].shape)} in the model"
+        )
     model.load_state_dict(checkpoint.state_dict)
     return model.eval()
 
@@ -203,8 +223,10 @@ def _untrusted_arch_message(checkpoint: Checkpoint) -> str:
     arch = checkpoint.untrusted_arch or ""
     head = f"checkpoint {checkpoint.path} records arch {_show(arch)}"
     if ":" in arch and not arch.startswith("torchvision:"):
-        return (f"{head}, which names code to import: only your own --arch may do that "
-                f"(pass --arch {_show(arch)} if you trust the file)")
+        return (
+            f"{head}, which names code to import: only your own --arch may do that "
+            f"(pass --arch {_show(arch)} if you trust the file)"
+        )
     return f"{head}, which is not a registered model or torchvision:NAME: pass --arch (see `landscape models`)"
 
 

@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 
-from .analysis import TURN_TOLERANCE
-
+from .analysis import TURN_TOLERANCE, Comparison
 from .errors import LandscapeError
 from .hardware import bf16_warning
 
-app = typer.Typer(help="Loss-landscape surfaces of PyTorch models (Li et al., NeurIPS 2018).",
-                  pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Loss-landscape surfaces of PyTorch models (Li et al., NeurIPS 2018).",
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn errors into one line on stderr and a non-zero exit; `--debug` shows the traceback instead."""
+    """Turn errors into one line on stderr and a non-zero exit; `--debug` shows the traceback instead.
+
+    The commands do not declare `--debug`: typer reads the options from the signature, so the wrapper's signature
+    is the command's with a keyword-only `debug` parameter added, which only the wrapper reads."""
+
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = kwargs.get("debug", False)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -46,9 +54,19 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             if debug:
                 raise
-            typer.echo(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                       "(run with --debug for the traceback)", err=True)
+            typer.echo(
+                f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                "(run with --debug for the traceback)",
+                err=True,
+            )
             raise typer.Exit(1) from None
+
+    signature = inspect.signature(command, eval_str=True)
+    debug = inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Debug)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), debug]
+    )
+    wrapper.__annotations__ = {**command.__annotations__, "debug": Debug}
     return wrapper
 
 
@@ -68,8 +86,10 @@ def compute(
     out: Annotated[Path, typer.Option(help="Surface file to write (HDF5). Re-running resumes it.")],
     x: Annotated[str, typer.Option(help="x axis as START:STOP:NUM.")] = "-1:1:51",
     y: Annotated[Optional[str], typer.Option(help="y axis as START:STOP:NUM; omit for a 1D curve.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture when the checkpoint does not record one "
-                                                     "(see `landscape models`).")] = None,
+    arch: Annotated[
+        Optional[str],
+        typer.Option(help="Architecture when the checkpoint does not record one (see `landscape models`)."),
+    ] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes, when the checkpoint does not say.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the x direction; y uses seed + 1.")] = 0,
     xnorm: Annotated[str, typer.Option(help="filter | layer | model | none")] = "filter",
@@ -77,8 +97,9 @@ def compute(
     xignore: Annotated[str, typer.Option(help="biasbn (zero direction for tensors of dim <= 1) | none")] = "biasbn",
     yignore: Annotated[str, typer.Option(help="biasbn | none")] = "biasbn",
     dir_type: Annotated[str, typer.Option(help="weights (parameters) | states (also BN statistics)")] = "weights",
-    xtarget: Annotated[Optional[Path], typer.Option(help="Second checkpoint: x direction = it − θ* "
-                                                         "(interpolation, not normalized).")] = None,
+    xtarget: Annotated[
+        Optional[Path], typer.Option(help="Second checkpoint: x direction = it − θ* (interpolation, not normalized).")
+    ] = None,
     xdir_file: Annotated[Optional[Path], typer.Option(help="Take the x direction from this surface file.")] = None,
     ydir_file: Annotated[Optional[Path], typer.Option(help="Take the y direction from this surface file.")] = None,
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagefolder")] = "cifar10",
@@ -88,22 +109,29 @@ def compute(
     data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
     download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
     image_size: Annotated[Optional[int], typer.Option(help="ImageFolder: resize + centre crop.")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, "
-                                                     "when the checkpoint does not record it.")] = None,
+    mean: Annotated[
+        Optional[str],
+        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),
+    ] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     bn: Annotated[str, typer.Option(help="eval (stored BN statistics) | recompute (re-estimated per point)")] = "eval",
     bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used.")] = 1280,
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass (default: 128 on the CPU, "
-                                                           "1000 on CUDA).")] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per forward pass (default: 128 on the CPU, 1000 on CUDA).")
+    ] = None,
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
-    fold_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions (exact up to rounding; "
-                                               "at bf16 it adds rounding: see docs/benchmarks.md).")] = True,
+    fold_bn: Annotated[
+        bool,
+        typer.Option(
+            help="Fold BatchNorm into the convolutions (exact up to rounding; "
+            "at bf16 it adds rounding: see docs/benchmarks.md)."
+        ),
+    ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,
     points_per_pass: Annotated[int, typer.Option(help="Grid points per vmapped forward pass.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file of another spec.")] = False,
-    debug: Debug = False,
 ) -> None:
     """Compute f(α, β) = L(θ* + αδ + βη) on a grid into an HDF5 surface file."""
     from .data import DataSpec
@@ -112,24 +140,44 @@ def compute(
     from .grid import Axis, GridSpec
     from .surface import CheckpointSpec, SurfaceSpec, compute_surface
 
-    def direction(norm: str, ignore: str, seed_: int, target: Optional[Path], source: Optional[Path],
-                  axis: str) -> DirectionSpec:
+    def direction(
+        norm: str, ignore: str, seed_: int, target: Optional[Path], source: Optional[Path], axis: str
+    ) -> DirectionSpec:
         if target is not None:
             return DirectionSpec(kind="target", norm="none", ignore="none", dir_type=dir_type, target=str(target))
         if source is not None:
-            return DirectionSpec(kind="file", norm="none", ignore="none", dir_type=dir_type, source=str(source),
-                                 source_axis=axis)
+            return DirectionSpec(
+                kind="file", norm="none", ignore="none", dir_type=dir_type, source=str(source), source_axis=axis
+            )
         return DirectionSpec(kind="random", seed=seed_, norm=norm, ignore=ignore, dir_type=dir_type)
 
     grid = GridSpec(Axis.parse(x), Axis.parse(y) if y else None)
     spec = SurfaceSpec(
-        checkpoint=CheckpointSpec(str(ckpt), arch, num_classes, _floats(mean, "--mean"), _floats(std, "--std")),
-        data=DataSpec(dataset, data_root or "", split, subset, data_seed, download, image_size),
+        checkpoint=CheckpointSpec(
+            path=str(ckpt), arch=arch, num_classes=num_classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std")
+        ),
+        data=DataSpec(
+            name=dataset,
+            root=data_root or "",
+            split=split,
+            subset=subset,
+            seed=data_seed,
+            download=download,
+            image_size=image_size,
+        ),
         grid=grid,
         x=direction(xnorm, xignore, seed, xtarget, xdir_file, "x"),
         y=direction(ynorm, yignore, seed + 1, None, ydir_file, "y") if y else None,
-        evaluation=EvalSpec(precision=precision, bn=bn, bn_images=bn_images))
-    options = RunOptions(device, batch_size, channels_last, fold_bn, compile, points_per_pass)
+        evaluation=EvalSpec(precision=precision, bn=bn, bn_images=bn_images),
+    )
+    options = RunOptions(
+        device=device,
+        batch_size=batch_size,
+        channels_last=channels_last,
+        fold_bn=fold_bn,
+        compile=compile,
+        points_per_pass=points_per_pass,
+    )
     with _progress_bar() as progress:
         surface = compute_surface(spec, out, options, overwrite=overwrite, progress=progress)
     _print_summary(surface)
@@ -146,8 +194,9 @@ class _progress_bar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, initial=done, unit="pt", desc="grid points", file=sys.stderr,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=done, unit="pt", desc="grid points", file=sys.stderr, dynamic_ncols=True
+            )
         else:
             self.bar.update(done - self.bar.n)
 
@@ -170,49 +219,29 @@ def _print_summary(surface: Any) -> None:
 
 @app.command()
 @friendly
-def info(file: Annotated[Path, typer.Argument(help="A surface file.")],
-         as_json: Annotated[bool, typer.Option("--json", help="Also print the full spec as JSON.")] = False,
-         debug: Debug = False) -> None:
+def info(
+    file: Annotated[Path, typer.Argument(help="A surface file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the full spec as JSON.")] = False,
+) -> None:
     """Show a surface file's spec, grid, completion and value ranges."""
+    from .results import describe
     from .storage import read_surface
 
     surface = read_surface(file)
-    spec = surface.spec
-    if surface.legacy:
-        typer.echo(f"{file}: surface file of the paper's original code (no spec recorded)")
-    else:
-        ckpt, data = spec["checkpoint"], spec["data"]
-        typer.echo(f"{file}: landscape surface")
-        typer.echo(f"  model       {ckpt['arch']} from {ckpt['path']} (sha256 {ckpt['sha256'][:12]})")
-        subset = f"{data['subset']} images" if data["subset"] else "all images"
-        typer.echo(f"  data        {data['name']} {data['split']}, {subset} (seed {data['seed']})")
-        for axis in ("x", "y"):
-            d = spec.get(axis)
-            if d:
-                what = (f"random seed {d['seed']}, norm {d['norm']}, ignore {d['ignore']}" if d["kind"] == "random"
-                        else f"target {d['target']}" if d["kind"] == "target" else f"from {d['source']}")
-                typer.echo(f"  {axis} direction {what} ({d['dir_type']})")
-        ev = spec["evaluation"]
-        typer.echo(f"  evaluation  {ev['precision']}, BatchNorm {ev['bn']}")
-    grid = f"x {surface.xcoordinates[0]:g}..{surface.xcoordinates[-1]:g} ({len(surface.xcoordinates)})"
-    if surface.ycoordinates is not None:
-        grid += f", y {surface.ycoordinates[0]:g}..{surface.ycoordinates[-1]:g} ({len(surface.ycoordinates)})"
-    typer.echo(f"  grid        {grid}")
-    typer.echo(f"  completion  {surface.completion:.1%}")
-    if surface.runs_error:
-        typer.echo(f"  sessions    {surface.runs_error}")
-    elif surface.runs:
-        last = surface.runs[-1]
-        typer.echo(f"  sessions    {len(surface.runs)} recorded, the last started {last.get('started', '?')} "
-                   f"on {last.get('device', '?')}")
+    description = describe(surface)
+    typer.echo(f"{file}: {description.kind}")
+    for label, value in description.fields().items():
+        typer.echo(f"  {label:<11} {value}")
+    if description.sessions:
+        typer.echo(f"  {'sessions':<11} {description.sessions}")
     _print_summary(surface)
     if as_json and not surface.legacy:
-        typer.echo(json.dumps(spec, indent=2))
+        typer.echo(json.dumps(surface.spec, indent=2))
 
 
 @app.command()
 @friendly
-def models(debug: Debug = False) -> None:
+def models() -> None:
     """List the registered architectures (also: torchvision:NAME and module.path:callable)."""
     from .models import list_models
 
@@ -225,7 +254,9 @@ def models(debug: Debug = False) -> None:
 @app.command()
 @friendly
 def train(
-    arch: Annotated[str, typer.Option(help="Architecture, e.g. resnet56 or resnet56_noshort (see `landscape models`).")],
+    arch: Annotated[
+        str, typer.Option(help="Architecture, e.g. resnet56 or resnet56_noshort (see `landscape models`).")
+    ],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, state.pt, log.jsonl, snapshots.h5.")],
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100")] = "cifar10",
@@ -235,30 +266,50 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="Weight decay (not on biases and BN).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="onecycle | cosine")] = "onecycle",
     seed: Annotated[int, typer.Option(help="Seed of initialization, order and augmentation.")] = 0,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 (autocast). auto: bf16 where the hardware "
-                                                "has it natively (AMX, AVX512-BF16, CUDA sm_80+), else fp32; "
-                                                "may change when a run is resumed.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto | fp32 | bf16 (autocast). auto: bf16 where the hardware "
+            "has it natively (AMX, AVX512-BF16, CUDA sm_80+), else fp32; "
+            "may change when a run is resumed."
+        ),
+    ] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = True,
-    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint's weights (a warm restart: a "
-                                                       "new learning-rate cycle) instead of a random initialization.")
-                    ] = None,
+    init: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Start from this checkpoint's weights (a warm restart: a "
+            "new learning-rate cycle) instead of a random initialization."
+        ),
+    ] = None,
     snapshot_every: Annotated[int, typer.Option(help="Save float16 weights every K epochs (0: never).")] = 0,
     eval_images: Annotated[Optional[int], typer.Option(help="Test images evaluated after each epoch.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an unfinished run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard what --out holds and start again.")] = False,
-    debug: Debug = False,
 ) -> None:
     """Train a CIFAR model (crop + flip, SGD Nesterov, weight decay, one-cycle/cosine); resumable per epoch."""
     from tqdm import tqdm
 
     from .data import DataSpec
-    from .train import TrainSpec, train as run_training
+    from .train import TrainSpec
+    from .train import train as run_training
 
-    spec = TrainSpec(arch=arch, data=DataSpec(dataset, str(Path(data_root).resolve()) if data_root else "", "train"),
-                     epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                     seed=seed, precision=precision, channels_last=channels_last, snapshot_every=snapshot_every,
-                     eval_images=eval_images, init=str(init) if init else "")
+    spec = TrainSpec(
+        arch=arch,
+        data=DataSpec(name=dataset, root=str(Path(data_root).resolve()) if data_root else "", split="train"),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        seed=seed,
+        precision=precision,
+        channels_last=channels_last,
+        snapshot_every=snapshot_every,
+        eval_images=eval_images,
+        init=str(init) if init else "",
+    )
     warning = bf16_warning(precision, device)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
@@ -274,18 +325,23 @@ def train(
             bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.2f}%", refresh=False)
 
     def on_epoch(record: dict) -> None:
-        bar.write(f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
-                  f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
-                  f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']})",
-                  file=sys.stderr)
+        bar.write(
+            f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
+            f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']})",
+            file=sys.stderr,
+        )
 
     try:
-        meta = run_training(spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch,
-                            on_batch=on_batch)
+        meta = run_training(
+            spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch, on_batch=on_batch
+        )
     finally:
         bar.close()
-    typer.echo(f"{out / 'checkpoint.pt'}: {arch}, test accuracy {meta['test_acc']:.2f}%, "
-               f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s")
+    typer.echo(
+        f"{out / 'checkpoint.pt'}: {arch}, test accuracy {meta['test_acc']:.2f}%, "
+        f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s"
+    )
 
 
 @app.command()
@@ -293,67 +349,73 @@ def train(
 def compare(
     files: Annotated[list[Path], typer.Argument(help="2D surface files to compare.")],
     metric: Annotated[str, typer.Option(help="Array to compare, e.g. train_loss or test_loss.")] = "train_loss",
-    level: Annotated[Optional[float], typer.Option(help="Loss level of the basin area "
-                                                        "(default: 2 x the largest centre value).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Turns per line count only moves back by more than this "
-                                                  "share of the loss (bf16 errs by up to ~1%).")] = TURN_TOLERANCE,
-    debug: Debug = False,
+    level: Annotated[
+        Optional[float], typer.Option(help="Loss level of the basin area (default: 2 x the largest centre value).")
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Turns per line count only moves back by more than this share of the loss (bf16 errs by up to ~1%)."
+        ),
+    ] = TURN_TOLERANCE,
 ) -> None:
     """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, turns per grid line,
     non-convexity."""
+    from .analysis import compare as compare_surfaces
     from .storage import read_surface
 
     if not 0 <= tolerance < 1:
         raise LandscapeError(f"--tolerance must be in [0, 1), not {tolerance}")
-    _print_comparison([read_surface(f) for f in files], metric, level, tolerance)
-
-
-def _print_comparison(surfaces: list[Any], metric: str, level: Optional[float], tolerance: float | None = None) -> None:
-    from .analysis import summarize
-
-    tolerance = TURN_TOLERANCE if tolerance is None else tolerance
-
+    surfaces = [read_surface(f) for f in files]
+    comparison = compare_surfaces(surfaces, metric, level, tolerance)
     for surface in surfaces:
-        if surface.ycoordinates is None or metric not in surface.values:
-            raise LandscapeError(f"{surface.path} is not a 2D surface with '{metric}' "
-                                 f"(it has {', '.join(surface.values) or 'nothing'})")
         if surface.completion < 1:
-            typer.echo(f"warning: {surface.path} is {surface.completion:.1%} complete: its numbers will change",
-                       err=True)
-    if level is None:
-        centres = [s.values[metric][np.argmin(np.abs(s.ycoordinates)), np.argmin(np.abs(s.xcoordinates))]
-                   for s in surfaces]
-        level = 2 * float(np.nanmax(centres))
-    typer.echo(f"{metric}, basin = connected region around the centre below {level:.4g}, "
-               f"turns that move back by more than {tolerance:.2%}")
-    typer.echo("| surface | centre | minimum | basin area | basin share | local minima | roughness | turns per line "
-               "| non-convex share |")
+            typer.echo(
+                f"warning: {surface.path} is {surface.completion:.1%} complete: its numbers will change", err=True
+            )
+    _print_comparison(comparison)
+
+
+def _print_comparison(comparison: Comparison) -> None:
+    typer.echo(
+        f"{comparison.metric}, basin = connected region around the centre below {comparison.level:.4g}, "
+        f"turns that move back by more than {comparison.tolerance:.2%}"
+    )
+    typer.echo(
+        "| surface | centre | minimum | basin area | basin share | local minima | roughness | turns per line "
+        "| non-convex share |"
+    )
     typer.echo("|---|---|---|---|---|---|---|---|---|")
-    for surface in surfaces:
-        s = summarize(surface.values[metric], surface.xcoordinates, surface.ycoordinates, level, tolerance)
-        name = surface.spec.get("checkpoint", {}).get("arch") or Path(surface.path).name
-        typer.echo(f"| {name} ({Path(surface.path).name}) | {s.centre:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | "
-                   f"{s.basin_fraction:.1%} | {s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.2f} | "
-                   f"{s.nonconvex_fraction:.1%} |")
+    for name, s in comparison.rows:
+        typer.echo(
+            f"| {name} | {s.center:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | {s.basin_fraction:.1%} | "
+            f"{s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.2f} | {s.nonconvex_fraction:.1%} |"
+        )
 
 
 @app.command()
 @friendly
 def plot(
-    files: Annotated[list[Path], typer.Argument(help="Surface file(s); two or more are drawn side by side "
-                                                     "on one colour scale.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Surface file(s); two or more are drawn side by side on one colour scale.")
+    ],
     out: Annotated[Path, typer.Option(help="Figure file to write.")],
-    kind: Annotated[Optional[str], typer.Option(help="surface (3D) | contour | filled | heatmap | 1d; "
-                                                     "default contour, or 1d for a 1D surface.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="pdf | svg | png | html; default: the suffix "
-                                                                "of --out.")] = None,
+    kind: Annotated[
+        Optional[str],
+        typer.Option(help="surface (3D) | contour | filled | heatmap | 1d; default contour, or 1d for a 1D surface."),
+    ] = None,
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="pdf | svg | png | html; default: the suffix of --out.")
+    ] = None,
     metric: Annotated[str, typer.Option(help="train_loss | train_acc | test_loss | test_acc | ...")] = "train_loss",
     log: Annotated[bool, typer.Option(help="Log scale (tick labels stay in the metric's units).")] = False,
     clip: Annotated[Optional[float], typer.Option(help="Cap values at this maximum.")] = None,
-    zrange: Annotated[Optional[str], typer.Option(help="Colour (and 3D z) range MIN:MAX, e.g. to match "
-                                                       "another figure.")] = None,
-    levels: Annotated[Optional[str], typer.Option(help="Contour levels START:END:SIZE (SIZE in decades with "
-                                                       "--log) or a list A,B,C.")] = None,
+    zrange: Annotated[
+        Optional[str], typer.Option(help="Colour (and 3D z) range MIN:MAX, e.g. to match another figure.")
+    ] = None,
+    levels: Annotated[
+        Optional[str], typer.Option(help="Contour levels START:END:SIZE (SIZE in decades with --log) or a list A,B,C.")
+    ] = None,
     width: Annotated[str, typer.Option(help="column (3.25 in) | page (6.75 in) | inches.")] = "column",
     height: Annotated[Optional[float], typer.Option(help="Height in inches (default from the width).")] = None,
     font: Annotated[Optional[str], typer.Option(help="Font family (default: Times-like serif).")] = None,
@@ -361,7 +423,6 @@ def plot(
     colorscale: Annotated[str, typer.Option(help="A plotly colour scale: Viridis, Cividis, RdBu_r, ...")] = "Viridis",
     center: Annotated[bool, typer.Option(help="Mark θ* at (0, 0).")] = True,
     title: Annotated[Optional[str], typer.Option(help="Figure title (papers usually use the caption).")] = None,
-    debug: Debug = False,
 ) -> None:
     """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML)."""
     from .export import FIGURE_FORMATS, write_figure
@@ -370,18 +431,31 @@ def plot(
 
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if fmt not in FIGURE_FORMATS:
-        raise LandscapeError(f"unknown figure format '{fmt or out.name}': use --format "
-                             f"{' | '.join(FIGURE_FORMATS)} or an --out ending in one")
+        raise LandscapeError(
+            f"unknown figure format '{fmt or out.name}': use --format "
+            f"{' | '.join(FIGURE_FORMATS)} or an --out ending in one"
+        )
     if out.suffix.lower() != f".{fmt}":
         raise LandscapeError(f"--out {out} does not end in .{fmt}")
     surfaces = [read_surface(f) for f in files]
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
-    options = PlotOptions(metric=metric, log=log, clip=clip, zrange=_range(zrange),
-                          levels=parse_levels(levels) if levels else None, colorscale=colorscale,
-                          mark_center=center)
+    options = PlotOptions(
+        metric=metric,
+        log=log,
+        clip=clip,
+        zrange=_range(zrange),
+        levels=parse_levels(levels) if levels else None,
+        colorscale=colorscale,
+        mark_center=center,
+    )
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
-    fig = paper_layout(fig.update_layout(title_text=title), width=_width(width), height=height,
-                       font_family=font or SERIF, font_size=font_size)
+    fig = paper_layout(
+        fig.update_layout(title_text=title),
+        width=_width(width),
+        height=height,
+        font_family=font or SERIF,
+        font_size=font_size,
+    )
     write_figure(fig, out, fmt)
     typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
 
@@ -394,12 +468,13 @@ def export(
     table: Annotated[bool, typer.Option("--table", help="Plain-text table for pgfplots or gnuplot.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="CSV table, one row per grid point.")] = False,
     npz: Annotated[bool, typer.Option("--npz", help="NumPy arrays.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="File to write; default FILE with the format's suffix "
-                                                     "(.vtp, .dat, .csv, .npz).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="File to write; default FILE with the format's suffix (.vtp, .dat, .csv, .npz)."),
+    ] = None,
     metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
     log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
     clip: Annotated[Optional[float], typer.Option(help="--vtp: cap the height at this value.")] = None,
-    debug: Debug = False,
 ) -> None:
     """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv or --npz."""
     from .export import DATA_SUFFIXES, write_data
@@ -411,21 +486,21 @@ def export(
         raise LandscapeError("choose one of --vtp, --table, --csv, --npz")
     fmt = chosen[0]
     surface = read_surface(file)
-    path = write_data(surface, out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt,
-                      PlotOptions(metric=metric, log=log, clip=clip))
+    path = write_data(
+        surface, out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt, PlotOptions(metric=metric, log=log, clip=clip)
+    )
     typer.echo(f"wrote {path}")
 
 
 @app.command("app")
 @friendly
 def app_command(
-    results: Annotated[Path, typer.Option(help="Folder of surface files to browse (only files under it are "
-                                               "read).")] = Path("results"),
+    results: Annotated[
+        Path, typer.Option(help="Folder of surface files to browse (only files under it are read).")
+    ] = Path("results"),
     port: Annotated[Optional[int], typer.Option(help="Port of the app (default: Streamlit's, 8501).")] = None,
-    address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 opens it to the network.")] =
-    "localhost",
+    address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 opens it to the network.")] = "localhost",
     headless: Annotated[bool, typer.Option(help="Do not open a browser window.")] = False,
-    debug: Debug = False,
 ) -> None:
     """Browse the surfaces of a results folder in the browser (a Streamlit app; Ctrl-C stops it)."""
     import importlib.util
@@ -435,9 +510,21 @@ def app_command(
         raise LandscapeError("the app needs streamlit: pip install -e '.[app]'")
     if not results.is_dir():
         raise LandscapeError(f"results folder {results} does not exist")
-    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("app.py")),
-               "--server.address", address, "--server.headless", str(headless).lower(),
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(Path(__file__).with_name("app.py")),
+        "--server.address",
+        address,
+        "--server.headless",
+        str(headless).lower(),
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     command += ["--server.port", str(port)] if port else []
     try:
         code = subprocess.call(command + ["--", "--results", str(results.resolve())])
@@ -465,69 +552,45 @@ def _width(text: str) -> str | float:
         return text
 
 
-
 @app.command()
 @friendly
 def demo(
-    data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT, else ./data "
-                                                          "(CIFAR-10 is downloaded there when missing).")] = None,
-    checkpoints: Annotated[Path, typer.Option(help="Folder with <pair>.pt and <pair>_noshort.pt.")] = Path("checkpoints"),
+    data_root: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Data folder; default $LANDSCAPE_DATA_ROOT, else ./data (CIFAR-10 is downloaded there when missing)."
+        ),
+    ] = None,
+    checkpoints: Annotated[Path, typer.Option(help="Folder with <pair>.pt and <pair>_noshort.pt.")] = Path(
+        "checkpoints"
+    ),
     pair: Annotated[str, typer.Option(help="resnet56 or resnet20: the model with and without skips.")] = "resnet56",
     out: Annotated[Path, typer.Option(help="Folder for the surfaces and figures.")] = Path("results/demo"),
     grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].")] = 13,
     subset: Annotated[int, typer.Option(help="Training images evaluated.")] = 256,
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    debug: Debug = False,
 ) -> None:
     """Skips vs no skips in a few minutes: surfaces of the shipped pair, their figures and their numbers."""
-    import os
+    from .demo import DemoSettings, run_demo
 
-    from .data import DataSpec, find_cifar_folder
-    from .directions import DirectionSpec
-    from .evaluate import EvalSpec, RunOptions
-    from .grid import Axis, GridSpec
-    from .surface import CheckpointSpec, SurfaceSpec, compute_surface
-
-    archs = [pair, f"{pair}_noshort"]
-    paths = [checkpoints / f"{arch}.pt" for arch in archs]
-    for arch, path in zip(archs, paths):
-        if not path.is_file():
-            raise LandscapeError(f"no checkpoint {path}: run the demo from the repository root, pass --checkpoints, "
-                                 f"or train one: landscape train --arch {arch} --out runs/{arch} "
-                                 f"&& cp runs/{arch}/checkpoint.pt {path}")
-    root = Path(data_root or os.environ.get("LANDSCAPE_DATA_ROOT") or "data")
-    root.mkdir(parents=True, exist_ok=True)
-    download = find_cifar_folder(root, "cifar10") is None
-    if download:
-        typer.echo(f"CIFAR-10 is not under {root}: downloading it there", err=True)
-    out.mkdir(parents=True, exist_ok=True)
-    axis = Axis(-1.0, 1.0, grid)
-    surfaces = []
-    for arch, path in zip(archs, paths):
-        spec = SurfaceSpec(CheckpointSpec(str(path)), DataSpec(root=str(root), subset=subset, download=download),
-                           GridSpec(axis, axis), DirectionSpec(seed=0), DirectionSpec(seed=1),
-                           EvalSpec(precision=precision))
-        typer.echo(f"{arch}: {grid}x{grid} surface on {subset} training images -> {out / f'{arch}.h5'}", err=True)
-        with _progress_bar() as progress:
-            surfaces.append(compute_surface(spec, out / f"{arch}.h5", RunOptions(device=device), progress=progress))
-    _print_comparison(surfaces, "train_loss", None)
-    try:
-        from .export import write_figure
-        from .plots import PlotOptions, compare_figure, paper_layout
-    except ImportError:
-        typer.echo("figures skipped: pip install plotly kaleido (see docs/app.md)", err=True)
-        return
-    options = PlotOptions(metric="train_loss", log=True)
-    written = [write_figure(compare_figure(surfaces, "surface", options), out / "surfaces.html")]
-    try:
-        for kind in ("contour", "surface"):
-            fig = paper_layout(compare_figure(surfaces, kind, options), width="page")
-            written.append(write_figure(fig, out / f"{kind}s.pdf"))
-    except LandscapeError as e:
-        typer.echo(f"static figures skipped: {e}", err=True)
-    typer.echo("figures: " + ", ".join(str(p) for p in written))
-    typer.echo(f"browse them: landscape app --results {out}")
+    settings = DemoSettings(
+        checkpoints=checkpoints,
+        pair=pair,
+        out=out,
+        data_root=data_root,
+        grid=grid,
+        subset=subset,
+        precision=precision,
+        device=device,
+    )
+    result = run_demo(settings, notify=lambda message: typer.echo(message, err=True), progress=_progress_bar)
+    _print_comparison(result.comparison)
+    for message in result.skipped:
+        typer.echo(message, err=True)
+    if result.figures:
+        typer.echo("figures: " + ", ".join(str(p) for p in result.figures))
+        typer.echo(f"browse them: landscape app --results {out}")
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "ImageSet":
+    def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device), self.indices)
 
 
@@ -136,8 +136,10 @@ def _read_cifar(root: Path, name: str, split: str, download: bool) -> list[tuple
         folder = find_cifar_folder(root, name)
     if folder is None:
         files = ", ".join(f for fs in _CIFAR_FILES[name].values() for f in fs)
-        raise LandscapeError(f"no {name} under {root}: expected {root / _CIFAR_FOLDERS[name]}/ with {files}"
-                             " (pass --download to fetch it)")
+        raise LandscapeError(
+            f"no {name} under {root}: expected {root / _CIFAR_FOLDERS[name]}/ with {files}"
+            " (pass --download to fetch it)"
+        )
     return [_read_cifar_batch(folder / file, _CIFAR_CLASSES[name]) for file in _CIFAR_FILES[name][split]]
 
 
@@ -151,16 +153,20 @@ def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]
         raise LandscapeError(f"cannot read {path}: {type(e).__name__}: {_first_line(e)}") from None
     data = batch.get("data") if isinstance(batch, dict) else None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
-        raise LandscapeError(f"cannot read {path}: it is not a CIFAR batch (a dict whose 'data' is a uint8 array "
-                             "of N rows of 3072 pixels)")
+        raise LandscapeError(
+            f"cannot read {path}: it is not a CIFAR batch (a dict whose 'data' is a uint8 array "
+            "of N rows of 3072 pixels)"
+        )
     labels = batch.get("labels", batch.get("fine_labels"))
     try:
         labels = np.asarray(labels)
     except Exception:  # ragged or odd objects
         labels = np.asarray(None)
     if labels.ndim != 1 or len(labels) != len(data) or (len(labels) and labels.dtype.kind not in "iu"):
-        raise LandscapeError(f"cannot read {path}: it is not a CIFAR batch ('labels' or 'fine_labels' must be "
-                             f"{len(data)} whole numbers, one per image)")
+        raise LandscapeError(
+            f"cannot read {path}: it is not a CIFAR batch ('labels' or 'fine_labels' must be "
+            f"{len(data)} whole numbers, one per image)"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
         bad = labels[(labels < 0) | (labels >= classes)][0]
         raise LandscapeError(f"cannot read {path}: label {bad} is outside 0..{classes - 1}")
@@ -206,14 +212,15 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in _CIFAR_GLOBALS:
             return _CIFAR_GLOBALS[module, name]
-        raise LandscapeError(f"it asks to load the Python object {_short(f'{module}.{name}')}, "
-                             "which is never unpickled")
+        raise LandscapeError(
+            f"it asks to load the Python object {_short(f'{module}.{name}')}, which is never unpickled"
+        )
 
 
 def _short(text: str, limit: int = 80) -> str:
     """repr of a name taken from a file, shortened: one line whatever it holds."""
     text = repr(text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(error: Exception) -> str:
@@ -228,8 +235,9 @@ def _download_cifar(root: Path, name: str) -> None:
     try:
         dataset(str(root), train=True, download=True)
     except Exception as e:
-        raise LandscapeError(f"downloading {name} into {root} failed ({type(e).__name__}: {e}); "
-                             "are you online?") from None
+        raise LandscapeError(
+            f"downloading {name} into {root} failed ({type(e).__name__}: {e}); are you online?"
+        ) from None
 
 
 def _image_folder(folder: Path, image_size: int | None) -> ImageFolder:
@@ -255,8 +263,9 @@ def _decode_images(dataset: ImageFolder, indices: np.ndarray) -> tuple[torch.Ten
         try:
             image, label = dataset[i]
         except Exception as e:  # PIL raises many types for a damaged file
-            raise LandscapeError(f"cannot read image {dataset.samples[i][0]}: "
-                                 f"{type(e).__name__}: {_first_line(e)}") from None
+            raise LandscapeError(
+                f"cannot read image {dataset.samples[i][0]}: {type(e).__name__}: {_first_line(e)}"
+            ) from None
         images.append(image.expand(3, -1, -1))
         labels.append(label)
     shapes = {tuple(im.shape) for im in images}
@@ -265,8 +274,9 @@ def _decode_images(dataset: ImageFolder, indices: np.ndarray) -> tuple[torch.Ten
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
-def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str,
-               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def normalizer(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and shift such that `uint8 * scale + shift == (x / 255 - mean) / std`, shaped (1, C, 1, 1)."""
     mean_t = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)

@@ -41,8 +41,12 @@ class DirectionSpec:
     source_axis: str = "x"
 
     def validate(self) -> None:
-        for value, allowed, what in ((self.kind, KINDS, "direction kind"), (self.norm, NORMS, "normalization"),
-                                     (self.ignore, IGNORES, "ignore"), (self.dir_type, DIR_TYPES, "direction type")):
+        for value, allowed, what in (
+            (self.kind, KINDS, "direction kind"),
+            (self.norm, NORMS, "normalization"),
+            (self.ignore, IGNORES, "ignore"),
+            (self.dir_type, DIR_TYPES, "direction type"),
+        ):
             if value not in allowed:
                 raise LandscapeError(f"unknown {what} '{value}': use {', '.join(allowed)}")
         if self.kind == "target" and not self.target:
@@ -97,8 +101,8 @@ def normalize_direction(direction: Direction, center: Direction, norm: str, igno
             out[name] = d.clone()
     if norm == "model":
         big = [n for n, d in direction.items() if d.dim() > 1]
-        d_norm = torch.sqrt(sum(out[n].double().pow(2).sum() for n in big))
-        w_norm = torch.sqrt(sum(center[n].double().pow(2).sum() for n in big))
+        d_norm = torch.stack([out[n].double().pow(2).sum() for n in big]).sum().sqrt()
+        w_norm = torch.stack([center[n].double().pow(2).sum() for n in big]).sum().sqrt()
         factor = float(w_norm / (d_norm + _EPS))
         for n in big:
             out[n] = out[n] * factor
@@ -114,7 +118,9 @@ def target_direction(center: Direction, target: dict[str, torch.Tensor]) -> Dire
     for n, w in center.items():
         t = target[n].to(w.dtype)
         if t.shape != w.shape:
-            raise LandscapeError(f"the target checkpoint's {n} has shape {tuple(t.shape)}, the model's {tuple(w.shape)}")
+            raise LandscapeError(
+                f"the target checkpoint's {n} has shape {tuple(t.shape)}, the model's {tuple(w.shape)}"
+            )
         out[n] = t - w
     return out
 
@@ -124,12 +130,15 @@ def check_same_keys(a: Direction, b: Direction, a_name: str, b_name: str) -> Non
     if a.keys() != b.keys():
         only_a = sorted(set(a) - set(b))
         only_b = sorted(set(b) - set(a))
-        raise LandscapeError(f"the {a_name} and the {b_name} name different tensors: only in the {a_name}: "
-                             f"{', '.join(only_a[:3]) or 'none'}; only in the {b_name}: {', '.join(only_b[:3]) or 'none'}")
+        raise LandscapeError(
+            f"the {a_name} and the {b_name} name different tensors: only in the {a_name}: "
+            f"{', '.join(only_a[:3]) or 'none'}; only in the {b_name}: {', '.join(only_b[:3]) or 'none'}"
+        )
     for n in a:
         if a[n].shape != b[n].shape:
-            raise LandscapeError(f"{n} has shape {tuple(a[n].shape)} in the {a_name} but {tuple(b[n].shape)} "
-                                 f"in the {b_name}")
+            raise LandscapeError(
+                f"{n} has shape {tuple(a[n].shape)} in the {a_name} but {tuple(b[n].shape)} in the {b_name}"
+            )
 
 
 def inner(a: Direction, b: Direction) -> float:

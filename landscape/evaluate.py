@@ -1,32 +1,87 @@
 """Loss and accuracy of a model at points θ* + Σ c_k d_k, with the data held on the compute device.
 
-The model's own tensors are overwritten in place for each point (no state_dict copy per point) and θ* is
-restored afterwards, even on an exception. In `--bn eval` mode BatchNorm is folded into the preceding
-convolutions, refolded at every point from the perturbed weights. Several points can share one forward pass
-through `torch.func.functional_call` + `vmap` (`points_per_pass`).
+`loss_and_accuracy` is the one evaluation loop of the project (surfaces, training, tests): cross-entropy and
+correct predictions summed on the device, the loss in float64. `PointEvaluator` moves the model to each point:
+its own tensors are overwritten in place (no state_dict copy per point) and θ* is restored afterwards, even on
+an exception. In `--bn eval` mode BatchNorm is folded into the preceding convolutions (`batchnorm.py`),
+refolded at every point from the perturbed weights. Several points can share one forward pass through
+`torch.func.functional_call` + `vmap` (`points_per_pass`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batchnorm import NotTraceable, fold_batchnorm
 from .data import ImageSet, normalizer
 from .directions import Direction, check_same_keys
 from .errors import LandscapeError
+from .hardware import PRECISIONS, autocast, resolve_device
 
-PRECISIONS = ("fp32", "bf16")
 BN_MODES = ("eval", "recompute")
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Mean cross-entropy and accuracy (%) over a set of images, one float64 value per point: shape (points,)."""
+
+    loss: np.ndarray
+    acc: np.ndarray
+
+
+def normalize(
+    images: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """uint8 images → float32 model input, `images * scale + shift` (see `data.normalizer`), in a new tensor."""
+    x = images.to(torch.float32, copy=True)
+    return x.mul_(scale).add_(shift).contiguous(memory_format=memory_format)
+
+
+def loss_and_accuracy(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: ImageSet,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    memory_format: torch.memory_format = torch.contiguous_format,
+    points: int = 1,
+) -> Metrics:
+    """Loss and accuracy of `forward` over `images`, in batches of `batch_size`, without gradients.
+
+    `forward` maps a normalized batch of B images to logits, (B, classes) for one point or (points, B, classes)
+    for `points` stacked weights. Put a module in eval mode first: this loop does not change its mode.
+    """
+    device = images.images.device
+    loss_sum = torch.zeros(points, dtype=torch.float64, device=device)
+    correct = torch.zeros(points, dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = normalize(images.images[start : start + batch_size], scale, shift, memory_format)
+            y = images.labels[start : start + batch_size]
+            with autocast(precision, device):
+                logits = forward(x)
+            logits = logits.float().reshape(points, len(y), -1)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(points), reduction="none")
+            loss_sum += losses.view(points, -1).sum(1, dtype=torch.float64)
+            correct += (logits.argmax(-1) == y).sum(1)
+    return Metrics(loss=loss_sum.cpu().numpy() / len(images), acc=100.0 * correct.cpu().numpy() / len(images))
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalSpec:
     """What is computed at each point (part of a surface's identity).
 
@@ -48,7 +103,7 @@ class EvalSpec:
             raise LandscapeError("--bn-images must be >= 1 and the BN batch size >= 2")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How the points are computed (not part of a surface's identity: results agree to rounding)."""
 
@@ -60,17 +115,9 @@ class RunOptions:
     points_per_pass: int = 1
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as e:
-            raise LandscapeError(f"unknown device '{self.device}': {e}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise LandscapeError(f"device '{self.device}' asked for, but CUDA is not available here")
-        return device
+        return resolve_device(self.device)
 
-    def resolved(self) -> "RunOptions":
+    def resolved(self) -> RunOptions:
         """These options with `device` and `batch_size` made concrete."""
         device = self.resolved_device()
         batch_size = self.batch_size or (1000 if device.type == "cuda" else 128)
@@ -82,12 +129,24 @@ class RunOptions:
 
 
 class PointEvaluator:
-    """Evaluates loss and accuracy at grid points; `evaluate(coefficients)` returns (K, splits, 2) float64."""
+    """Evaluates loss and accuracy at grid points.
 
-    def __init__(self, model: nn.Module, center: Direction, directions: list[Direction],
-                 datasets: dict[str, ImageSet], mean: tuple[float, ...], std: tuple[float, ...],
-                 spec: EvalSpec = EvalSpec(), options: RunOptions = RunOptions(),
-                 bn_set: ImageSet | None = None) -> None:
+    `evaluate(coefficients)` returns float64 arrays of shape (K,) keyed as in the surface file:
+    `<split>_loss` (mean cross-entropy) and `<split>_acc` (accuracy in %) for each split of `datasets`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        center: Direction,
+        directions: list[Direction],
+        datasets: dict[str, ImageSet],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        spec: EvalSpec = EvalSpec(),
+        options: RunOptions = RunOptions(),
+        bn_set: ImageSet | None = None,
+    ) -> None:
         spec.validate()
         options.validate()
         options = options.resolved()
@@ -99,6 +158,8 @@ class PointEvaluator:
             raise LandscapeError("--bn recompute evaluates one point per pass: use --points-per-pass 1")
         self.spec, self.options = spec, options
         self.device = options.resolved_device()
+        assert options.batch_size is not None  # made concrete by resolved()
+        self.batch_size: int = options.batch_size
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         self.model = model.to(self.device).eval()
         if options.channels_last:
@@ -116,21 +177,34 @@ class PointEvaluator:
         self.datasets = {split: s.to(self.device) for split, s in datasets.items()}
         self.bn_set = bn_set.to(self.device) if bn_set is not None else None
         self.scale, self.shift = normalizer(mean, std, self.device)
-        self.folded = fold_batchnorm(self.model) if options.fold_bn else None
+        self.folded = None
+        if options.fold_bn:
+            try:
+                self.folded = fold_batchnorm(self.model)
+            except NotTraceable as e:
+                warnings.warn(f"BatchNorm not folded: {e}; evaluating unfolded (same numbers, slower)", stacklevel=2)
         forward_module = self.folded.module if self.folded is not None else self.model
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(forward_module) if options.compile else forward_module)
+            torch.compile(forward_module) if options.compile else forward_module
+        )
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        """Metrics at each row of `coefficients` (K, number of directions): [k, split, (loss, acc %)]."""
+    def evaluate(self, coefficients: np.ndarray) -> dict[str, np.ndarray]:
+        """Metrics at each row of `coefficients` (K, number of directions): {"train_loss": (K,), ...}."""
         coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(coefficients), -1)
         if coefficients.shape[1] != len(self.directions):
             raise ValueError(f"expected {len(self.directions)} coefficients per point, got {coefficients.shape[1]}")
+        names = [f"{split}_{metric}" for split in self.datasets for metric in ("loss", "acc")]
+        if len(coefficients) == 0:
+            return {name: np.zeros(0) for name in names}
         with self._restoring_center(), torch.no_grad():
             if len(coefficients) > 1 and self.options.points_per_pass > 1:
-                return np.concatenate([self._evaluate_batched(coefficients[s:s + self.options.points_per_pass])
-                                       for s in range(0, len(coefficients), self.options.points_per_pass)])
-            return np.stack([self._evaluate_one(c) for c in coefficients])
+                parts = [
+                    self._evaluate_batched(coefficients[s : s + self.options.points_per_pass])
+                    for s in range(0, len(coefficients), self.options.points_per_pass)
+                ]
+            else:
+                parts = [self._evaluate_one(c) for c in coefficients]
+        return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     @contextlib.contextmanager
     def _restoring_center(self) -> Iterator[None]:
@@ -143,17 +217,30 @@ class PointEvaluator:
                 if self.folded is not None:
                     self.folded.refold()
 
-    def _evaluate_one(self, coefficients: np.ndarray) -> np.ndarray:
+    def _evaluate_one(self, coefficients: np.ndarray) -> dict[str, np.ndarray]:
         self._write_point(coefficients)
         if self.spec.bn == "recompute":
             self._recompute_batchnorm()
         if self.folded is not None:
             self.folded.refold()
-        results = []
-        for images in self.datasets.values():
-            loss, correct = self._run(self.forward, images, points=1)
-            results.append([loss[0] / len(images), 100.0 * correct[0] / len(images)])
-        return np.asarray(results, dtype=np.float64)
+        return self._measure(self.forward, points=1)
+
+    def _measure(self, forward: Callable[[torch.Tensor], torch.Tensor], points: int) -> dict[str, np.ndarray]:
+        """The shared loop over every split: {"<split>_loss": (points,), "<split>_acc": (points,)}."""
+        results = {}
+        for split, images in self.datasets.items():
+            metrics = loss_and_accuracy(
+                forward,
+                images,
+                self.scale,
+                self.shift,
+                batch_size=self.batch_size,
+                precision=self.spec.precision,
+                memory_format=self.memory_format,
+                points=points,
+            )
+            results[f"{split}_loss"], results[f"{split}_acc"] = metrics.loss, metrics.acc
+        return results
 
     def _write_point(self, coefficients: np.ndarray) -> None:
         """targets ← θ* + Σ c_k d_k, written into the model's own tensors."""
@@ -173,9 +260,14 @@ class PointEvaluator:
             m.momentum = None  # a cumulative average over the batches
         self.model.train()
         try:
-            with self._autocast():
+            with autocast(self.spec.precision, self.device):
                 for start in range(0, len(self.bn_set), self.spec.bn_batch_size):
-                    x = self._normalized(self.bn_set.images[start:start + self.spec.bn_batch_size])
+                    x = normalize(
+                        self.bn_set.images[start : start + self.spec.bn_batch_size],
+                        self.scale,
+                        self.shift,
+                        self.memory_format,
+                    )
                     if len(x) > 1:
                         self.model(x)
         finally:
@@ -183,7 +275,7 @@ class PointEvaluator:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
 
-    def _evaluate_batched(self, coefficients: np.ndarray) -> np.ndarray:
+    def _evaluate_batched(self, coefficients: np.ndarray) -> dict[str, np.ndarray]:
         """Several points in one vmapped forward pass over stacked weights."""
         points = len(coefficients)
         coeffs = torch.as_tensor(coefficients, dtype=torch.float32, device=self.device)
@@ -194,6 +286,7 @@ class PointEvaluator:
             for k, d in enumerate(dirs):
                 value = value + coeffs[:, k].view(shape) * d.unsqueeze(0)
             stacked[name] = value
+        module: nn.Module
         if self.folded is not None:
             batched, constant = self.folded.functional_state(stacked)
             module = self.folded.module
@@ -206,130 +299,4 @@ class PointEvaluator:
             return torch.func.functional_call(module, {**constant, **weights}, (x,))
 
         forward = torch.func.vmap(forward_one, in_dims=(0, None))
-        results = np.zeros((points, len(self.datasets), 2))
-        for s, images in enumerate(self.datasets.values()):
-            loss, correct = self._run(lambda x: forward(batched, x), images, points)
-            results[:, s, 0] = loss / len(images)
-            results[:, s, 1] = 100.0 * correct / len(images)
-        return results
-
-    def _run(self, forward: Callable[[torch.Tensor], torch.Tensor], images: ImageSet,
-             points: int) -> tuple[np.ndarray, np.ndarray]:
-        """Summed cross-entropy and number of correct predictions over `images`, for `points` stacked outputs."""
-        loss_sum = torch.zeros(points, dtype=torch.float64, device=self.device)
-        correct = torch.zeros(points, dtype=torch.int64, device=self.device)
-        for start in range(0, len(images), self.options.batch_size):
-            x = self._normalized(images.images[start:start + self.options.batch_size])
-            y = images.labels[start:start + self.options.batch_size]
-            with self._autocast():
-                logits = forward(x)
-            logits = logits.float().reshape(points, len(y), -1)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(points), reduction="none")
-            loss_sum += losses.view(points, -1).sum(1, dtype=torch.float64)
-            correct += (logits.argmax(-1) == y).sum(1)
-        return loss_sum.cpu().numpy(), correct.cpu().numpy()
-
-    def _normalized(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().mul_(self.scale).add_(self.shift)
-        return x.contiguous(memory_format=self.memory_format)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.spec.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-
-@dataclass
-class FoldedModel:
-    """A traced copy of a model with each BatchNorm that follows a convolution folded into it.
-
-    Modules that are not folded are shared with the original model, so they see its weights as they change;
-    `refold()` recomputes the folded convolutions from the original model's current weights and statistics.
-    """
-
-    module: torch.fx.GraphModule
-    pairs: list[tuple[str, nn.Conv2d, str, nn.modules.batchnorm._BatchNorm, nn.Conv2d]]
-
-    @torch.no_grad()
-    def refold(self) -> None:
-        for _, conv, _, bn, fused in self.pairs:
-            weight, bias = fold_conv_bn(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
-                                        bn.running_var, bn.eps)
-            fused.weight.copy_(weight)
-            fused.bias.copy_(bias)
-
-    def functional_state(self, stacked: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
-                                                                            dict[str, torch.Tensor]]:
-        """The folded module's tensors for stacked original tensors: (batched ones, constant ones)."""
-        batched = dict(stacked)
-        constant = {k: v for k, v in self.module.state_dict().items() if k not in stacked}
-        for conv_name, conv, bn_name, bn, _ in self.pairs:
-            def get(module_name: str, attr: str, module: nn.Module) -> torch.Tensor | None:
-                return stacked.get(f"{module_name}.{attr}", getattr(module, attr))
-            weight, bias = fold_conv_bn(get(conv_name, "weight", conv), get(conv_name, "bias", conv),
-                                        get(bn_name, "weight", bn), get(bn_name, "bias", bn),
-                                        get(bn_name, "running_mean", bn), get(bn_name, "running_var", bn), bn.eps)
-            for attr in ("weight", "bias"):
-                batched.pop(f"{conv_name}.{attr}", None)
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                batched.pop(f"{bn_name}.{attr}", None)
-            for attr, value in (("weight", weight), ("bias", bias)):
-                key = f"{conv_name}.{attr}"
-                (batched if value.dim() > (4 if attr == "weight" else 1) else constant)[key] = value
-        return batched, constant
-
-
-def fold_conv_bn(weight: torch.Tensor, bias: torch.Tensor | None, gamma: torch.Tensor | None,
-                 beta: torch.Tensor | None, mean: torch.Tensor, var: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of conv followed by eval-mode BN as one conv; broadcasts over a leading points axis."""
-    scale = torch.rsqrt(var + eps)
-    if gamma is not None:
-        scale = scale * gamma
-    folded_weight = weight * scale[..., None, None, None]
-    folded_bias = (-mean if bias is None else bias - mean) * scale
-    if beta is not None:
-        folded_bias = folded_bias + beta
-    return folded_weight, folded_bias
-
-
-def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
-    """Trace `model` and fold every Conv2d→BatchNorm2d pair; None when the model cannot be traced or has none."""
-    try:
-        traced = torch.fx.symbolic_trace(model)
-    except Exception:
-        return None
-    modules = dict(traced.named_modules())
-    pairs = []
-    for node in list(traced.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
-            continue
-        producer = node.args[0]
-        if not (isinstance(producer, torch.fx.Node) and producer.op == "call_module"
-                and type(modules.get(producer.target)) is nn.Conv2d and len(producer.users) == 1):
-            continue
-        conv, bn = modules[producer.target], modules[node.target]
-        if bn.running_mean is None or conv.padding_mode != "zeros":
-            continue
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          conv.dilation, conv.groups, bias=True, device=conv.weight.device)
-        fused = fused.to(memory_format=torch.channels_last) if conv.weight.is_contiguous(
-            memory_format=torch.channels_last) and conv.weight.dim() == 4 else fused
-        fused.requires_grad_(False)
-        _set_submodule(traced, producer.target, fused)
-        node.replace_all_uses_with(producer)
-        traced.graph.erase_node(node)
-        pairs.append((producer.target, conv, node.target, bn, fused))
-    if not pairs:
-        return None
-    traced.graph.lint()
-    traced.recompile()
-    folded = FoldedModel(traced.eval(), pairs)
-    folded.refold()
-    return folded
-
-
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent_name, _, name = target.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, name, module)
+        return self._measure(lambda x: forward(batched, x), points)

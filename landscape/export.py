@@ -12,9 +12,9 @@ import base64
 import io
 import json
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -59,16 +59,21 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
 
     async def render() -> list[bytes]:
         async with kaleido.Kaleido(mathjax=False) as k:
-            return [await k.calc_fig(spec, opts=dict(format=fmt, **size,
-                                                     scale=scale or (PNG_DPI / PX_PER_INCH if fmt == "png" else 1)))
-                    for fmt in formats]
+            return [
+                await k.calc_fig(
+                    spec, opts=dict(format=fmt, **size, scale=scale or (PNG_DPI / PX_PER_INCH if fmt == "png" else 1))
+                )
+                for fmt in formats
+            ]
 
     try:  # in a thread of its own, so that it also works where an event loop already runs (Jupyter)
         with ThreadPoolExecutor(1) as pool:
             images = pool.submit(asyncio.run, render()).result()
     except ChromeNotFoundError:
-        raise LandscapeError("static images need a headless Chromium: apt-get install chromium "
-                             "(or set BROWSER_PATH to a Chrome or Chromium binary)") from None
+        raise LandscapeError(
+            "static images need a headless Chromium: apt-get install chromium "
+            "(or set BROWSER_PATH to a Chrome or Chromium binary)"
+        ) from None
     return dict(zip(formats, images))
 
 
@@ -82,13 +87,14 @@ def write_figure(fig: go.Figure, path: str | Path, fmt: str | None = None) -> Pa
 
 def columns(surface: Surface) -> dict[str, np.ndarray]:
     """The surface as flat columns, one row per grid point with x varying fastest: x, y, the metrics, computed."""
-    if surface.ndim == 1:
+    if surface.ycoordinates is None:
         cols = {"x": surface.xcoordinates}
     else:
         gx, gy = np.meshgrid(surface.xcoordinates, surface.ycoordinates)
         cols = {"x": gx.ravel(), "y": gy.ravel()}
-    cols.update({name: np.asarray(surface.values[name], dtype=np.float64).ravel()
-                 for name in metric_order(surface.metrics)})
+    cols.update(
+        {name: np.asarray(surface.values[name], dtype=np.float64).ravel() for name in metric_order(surface.metrics)}
+    )
     cols["computed"] = surface.computed.ravel().astype(np.int64)
     return cols
 
@@ -99,8 +105,9 @@ def csv_text(surface: Surface) -> str:
     computed = cols["computed"].astype(bool)
     lines = [",".join(cols)]
     for k in range(len(computed)):
-        lines.append(",".join(_number(v[k]) if name in ("x", "y", "computed") or computed[k] else ""
-                              for name, v in cols.items()))
+        lines.append(
+            ",".join(_number(v[k]) if name in ("x", "y", "computed") or computed[k] else "" for name, v in cols.items())
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -110,13 +117,16 @@ def table_text(surface: Surface) -> str:
     cols = columns(surface)
     computed = cols.pop("computed").astype(bool)
     nx = len(surface.xcoordinates)
-    lines = [f"# {Path(surface.path).name}: landscape surface, x varies fastest, "
-             f"{nx} x {len(surface.ycoordinates) if surface.ndim == 2 else 1} points",
-             "# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z=train_loss] {this file};",
-             " ".join(cols)]
+    lines = [
+        f"# {Path(surface.path).name}: landscape surface, x varies fastest, "
+        f"{nx} x {1 if surface.ycoordinates is None else len(surface.ycoordinates)} points",
+        "# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z=train_loss] {this file};",
+        " ".join(cols),
+    ]
     for k in range(len(computed)):
-        lines.append(" ".join(_number(v[k]) if name in ("x", "y") or computed[k] else "nan"
-                              for name, v in cols.items()))
+        lines.append(
+            " ".join(_number(v[k]) if name in ("x", "y") or computed[k] else "nan" for name, v in cols.items())
+        )
         if surface.ndim == 2 and (k + 1) % nx == 0:
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -125,13 +135,16 @@ def table_text(surface: Surface) -> str:
 def npz_bytes(surface: Surface) -> bytes:
     """NumPy archive: xcoordinates, ycoordinates (2D), each metric as [j, i] = f(x[i], y[j]) with NaN where not
     computed, computed, and the spec as a JSON string."""
-    arrays = {"xcoordinates": surface.xcoordinates, "computed": surface.computed,
-              "spec": np.array(json.dumps(surface.spec, sort_keys=True))}
+    arrays = {
+        "xcoordinates": surface.xcoordinates,
+        "computed": surface.computed,
+        "spec": np.array(json.dumps(surface.spec, sort_keys=True)),
+    }
     if surface.ycoordinates is not None:
         arrays["ycoordinates"] = surface.ycoordinates
     arrays.update({name: np.where(surface.computed, surface.values[name], np.nan) for name in surface.metrics})
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
     return buffer.getvalue()
 
 
@@ -146,22 +159,27 @@ def vtp_text(surface: Surface, options: PlotOptions, zscale: float = 1.0) -> str
     valid = np.isfinite(z)
     index = np.full(z.shape, -1, dtype=np.int64)
     index[valid] = np.arange(int(valid.sum()))
+    assert surface.ycoordinates is not None
     gx, gy = np.meshgrid(surface.xcoordinates, surface.ycoordinates)
     points = np.stack([gx[valid], gy[valid], zscale * z[valid]], axis=1)
     corners = np.stack([index[:-1, :-1], index[:-1, 1:], index[1:, 1:], index[1:, :-1]], axis=-1).reshape(-1, 4)
     quads = corners[(corners >= 0).all(axis=1)]
-    point_data = "".join(_data_array(name, np.where(surface.computed, surface.values[name], np.nan)[valid])
-                         for name in metric_order(surface.metrics))
-    return (f'<?xml version="1.0"?>\n'
-            f'<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">\n'
-            f'<PolyData>\n'
-            f'<Piece NumberOfPoints="{len(points)}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" '
-            f'NumberOfPolys="{len(quads)}">\n'
-            f'<PointData Scalars={quoteattr(options.metric)}>\n{point_data}</PointData>\n'
-            f'<Points>\n{_data_array("Points", points, components=3)}</Points>\n'
-            f'<Polys>\n{_data_array("connectivity", quads.ravel())}'
-            f'{_data_array("offsets", 4 * np.arange(1, len(quads) + 1, dtype=np.int64))}</Polys>\n'
-            f'</Piece>\n</PolyData>\n</VTKFile>\n')
+    point_data = "".join(
+        _data_array(name, np.where(surface.computed, surface.values[name], np.nan)[valid])
+        for name in metric_order(surface.metrics)
+    )
+    return (
+        f'<?xml version="1.0"?>\n'
+        f'<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">\n'
+        f"<PolyData>\n"
+        f'<Piece NumberOfPoints="{len(points)}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" '
+        f'NumberOfPolys="{len(quads)}">\n'
+        f"<PointData Scalars={quoteattr(options.metric)}>\n{point_data}</PointData>\n"
+        f"<Points>\n{_data_array('Points', points, components=3)}</Points>\n"
+        f"<Polys>\n{_data_array('connectivity', quads.ravel())}"
+        f"{_data_array('offsets', 4 * np.arange(1, len(quads) + 1, dtype=np.int64))}</Polys>\n"
+        f"</Piece>\n</PolyData>\n</VTKFile>\n"
+    )
 
 
 def data_bytes(surface: Surface, fmt: str, options: PlotOptions = PlotOptions()) -> bytes:
@@ -188,8 +206,10 @@ def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:
     kind = "Int64" if values.dtype == np.int64 else "Float64"
     raw = values.astype(values.dtype.newbyteorder("<")).tobytes()
     encoded = base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode()
-    return (f'<DataArray type="{kind}" Name={quoteattr(name)} NumberOfComponents="{components}" '
-            f'format="binary">{encoded}</DataArray>\n')
+    return (
+        f'<DataArray type="{kind}" Name={quoteattr(name)} NumberOfComponents="{components}" '
+        f'format="binary">{encoded}</DataArray>\n'
+    )
 
 
 def _number(v: float | int) -> str:

@@ -23,7 +23,7 @@ class Axis:
     num: int
 
     @classmethod
-    def parse(cls, text: str) -> "Axis":
+    def parse(cls, text: str) -> Axis:
         """Parse `START:STOP:NUM`, e.g. `-1:1:51`."""
         parts = text.split(":")
         hint = "expected START:STOP:NUM with START < STOP and NUM >= 2, e.g. -1:1:51"
@@ -84,5 +84,7 @@ class GridSpec:
         if self.y is not None:
             self.y.validate()
             if self.x.num * self.y.num > MAX_POINTS:
-                raise LandscapeError(f"the grid has {self.x.num} x {self.y.num} = {self.x.num * self.y.num} points: "
-                                     f"at most {MAX_POINTS} (1001 x 1001) are allowed")
+                raise LandscapeError(
+                    f"the grid has {self.x.num} x {self.y.num} = {self.x.num * self.y.num} points: "
+                    f"at most {MAX_POINTS} (1001 x 1001) are allowed"
+                )

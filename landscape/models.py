@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +73,14 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
 class ResNet(nn.Module):
     """ResNet for 32x32 inputs: a 3x3 stem, stages of `widths` channels, global average pooling, one linear layer."""
 
-    def __init__(self, block: type[nn.Module], num_blocks: list[int], widths: list[int], num_classes: int = 10,
-                 skip: bool = True) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        num_blocks: list[int],
+        widths: list[int],
+        num_classes: int = 10,
+        skip: bool = True,
+    ) -> None:
         super().__init__()
         self.in_planes = widths[0]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
@@ -111,6 +117,7 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Mo
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = ModelEntry(name, build, description)
         return build
+
     return decorate
 
 
@@ -121,16 +128,26 @@ def _register_resnets() -> None:
             name = f"resnet{depth}" + ("" if skip else "_noshort")
             what = "with skip connections" if skip else "without skip connections"
             register_model(name, f"CIFAR ResNet-{depth} (16/32/64 channels) {what}")(
-                lambda num_classes=10, n=n, skip=skip: ResNet(BasicBlock, [n] * 3, [16, 32, 64], num_classes, skip))
-    wide = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
-            101: (Bottleneck, [3, 4, 23, 3]), 152: (Bottleneck, [3, 8, 36, 3])}
+                lambda num_classes=10, n=n, skip=skip: ResNet(BasicBlock, [n] * 3, [16, 32, 64], num_classes, skip)
+            )
+    wide = {
+        18: (BasicBlock, [2, 2, 2, 2]),
+        34: (BasicBlock, [3, 4, 6, 3]),
+        50: (Bottleneck, [3, 4, 6, 3]),
+        101: (Bottleneck, [3, 4, 23, 3]),
+        152: (Bottleneck, [3, 8, 36, 3]),
+    }
     for depth, (block, blocks) in wide.items():
         for skip in (True, False):
             name = f"resnet{depth}" + ("" if skip else "_noshort")
             what = "with skip connections" if skip else "without skip connections"
-            register_model(name, f"ResNet-{depth} ({block.__name__}, 64-512 channels, 3x3 stem for 32x32 inputs) {what}")(
-                lambda num_classes=10, block=block, blocks=blocks, skip=skip:
-                    ResNet(block, blocks, [64, 128, 256, 512], num_classes, skip))
+            register_model(
+                name, f"ResNet-{depth} ({block.__name__}, 64-512 channels, 3x3 stem for 32x32 inputs) {what}"
+            )(
+                lambda num_classes=10, block=block, blocks=blocks, skip=skip: ResNet(
+                    block, blocks, [64, 128, 256, 512], num_classes, skip
+                )
+            )
 
 
 _register_resnets()
@@ -168,5 +185,6 @@ def create_model(arch: str, num_classes: int = 10) -> nn.Module:
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"'{arch}' returned {type(model).__name__}, not a torch.nn.Module")
         return model
-    raise LandscapeError(f"unknown model '{arch}': run `landscape models` to list them, "
-                         "or use torchvision:NAME or module.path:callable")
+    raise LandscapeError(
+        f"unknown model '{arch}': run `landscape models` to list them, or use torchvision:NAME or module.path:callable"
+    )

@@ -9,9 +9,9 @@ several surfaces on one scale. `compare_figure` puts surfaces side by side on on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -19,6 +19,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .errors import LandscapeError
+from .results import describe
 from .storage import Surface
 
 KINDS = ("surface", "contour", "filled", "heatmap", "1d")
@@ -45,11 +46,12 @@ class Levels:
 
     def __post_init__(self) -> None:
         if not (self.size > 0 and self.end >= self.start):
-            raise LandscapeError(f"contour levels need size > 0 and end >= start (got {self.start}:{self.end}:"
-                                 f"{self.size})")
+            raise LandscapeError(
+                f"contour levels need size > 0 and end >= start (got {self.start}:{self.end}:{self.size})"
+            )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlotOptions:
     """How a metric is drawn; the same options work for every kind of figure.
 
@@ -89,14 +91,12 @@ def metric_label(metric: str) -> str:
 
 def metric_order(names: Sequence[str]) -> list[str]:
     """train before test before other splits, loss before accuracy."""
+
     def key(name: str) -> tuple:
         split, _, kind = name.rpartition("_")
         return {"train": 0, "test": 1}.get(split, 2), split, kind != "loss"
+
     return sorted(names, key=key)
-
-
-def surface_title(surface: Surface) -> str:
-    return Path(surface.path).stem
 
 
 def metric_values(surface: Surface, metric: str) -> np.ndarray:
@@ -112,8 +112,9 @@ def displayed(surface: Surface, options: PlotOptions, metric: str | None = None)
     return np.log10(z) if options.log else z
 
 
-def value_range(surfaces: Sequence[Surface], options: PlotOptions,
-                metrics: Sequence[str] | None = None) -> tuple[float, float] | None:
+def value_range(
+    surfaces: Sequence[Surface], options: PlotOptions, metrics: Sequence[str] | None = None
+) -> tuple[float, float] | None:
     """The common (min, max) of the drawn values of several surfaces, in the metric's units; None if none."""
     parts = [_drawable(s, options, m) for s in surfaces for m in (metrics or [options.metric])]
     finite = np.concatenate([p[np.isfinite(p)] for p in parts])
@@ -130,8 +131,13 @@ def _drawable(surface: Surface, options: PlotOptions, metric: str) -> np.ndarray
 
 def figure(surface: Surface, kind: str, options: PlotOptions) -> go.Figure:
     """The figure of one surface: kind is one of KINDS."""
-    makers = {"surface": surface_figure, "contour": contour_figure, "heatmap": heatmap_figure, "1d": curve_figure,
-              "filled": lambda s, o: contour_figure(s, o, filled=True)}
+    makers = {
+        "surface": surface_figure,
+        "contour": contour_figure,
+        "heatmap": heatmap_figure,
+        "1d": curve_figure,
+        "filled": lambda s, o: contour_figure(s, o, filled=True),
+    }
     if kind not in makers:
         raise LandscapeError(f"unknown figure kind '{kind}': use {', '.join(KINDS)}")
     return makers[kind](surface, options)
@@ -142,23 +148,43 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     x, y = _grid(surface)
     z = displayed(surface, options)
     crange = _display_range(surface, options)
-    fig = go.Figure(go.Surface(x=x, y=y, z=z, coloraxis="coloraxis", name=surface_title(surface),
-                               customdata=metric_values(surface, options.metric),
-                               hovertemplate=_hover(options.metric)))
+    fig = go.Figure(
+        go.Surface(
+            x=x,
+            y=y,
+            z=z,
+            coloraxis="coloraxis",
+            name=describe(surface).title,
+            customdata=metric_values(surface, options.metric),
+            hovertemplate=_hover(options.metric),
+        )
+    )
     if options.mark_center and _contains_origin(x, y):
         z0 = _at_origin(x, y, z)
         if np.isfinite(z0):
-            fig.add_trace(go.Scatter3d(x=[0.0], y=[0.0], z=[z0], mode="markers", name=CENTER_NAME, showlegend=False,
-                                       marker=dict(size=5, color="white", line=dict(color="black", width=2)),
-                                       hovertemplate=f"{CENTER_NAME}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter3d(
+                    x=[0.0],
+                    y=[0.0],
+                    z=[z0],
+                    mode="markers",
+                    name=CENTER_NAME,
+                    showlegend=False,
+                    marker=dict(size=5, color="white", line=dict(color="black", width=2)),
+                    hovertemplate=f"{CENTER_NAME}<extra></extra>",
+                )
+            )
     zaxis = dict(title=dict(text=metric_label(options.metric)), **_log_ticks(crange, options.log))
     if crange is not None:  # padded, so that a flat surface does not lie in the floor of the box
         pad = 0.02 * (crange[1] - crange[0]) or 0.05 * max(abs(crange[0]), 1.0)
         zaxis["range"] = [crange[0] - pad, crange[1] + pad]
-    fig.update_layout(coloraxis=_coloraxis(options, crange),
-                      scene=dict(xaxis_title="α", yaxis_title="β", zaxis=zaxis,
-                                 camera=dict(eye=dict(x=1.5, y=1.5, z=1.1))),  # a little further out than plotly's
-                      margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_layout(
+        coloraxis=_coloraxis(options, crange),
+        scene=dict(
+            xaxis_title="α", yaxis_title="β", zaxis=zaxis, camera=dict(eye=dict(x=1.5, y=1.5, z=1.1))
+        ),  # a little further out than plotly's
+        margin=dict(l=0, r=0, t=30, b=0),
+    )
     return fig
 
 
@@ -167,27 +193,43 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
     x, y = _grid(surface)
     z = displayed(surface, options)
     crange = _display_range(surface, options)
-    common = dict(x=x, y=y, z=z, customdata=metric_values(surface, options.metric),
-                  hovertemplate=_hover(options.metric))
+    common = dict(
+        x=x, y=y, z=z, customdata=metric_values(surface, options.metric), hovertemplate=_hover(options.metric)
+    )
     fig = go.Figure()
     if isinstance(options.levels, tuple):
         if filled:
-            raise LandscapeError("filled contours take evenly spaced levels (START:END:SIZE); "
-                                 "a list of levels draws contour lines")
+            raise LandscapeError(
+                "filled contours take evenly spaced levels (START:END:SIZE); a list of levels draws contour lines"
+            )
         values = np.asarray(options.levels, dtype=np.float64)
         if options.log and np.any(values <= 0):
             raise LandscapeError("a log scale needs positive contour levels")
         for value, level in zip(values, np.log10(values) if options.log else values):
-            fig.add_trace(go.Contour(**common, autocontour=False, showscale=False, name=f"{value:g}",
-                                     legendgroup=f"{value:g}", showlegend=True,
-                                     contours=dict(start=level, end=level, size=1, coloring="none"),
-                                     line=dict(color=_color_at(options, crange, level), width=1.5)))
+            fig.add_trace(
+                go.Contour(
+                    **common,
+                    autocontour=False,
+                    showscale=False,
+                    name=f"{value:g}",
+                    legendgroup=f"{value:g}",
+                    showlegend=True,
+                    contours=dict(start=level, end=level, size=1, coloring="none"),
+                    line=dict(color=_color_at(options, crange, level), width=1.5),
+                )
+            )
     else:
         start, end, size = _levels(options, crange)
-        fig.add_trace(go.Contour(**common, coloraxis="coloraxis", autocontour=False, name=surface_title(surface),
-                                 contours=dict(start=start, end=end, size=size,
-                                               coloring="fill" if filled else "lines"),
-                                 line=dict(width=0.5 if filled else 1.5)))
+        fig.add_trace(
+            go.Contour(
+                **common,
+                coloraxis="coloraxis",
+                autocontour=False,
+                name=describe(surface).title,
+                contours=dict(start=start, end=end, size=size, coloring="fill" if filled else "lines"),
+                line=dict(width=0.5 if filled else 1.5),
+            )
+        )
     _add_center(fig, x, y, options)
     fig.update_layout(coloraxis=_coloraxis(options, crange), **_PLANE_AXES)
     return fig
@@ -197,9 +239,17 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     """Each grid point as a cell coloured by its value, with θ* marked."""
     x, y = _grid(surface)
     crange = _display_range(surface, options)
-    fig = go.Figure(go.Heatmap(x=x, y=y, z=displayed(surface, options), coloraxis="coloraxis",
-                               name=surface_title(surface), customdata=metric_values(surface, options.metric),
-                               hovertemplate=_hover(options.metric)))
+    fig = go.Figure(
+        go.Heatmap(
+            x=x,
+            y=y,
+            z=displayed(surface, options),
+            coloraxis="coloraxis",
+            name=describe(surface).title,
+            customdata=metric_values(surface, options.metric),
+            hovertemplate=_hover(options.metric),
+        )
+    )
     _add_center(fig, x, y, options)
     fig.update_layout(coloraxis=_coloraxis(options, crange), **_PLANE_AXES)
     return fig
@@ -209,8 +259,9 @@ def curve_figure(surface: Surface, options: PlotOptions, metrics: Sequence[str] 
     """Losses on the left axis and accuracies (dashed) on the right along α; a 2D surface gives its row nearest
     β = 0. `options.log` and `options.clip` apply to the losses; `options.zrange` fixes the loss axis range."""
     metrics = list(metrics or metric_order(surface.metrics))
-    row = None if surface.ndim == 1 else int(np.argmin(np.abs(surface.ycoordinates)))
-    title = surface_title(surface) + ("" if row is None else f" (β = {surface.ycoordinates[row]:g})")
+    ys = surface.ycoordinates
+    row = None if ys is None else int(np.argmin(np.abs(ys)))
+    title = describe(surface).title + ("" if ys is None or row is None else f" (β = {ys[row]:g})")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     losses = []
     for m in metrics:
@@ -220,14 +271,21 @@ def curve_figure(surface: Surface, options: PlotOptions, metrics: Sequence[str] 
         values = values if row is None else values[row]
         if not is_acc:
             losses.append(values)
-        fig.add_trace(go.Scatter(x=surface.xcoordinates, y=values, name=metric_label(m), mode="lines",
-                                 line=dict(color=_SPLIT_COLORS.get(split), dash="dash" if is_acc else "solid")),
-                      secondary_y=is_acc)
+        fig.add_trace(
+            go.Scatter(
+                x=surface.xcoordinates,
+                y=values,
+                name=metric_label(m),
+                mode="lines",
+                line=dict(color=_SPLIT_COLORS.get(split), dash="dash" if is_acc else "solid"),
+            ),
+            secondary_y=is_acc,
+        )
     loss_range = options.zrange
     finite = np.concatenate([v[np.isfinite(v)] for v in losses] + [np.empty(0)])
     if loss_range is None and options.clip is not None and finite.size:
         loss_range = (float(finite.min()), options.clip)
-    loss_axis = dict(title_text="loss", type="log" if options.log else "linear")
+    loss_axis: dict[str, Any] = dict(title_text="loss", type="log" if options.log else "linear")
     if loss_range is not None:
         loss_axis["range"] = [math.log10(v) for v in loss_range] if options.log else list(loss_range)
     fig.update_yaxes(secondary_y=False, **loss_axis)
@@ -239,23 +297,32 @@ def curve_figure(surface: Surface, options: PlotOptions, metrics: Sequence[str] 
     return fig
 
 
-def compare_figure(surfaces: Sequence[Surface], kind: str, options: PlotOptions,
-                   titles: Sequence[str] | None = None) -> go.Figure:
+def compare_figure(
+    surfaces: Sequence[Surface], kind: str, options: PlotOptions, titles: Sequence[str] | None = None
+) -> go.Figure:
     """Surfaces side by side in one figure on one colour axis (one colour bar) over their common range, with the
     same z (3D) or loss (1D) range, so that equal colours and heights mean equal values."""
     if kind not in KINDS:
         raise LandscapeError(f"unknown figure kind '{kind}': use {', '.join(KINDS)}")
     if options.zrange is None:
-        metrics = [m for m in surfaces[0].metrics if m.endswith("_loss") and all(m in s.values for s in surfaces)
-                   ] if kind == "1d" else [options.metric]
+        metrics = (
+            [m for m in surfaces[0].metrics if m.endswith("_loss") and all(m in s.values for s in surfaces)]
+            if kind == "1d"
+            else [options.metric]
+        )
         if metrics:
             options = replace(options, zrange=value_range(surfaces, options, metrics))
     panels = [figure(s, kind, options) for s in surfaces]
     n = len(panels)
     spec = {"type": "scene"} if kind == "surface" else {"secondary_y": True} if kind == "1d" else {}
-    fig = make_subplots(rows=1, cols=n, specs=[[spec] * n], horizontal_spacing=0.08,
-                        subplot_titles=list(titles or [surface_title(s) for s in surfaces]),
-                        shared_yaxes=kind in ("contour", "filled", "heatmap"))
+    fig = make_subplots(
+        rows=1,
+        cols=n,
+        specs=[[spec] * n],
+        horizontal_spacing=0.08,
+        subplot_titles=list(titles or [describe(s).title for s in surfaces]),
+        shared_yaxes=kind in ("contour", "filled", "heatmap"),
+    )
     for col, panel in enumerate(panels, start=1):
         for trace in panel.data:
             trace.showlegend = trace.showlegend if col == 1 else False
@@ -277,8 +344,13 @@ def compare_figure(surfaces: Sequence[Surface], kind: str, options: PlotOptions,
     return fig
 
 
-def paper_layout(fig: go.Figure, width: str | float = "column", height: float | None = None,
-                 font_family: str = SERIF, font_size: float = 8) -> go.Figure:
+def paper_layout(
+    fig: go.Figure,
+    width: str | float = "column",
+    height: float | None = None,
+    font_family: str = SERIF,
+    font_size: float = 8,
+) -> go.Figure:
     """A copy of `fig` sized for a paper: width 'column' (3.25 in), 'page' (6.75 in) or inches; height in inches
     (default 0.8 x width for one panel, 0.42 x width for more); fonts in points, serif like LaTeX's text."""
     inches = PAPER_WIDTHS.get(width) if isinstance(width, str) else float(width)
@@ -289,9 +361,13 @@ def paper_layout(fig: go.Figure, width: str | float = "column", height: float | 
     px = font_size * PX_PER_INCH / 72
     out = go.Figure(fig)
     top = 2.5 if out.layout.title.text or panels > 1 else 1
-    out.update_layout(template="simple_white", width=round(inches * PX_PER_INCH),
-                      height=round(height * PX_PER_INCH), font=dict(family=font_family, size=px, color="black"),
-                      margin=dict(l=round(4.5 * px), r=round(px), t=round(top * px), b=round(3.5 * px)))
+    out.update_layout(
+        template="simple_white",
+        width=round(inches * PX_PER_INCH),
+        height=round(height * PX_PER_INCH),
+        font=dict(family=font_family, size=px, color="black"),
+        margin=dict(l=round(4.5 * px), r=round(px), t=round(top * px), b=round(3.5 * px)),
+    )
     out.update_annotations(font_size=px)
     out.update_coloraxes(colorbar_thickness=round(1.2 * px))
     return out
@@ -307,7 +383,7 @@ def _axis_json(axis: go.layout.YAxis) -> dict:
 
 
 def _grid(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
-    if surface.ndim != 2:
+    if surface.ycoordinates is None:
         raise LandscapeError(f"{surface.path} is a 1D surface: draw it with kind '1d'")
     return surface.xcoordinates, surface.ycoordinates
 
@@ -326,9 +402,10 @@ def _display_range(surface: Surface, options: PlotOptions) -> tuple[float, float
 
 
 def _coloraxis(options: PlotOptions, crange: tuple[float, float] | None) -> dict:
-    axis = dict(colorscale=options.colorscale,
-                colorbar=dict(title=dict(text=metric_label(options.metric), side="right"),
-                              **_log_ticks(crange, options.log)))
+    axis: dict[str, Any] = dict(
+        colorscale=options.colorscale,
+        colorbar=dict(title=dict(text=metric_label(options.metric), side="right"), **_log_ticks(crange, options.log)),
+    )
     if crange is not None:
         axis.update(cmin=crange[0], cmax=crange[1])
     return axis
@@ -342,12 +419,12 @@ def _log_ticks(crange: tuple[float, float] | None, log: bool) -> dict:
     lo, hi = crange
     values: list[float] = []
     for mantissas in (range(1, 10), (1, 2, 5), (1,)):
-        values = [m * 10.0 ** e for e in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
+        values = [m * 10.0**e for e in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
         values = [float(f"{v:.6g}") for v in values if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
         if 2 <= len(values) <= 7:
             break
     if len(values) < 2:
-        values = [float(f"{10 ** lo:.3g}"), float(f"{10 ** hi:.3g}")]
+        values = [float(f"{10**lo:.3g}"), float(f"{10**hi:.3g}")]
     return dict(tickvals=[math.log10(v) for v in values], ticktext=[f"{v:g}" for v in values])
 
 
@@ -368,8 +445,11 @@ def _levels(options: PlotOptions, crange: tuple[float, float] | None) -> tuple[f
     raw = (hi - lo) / AUTO_LEVELS
     exponent = 10.0 ** math.floor(math.log10(raw))
     size = next(m * exponent for m in (1, 2, 2.5, 5, 10) if m * exponent >= raw * (1 - 1e-9))
-    return (round(math.ceil(lo / size - 1e-9) * size, 12), round(math.floor(hi / size + 1e-9) * size, 12),
-            round(size, 12))
+    return (
+        round(math.ceil(lo / size - 1e-9) * size, 12),
+        round(math.floor(hi / size + 1e-9) * size, 12),
+        round(size, 12),
+    )
 
 
 def _color_at(options: PlotOptions, crange: tuple[float, float] | None, level: float) -> str:
@@ -383,17 +463,23 @@ def _hover(metric: str) -> str:
     return f"α=%{{x:.3g}}<br>β=%{{y:.3g}}<br>{metric_label(metric)}=%{{customdata:.5g}}<extra></extra>"
 
 
-
-
 def _contains_origin(x: np.ndarray, y: np.ndarray) -> bool:
     return bool(x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max())
 
 
 def _add_center(fig: go.Figure, x: np.ndarray, y: np.ndarray, options: PlotOptions) -> None:
     if options.mark_center and _contains_origin(x, y):
-        fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name=CENTER_NAME, showlegend=False,
-                                 marker=dict(symbol="x", size=9, color="white", line=dict(color="black", width=1)),
-                                 hovertemplate=f"{CENTER_NAME} (α = 0, β = 0)<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0],
+                y=[0.0],
+                mode="markers",
+                name=CENTER_NAME,
+                showlegend=False,
+                marker=dict(symbol="x", size=9, color="white", line=dict(color="black", width=1)),
+                hovertemplate=f"{CENTER_NAME} (α = 0, β = 0)<extra></extra>",
+            )
+        )
 
 
 def _at_origin(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""A results folder: the surface files under one directory, addressed by their paths relative to it.
+"""A results folder: the surface files under one directory, addressed by their paths relative to it, and
+`describe`, how a surface is named wherever it is shown.
 
 What the app browses. A name that leads outside the folder (`..`, an absolute path, a symbolic link pointing
 elsewhere) is refused, and every failure to read a file, however foreign or broken, is one `LandscapeError`.
@@ -7,12 +8,17 @@ elsewhere) is refused, and every failure to read a file, however foreign or brok
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .directions import DirectionSpec
 from .errors import LandscapeError
 from .storage import Surface, read_surface
 
 SUFFIXES = (".h5", ".hdf5")
+COLUMNS = ("model", "grid", "data", "completion")  # of a table of surfaces: `Description.columns`
 
 
 def list_files(root: str | Path) -> list[str]:
@@ -52,25 +58,107 @@ def load(root: str | Path, name: str) -> Surface:
     except LandscapeError as e:
         raise LandscapeError(str(e).replace(str(path), name)) from None
     except (OSError, KeyError, ValueError, TypeError) as e:  # HDF5 damage or a foreign layout found while reading
-        raise LandscapeError(f"{name} is not a readable surface file ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise LandscapeError(
+            f"{name} is not a readable surface file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from None
 
 
-def summary(surface: Surface) -> dict[str, str]:
-    """Model, grid, data and completion of a surface, as short strings for a table."""
-    spec = surface.spec
+@dataclass(frozen=True, kw_only=True)
+class Description:
+    """A surface named in short strings: the one naming of `landscape info`, the app and the figure titles.
+
+    title: the file's stem (figure and panel titles). label: the model and the file (a row of `landscape compare`).
+    kind: what the file is. model: the architecture, else the checkpoint's file name. checkpoint: its path and
+    sha256. directions: one line per axis. sessions: the recorded sessions, or why they cannot be read. A file
+    of the paper's code records no spec: its fields say so, and checkpoint, evaluation and directions are empty.
+    """
+
+    title: str
+    label: str
+    kind: str
+    model: str
+    checkpoint: str | None
+    data: str
+    directions: dict[str, str]
+    evaluation: str | None
+    grid: str
+    completion: str
+    sessions: str | None
+
+    def columns(self) -> dict[str, str]:
+        """The columns of a table of surfaces (`COLUMNS`)."""
+        return {"model": self.model, "grid": self.grid, "data": self.data, "completion": self.completion}
+
+    def fields(self) -> dict[str, str]:
+        """Every field the file records, labelled, in the order `landscape info` prints them."""
+        model = self.model if self.checkpoint is None else f"{self.model} from {self.checkpoint}"
+        out = {"model": model, "data": self.data}
+        out.update({f"{axis} direction": text for axis, text in self.directions.items()})
+        if self.evaluation is not None:
+            out["evaluation"] = self.evaluation
+        return {**out, "grid": self.grid, "completion": self.completion}
+
+
+def describe(surface: Surface) -> Description:
+    """Name a surface: model, data, directions, evaluation, grid, completion (see `Description`)."""
+    spec = surface.surface_spec
     x, y = surface.xcoordinates, surface.ycoordinates
-    grid = f"{x[0]:g}..{x[-1]:g} ({len(x)})" + ("" if y is None else f" × {y[0]:g}..{y[-1]:g} ({len(y)})")
-    if surface.legacy:
-        model, data = "(paper's code: not recorded)", "(not recorded)"
+    if spec is None:
+        return Description(
+            title=Path(surface.path).stem,
+            label=Path(surface.path).name,
+            kind="surface file of the paper's original code (no spec recorded)",
+            model="(paper's code: not recorded)",
+            checkpoint=None,
+            data="(not recorded)",
+            directions={},
+            evaluation=None,
+            grid=_grid(x, y),
+            completion=_completion(surface),
+            sessions=_sessions(surface),
+        )
+    ckpt, data = spec.checkpoint, spec.data
+    model = ckpt.arch or Path(ckpt.path).name
+    images = f"{data.subset} images (seed {data.seed})" if data.subset else "all images"
+    return Description(
+        title=Path(surface.path).stem,
+        label=f"{model} ({Path(surface.path).name})",
+        kind="landscape surface",
+        model=model,
+        checkpoint=ckpt.path + (f" (sha256 {ckpt.sha256[:12]})" if ckpt.sha256 else ""),
+        data=f"{data.name} {data.split}, {images}",
+        directions={axis: _direction(d) for axis, d in (("x", spec.x), ("y", spec.y)) if d},
+        evaluation=f"{spec.evaluation.precision}, BatchNorm {spec.evaluation.bn}",
+        grid=_grid(x, y),
+        completion=_completion(surface),
+        sessions=_sessions(surface),
+    )
+
+
+def _grid(x: np.ndarray, y: np.ndarray | None) -> str:
+    return f"x {x[0]:g}..{x[-1]:g} ({len(x)})" + ("" if y is None else f", y {y[0]:g}..{y[-1]:g} ({len(y)})")
+
+
+def _completion(surface: Surface) -> str:
+    return f"{surface.completion:.1%} ({int(surface.computed.sum())}/{surface.computed.size})"
+
+
+def _direction(d: DirectionSpec) -> str:
+    if d.kind == "random":
+        what = f"random seed {d.seed}, norm {d.norm}, ignore {d.ignore}"
     else:
-        ckpt, d = spec.get("checkpoint") or {}, spec.get("data") or {}
-        model = str(ckpt.get("arch") or Path(str(ckpt.get("path", "?"))).name)
-        data = " ".join(str(v) for v in (d.get("name"), d.get("split")) if v)
-        data += f", {d['subset']} images" if d.get("subset") else ", all images"
-    done = int(surface.computed.sum())
-    return {"model": model, "grid": grid, "data": data,
-            "completion": f"{surface.completion:.0%} ({done}/{surface.computed.size})"}
+        what = f"target {d.target}" if d.kind == "target" else f"from {d.source}"
+    return f"{what} ({d.dir_type})"
+
+
+def _sessions(surface: Surface) -> str | None:
+    if surface.runs_error:
+        return surface.runs_error
+    if not surface.runs:
+        return None
+    last = surface.runs[-1]
+    return f"{len(surface.runs)} recorded, the last started {last.get('started', '?')} on {last.get('device', '?')}"
 
 
 def file_stamp(root: str | Path, name: str) -> tuple[int, int]:

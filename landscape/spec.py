@@ -20,10 +20,10 @@ from .evaluate import EvalSpec
 from .grid import GridSpec
 
 # Spec fields that describe where things were, not what was computed: a resume may differ in them.
-_NOT_IDENTITY = {("checkpoint", "path"), ("x", "target"), ("y", "target"), ("data", "root"), ("data", "download")}
+_NOT_COMPARED = {("checkpoint", "path"), ("x", "target"), ("y", "target"), ("data", "root"), ("data", "download")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckpointSpec:
     """The trained model θ*: a checkpoint file, and its arch / classes / normalization where it does not say."""
 
@@ -35,7 +35,7 @@ class CheckpointSpec:
     sha256: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SurfaceSpec:
     """Everything that defines a surface; stored as JSON in the file's `spec` attribute."""
 
@@ -64,7 +64,7 @@ class SurfaceSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "SurfaceSpec":
+    def from_dict(cls, d: Any) -> SurfaceSpec:
         """Rebuild a spec read back from JSON; a `LandscapeError` naming the field for anything mistyped."""
         spec = _from_dict(cls, d, "spec")
         assert isinstance(spec, SurfaceSpec)
@@ -91,8 +91,9 @@ def _from_dict(cls: Any, value: Any, where: str) -> Any:
         missing = [n for n, f in fields.items() if n not in value and f.default is dataclasses.MISSING]
         if missing:
             raise LandscapeError(f"{where} lacks {', '.join(missing)}")
-        return cls(**{name: _from_dict(hints[name], value[name], f"{where}.{name}") for name in fields
-                      if name in value})
+        return typing.cast(Any, cls)(
+            **{name: _from_dict(hints[name], value[name], f"{where}.{name}") for name in fields if name in value}
+        )
     if origin is tuple:
         if not isinstance(value, list) or len(value) > 64:
             raise LandscapeError(f"{where} should be a short list, not {_kind(value)}")
@@ -119,12 +120,13 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) < 30 else text[:27] + '...'}"
 
 
-def identity(spec: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a spec that decide the numbers (paths may move, contents may not)."""
+def comparable_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec dict without the fields a resume may change (paths may move, contents may not): the fields that
+    decide the numbers, to compare with `spec_differences`."""
     out = {}
     for section, value in spec.items():
         if isinstance(value, dict):
-            out[section] = {k: v for k, v in value.items() if (section, k) not in _NOT_IDENTITY}
+            out[section] = {k: v for k, v in value.items() if (section, k) not in _NOT_COMPARED}
         else:
             out[section] = value
     return out

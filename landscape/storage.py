@@ -22,9 +22,10 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 from .directions import Direction
 from .errors import LandscapeError
 from .grid import MAX_POINTS
+from .spec import SurfaceSpec
 
 FORMAT = "landscape-surface"
 FORMAT_VERSION = 2  # 2: provenance in the preallocated `runs` dataset; 1: in a `runs` attribute (still read)
@@ -46,7 +48,11 @@ MAX_DIRECTION_VALUES = 2_000_000_000
 
 @dataclass
 class Surface:
-    """A surface read from a file: coordinates, metric arrays ([j, i] = f(x[i], y[j]); (nx,) in 1D) and the spec."""
+    """A surface read from a file: coordinates, metric arrays ([j, i] = f(x[i], y[j]); (nx,) in 1D) and the spec.
+
+    `spec` is the stored JSON as a dict (what `landscape info --json` prints); `surface_spec` the same as typed
+    settings, for everything that reads it.
+    """
 
     path: str
     spec: dict[str, Any]
@@ -57,6 +63,11 @@ class Surface:
     runs: list[dict[str, Any]] = field(default_factory=list)
     legacy: bool = False
     runs_error: str | None = None  # why the provenance could not be read (the results still were)
+
+    @property
+    def surface_spec(self) -> SurfaceSpec | None:
+        """The spec as a `SurfaceSpec`; None for a file of the paper's code, which records none."""
+        return None if self.legacy else SurfaceSpec.from_dict(self.spec)
 
     @property
     def ndim(self) -> int:
@@ -79,9 +90,16 @@ def metric_names(splits: list[str] | tuple[str, ...]) -> list[str]:
     return [f"{split}_{metric}" for split in splits for metric in METRICS]
 
 
-def create_surface_file(path: str | Path, spec: dict[str, Any], run: dict[str, Any], shape: tuple[int, ...],
-                        coordinates: list[np.ndarray], splits: list[str] | tuple[str, ...],
-                        directions: dict[str, Direction], indices: dict[str, np.ndarray]) -> None:
+def create_surface_file(
+    path: str | Path,
+    spec: dict[str, Any],
+    run: dict[str, Any],
+    shape: tuple[int, ...],
+    coordinates: list[np.ndarray],
+    splits: list[str] | tuple[str, ...],
+    directions: dict[str, Direction],
+    indices: dict[str, np.ndarray],
+) -> None:
     """Write a new, empty surface file atomically (a temporary file renamed into place).
 
     Call it holding `writer_lock(path)`: temporary files of earlier runs killed while creating it are removed.
@@ -133,8 +151,10 @@ def writer_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LandscapeError(f"{path} is being written by another process (pid {owner}): wait for it to "
-                                 "finish, or choose another --out") from None
+            raise LandscapeError(
+                f"{path} is being written by another process (pid {owner}): wait for it to "
+                "finish, or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -195,8 +215,10 @@ def append_run(path: str | Path, run: dict[str, Any]) -> None:
             if "runs" not in f:
                 needed = RUN_SLOTS * RUN_BYTES + (16 << 20)
                 if shutil.disk_usage(path.parent).free < needed:
-                    raise LandscapeError(f"cannot record this run in {path}: less than {needed >> 20} MB free on "
-                                         "its disk (the results are untouched)")
+                    raise LandscapeError(
+                        f"cannot record this run in {path}: less than {needed >> 20} MB free on "
+                        "its disk (the results are untouched)"
+                    )
                 _create_runs(f, {"n": 0, "note": "file of format 1: earlier sessions are in the runs attribute"})
             slots = _dataset(f, "runs", path, RUN_SLOTS)
             if slots.shape != (RUN_SLOTS,) or slots.dtype != np.dtype(f"S{RUN_BYTES}"):
@@ -231,17 +253,31 @@ def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], st
         return [], f"unreadable runs ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
 
 
-def write_points(path: str | Path, flat_indices: np.ndarray, results: np.ndarray,
-                 splits: list[str] | tuple[str, ...]) -> None:
-    """Store results[k, split, metric] at the flat grid indices, then mark them computed (all in place)."""
+def write_points(path: str | Path, flat_indices: np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """Store values[name][k] in the file's array `name` at flat grid index flat_indices[k] for every k, then mark
+    those points computed (all in place). `values` must name exactly the file's metric arrays (`metric_names`)."""
+    flat_indices = np.asarray(flat_indices).reshape(-1)
     try:
         with _open(path, "r+") as f:
             shape = f["computed"].shape
-            for k, flat in enumerate(flat_indices):
-                where = np.unravel_index(int(flat), shape)
-                for s, split in enumerate(splits):
-                    for m, metric in enumerate(METRICS):
-                        f[f"{split}_{metric}"][where] = results[k, s, m]
+            stored = [name for name in f if name.endswith(tuple(f"_{metric}" for metric in METRICS))]
+            unknown = sorted(set(values) - set(stored))
+            if unknown:
+                raise LandscapeError(
+                    f"cannot write {path}: it has no metric '{unknown[0]}' (it holds {', '.join(stored)})"
+                )
+            missing = sorted(set(stored) - set(values))
+            if missing:
+                raise LandscapeError(f"cannot write {path}: no values given for {', '.join(missing)}")
+            for name, array in values.items():
+                if np.shape(array) != flat_indices.shape:
+                    raise LandscapeError(
+                        f"cannot write {path}: {name} holds {np.shape(array)} values for {len(flat_indices)} points"
+                    )
+            for name, array in values.items():
+                dataset = f[name]
+                for flat, value in zip(flat_indices, np.asarray(array, dtype=np.float64), strict=True):
+                    dataset[np.unravel_index(int(flat), shape)] = value
             f.flush()
             for flat in flat_indices:
                 f["computed"][np.unravel_index(int(flat), shape)] = 1
@@ -264,14 +300,18 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
         names = sorted(group)
         if names != sorted(like):
             missing, extra = sorted(set(like) - set(names)), sorted(set(names) - set(like))
-            raise LandscapeError(f"the {axis} direction in {path} does not fit the model: missing "
-                                 f"{', '.join(missing[:3]) or 'none'}; unexpected {', '.join(extra[:3]) or 'none'}")
+            raise LandscapeError(
+                f"the {axis} direction in {path} does not fit the model: missing "
+                f"{', '.join(missing[:3]) or 'none'}; unexpected {', '.join(extra[:3]) or 'none'}"
+            )
         out = {}
         for name in names:
             ds = _dataset(group, name, path, MAX_DIRECTION_VALUES)
             if ds.shape != tuple(like[name].shape):
-                raise LandscapeError(f"the {axis} direction in {path} has shape {ds.shape} for {name}, the model "
-                                     f"{tuple(like[name].shape)}")
+                raise LandscapeError(
+                    f"the {axis} direction in {path} has shape {ds.shape} for {name}, the model "
+                    f"{tuple(like[name].shape)}"
+                )
             out[name] = torch.from_numpy(np.asarray(ds[()]))
         return out
 
@@ -312,8 +352,7 @@ def read_surface(path: str | Path) -> Surface:
         if computed.shape != shape:
             raise LandscapeError(f"{path} is damaged: computed has shape {computed.shape}, the grid {shape}")
         runs, runs_error = _read_runs(f, path)
-        return Surface(str(path), spec, x, y, values, np.asarray(computed[()], dtype=bool), runs,
-                       runs_error=runs_error)
+        return Surface(str(path), spec, x, y, values, np.asarray(computed[()], dtype=bool), runs, runs_error=runs_error)
 
 
 def _read_spec(f: h5py.File, path: str | Path) -> dict[str, Any]:

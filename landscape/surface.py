@@ -10,8 +10,9 @@ import datetime
 import json
 import platform
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,13 +20,32 @@ import torch
 from . import __version__
 from .checkpoints import Checkpoint, build_model, file_sha256, load_checkpoint
 from .data import DEFAULT_NORMALIZATION, load_split, resolve_root
-from .directions import (Direction, DirectionSpec, center_of, direction_names,
-                         normalize_direction, random_direction, target_direction)
+from .directions import (
+    Direction,
+    DirectionSpec,
+    center_of,
+    direction_names,
+    normalize_direction,
+    random_direction,
+    target_direction,
+)
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, RunOptions
-from .spec import CheckpointSpec, SurfaceSpec, identity, spec_differences  # noqa: F401 (re-exported)
-from .storage import (Surface, append_run, create_surface_file, is_surface_file, metric_names, read_computed,
-                      read_directions, read_indices, read_spec, read_surface, writer_lock, write_points)
+from .spec import CheckpointSpec, SurfaceSpec, comparable_fields, spec_differences  # noqa: F401 (re-exported)
+from .storage import (
+    Surface,
+    append_run,
+    create_surface_file,
+    is_surface_file,
+    metric_names,
+    read_computed,
+    read_directions,
+    read_indices,
+    read_spec,
+    read_surface,
+    write_points,
+    writer_lock,
+)
 
 
 def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
@@ -34,46 +54,66 @@ def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
     dataset = meta.get("dataset", spec.data.name)
     default_mean, default_std = DEFAULT_NORMALIZATION.get(spec.data.name, DEFAULT_NORMALIZATION["cifar10"])
     ckpt = dataclasses.replace(
-        spec.checkpoint, sha256=checkpoint.sha256, arch=spec.checkpoint.arch or meta.get("arch"),
+        spec.checkpoint,
+        sha256=checkpoint.sha256,
+        arch=spec.checkpoint.arch or meta.get("arch"),
         num_classes=spec.checkpoint.num_classes or meta.get("num_classes"),
         mean=tuple(spec.checkpoint.mean or meta.get("mean") or default_mean),
-        std=tuple(spec.checkpoint.std or meta.get("std") or default_std))
+        std=tuple(spec.checkpoint.std or meta.get("std") or default_std),
+    )
     if dataset != spec.data.name:
-        raise LandscapeError(f"{checkpoint.path} was trained on {str(dataset)[:40]!r}, but --dataset is "
-                             f"{spec.data.name}")
+        raise LandscapeError(
+            f"{checkpoint.path} was trained on {str(dataset)[:40]!r}, but --dataset is {spec.data.name}"
+        )
     resolved = dataclasses.replace(spec, checkpoint=ckpt)
     for axis in ("x", "y"):
         d = getattr(spec, axis)
         if d is not None and d.kind == "target":
             if not Path(d.target).is_file():
                 raise LandscapeError(f"target checkpoint not found: {d.target}")
-            resolved = dataclasses.replace(resolved, **{axis: dataclasses.replace(d, target_sha256=file_sha256(d.target))})
+            resolved = dataclasses.replace(
+                resolved, **{axis: dataclasses.replace(d, target_sha256=file_sha256(d.target))}
+            )
     return resolved
 
 
 def run_record(options: RunOptions, device: torch.device) -> dict[str, Any]:
     """The environment and options of one session working on a file."""
-    return {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "landscape": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "host": socket.gethostname(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-            "options": dataclasses.asdict(options)}
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "landscape": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "options": dataclasses.asdict(options),
+    }
 
 
 def build_direction(spec: DirectionSpec, model: torch.nn.Module, center: Direction) -> Direction:
     if spec.kind == "random":
         return normalize_direction(random_direction(center, spec.seed), center, spec.norm, spec.ignore)
     if spec.kind == "target":
+        assert spec.target is not None  # DirectionSpec.validate
         target = load_checkpoint(spec.target)
         return target_direction(center, target.state_dict)
+    assert spec.source is not None  # DirectionSpec.validate
     return read_directions(spec.source, spec.source_axis, like=center)
 
 
 Progress = Callable[[int, int], None]
 
 
-def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = RunOptions(), *,
-                    overwrite: bool = False, progress: Progress | None = None) -> Surface:
+def compute_surface(
+    spec: SurfaceSpec,
+    out: str | Path,
+    options: RunOptions = RunOptions(),
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Surface:
     """Compute the surface into `out`, resuming a file of the same spec; returns the surface read back.
 
     `progress(done, total)` is called after each batch of points. An existing file with another spec is
@@ -95,20 +135,30 @@ def compute_surface(spec: SurfaceSpec, out: str | Path, options: RunOptions = Ru
         return _compute_locked(spec, model, out, options, overwrite, progress)
 
 
-def _compute_locked(spec: SurfaceSpec, model: torch.nn.Module, out: Path, options: RunOptions, overwrite: bool,
-                    progress: Progress | None) -> Surface:
+def _compute_locked(
+    spec: SurfaceSpec,
+    model: torch.nn.Module,
+    out: Path,
+    options: RunOptions,
+    overwrite: bool,
+    progress: Progress | None,
+) -> Surface:
     device = torch.device(options.device)
     spec_dict = json.loads(json.dumps(spec.to_dict()))  # as stored: tuples become lists
     resume = out.exists() and not overwrite
     if resume:
         if not is_surface_file(out):
-            raise LandscapeError(f"{out} exists and is not a landscape surface file: "
-                                 "pass --overwrite to replace it, or choose another --out")
+            raise LandscapeError(
+                f"{out} exists and is not a landscape surface file: "
+                "pass --overwrite to replace it, or choose another --out"
+            )
         stored = read_spec(out)
-        differences = spec_differences(identity(spec_dict), identity(stored))
+        differences = spec_differences(comparable_fields(spec_dict), comparable_fields(stored))
         if differences:
-            raise LandscapeError(f"{out} holds a different surface: {'; '.join(differences[:4])}. "
-                                 "Pass --overwrite to replace it, or choose another --out")
+            raise LandscapeError(
+                f"{out} holds a different surface: {'; '.join(differences[:4])}. "
+                "Pass --overwrite to replace it, or choose another --out"
+            )
         _check_layout(read_surface(out), spec)
 
     names = direction_names(model, spec.x.dir_type)
@@ -130,8 +180,16 @@ def _compute_locked(spec: SurfaceSpec, model: torch.nn.Module, out: Path, option
         if bn_set is not None:
             stored_indices["bn"] = bn_set.indices
         coordinates = [spec.grid.x.coordinates()] + ([spec.grid.y.coordinates()] if spec.grid.y else [])
-        create_surface_file(out, spec_dict, run_record(options, device), spec.grid.shape, coordinates,
-                            spec.data.splits, directions, stored_indices)
+        create_surface_file(
+            out,
+            spec_dict,
+            run_record(options, device),
+            spec.grid.shape,
+            coordinates,
+            spec.data.splits,
+            directions,
+            stored_indices,
+        )
 
     coefficients = spec.grid.coefficients()
     todo = np.flatnonzero(~read_computed(out).ravel())
@@ -143,12 +201,21 @@ def _compute_locked(spec: SurfaceSpec, model: torch.nn.Module, out: Path, option
         return read_surface(out)
     if resume:  # a session that computes points is recorded; one that finds nothing to do is not
         append_run(out, run_record(options, device))
-    evaluator = PointEvaluator(model, center, [directions[a] for a in axes], datasets, spec.checkpoint.mean,
-                               spec.checkpoint.std, spec.evaluation, options, bn_set)
+    assert spec.checkpoint.mean is not None and spec.checkpoint.std is not None  # resolve_spec fills them in
+    evaluator = PointEvaluator(
+        model,
+        center,
+        [directions[a] for a in axes],
+        datasets,
+        spec.checkpoint.mean,
+        spec.checkpoint.std,
+        spec=spec.evaluation,
+        options=options,
+        bn_set=bn_set,
+    )
     for start in range(0, len(todo), options.points_per_pass):
-        chunk = todo[start:start + options.points_per_pass]
-        results = evaluator.evaluate(coefficients[chunk])
-        write_points(out, chunk, results, spec.data.splits)
+        chunk = todo[start : start + options.points_per_pass]
+        write_points(out, chunk, evaluator.evaluate(coefficients[chunk]))
         done += len(chunk)
         if progress:
             progress(done, total)
@@ -159,8 +226,9 @@ def _check_layout(surface: Surface, spec: SurfaceSpec) -> None:
     """A file resumed must hold the arrays of this grid and these splits, or points would land in wrong places."""
     coordinates = [spec.grid.x.coordinates()] + ([spec.grid.y.coordinates()] if spec.grid.y else [])
     stored = [surface.xcoordinates] + ([surface.ycoordinates] if surface.ycoordinates is not None else [])
-    if len(stored) != len(coordinates) or any(a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-12)
-                                              for a, b in zip(stored, coordinates)):
+    if len(stored) != len(coordinates) or any(
+        a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(stored, coordinates)
+    ):
         raise LandscapeError(f"{surface.path} is damaged: its coordinates are not those of its spec's grid")
     missing = [n for n in metric_names(spec.data.splits) if n not in surface.values]
     if missing:

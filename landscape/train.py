@@ -16,9 +16,10 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -30,11 +31,14 @@ from . import __version__
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer, subset_indices
 from .errors import LandscapeError
-from .hardware import describe as describe_hardware, resolve_precision
+from .evaluate import loss_and_accuracy, normalize
+from .hardware import PRECISIONS, autocast, resolve_device, resolve_precision
+from .hardware import describe as describe_hardware
 from .models import create_model
 
 SCHEDULES = ("onecycle", "cosine")
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+TRAIN_PRECISIONS = ("auto", *PRECISIONS)
+EVAL_BATCH_SIZE = 500  # images per forward pass in the evaluations after each epoch and at the end
 # Fields of a run's recipe that may change when it is resumed: they do not change what is optimized.
 RESUMABLE_CHANGES = ("precision",)
 
@@ -98,32 +102,25 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def evaluate(model: nn.Module, data: ImageSet, scale: torch.Tensor, shift: torch.Tensor, precision: str,
-             memory_format: torch.memory_format, batch_size: int = 500) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) in eval mode."""
-    model.eval()
-    loss, correct = 0.0, 0
-    with torch.no_grad(), _autocast(precision, data.images.device):
-        for s in range(0, len(data), batch_size):
-            x = (data.images[s:s + batch_size].float() * scale + shift).contiguous(memory_format=memory_format)
-            y = data.labels[s:s + batch_size]
-            logits = model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-    return loss / len(data), 100.0 * correct / len(data)
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def num_classes(dataset: str) -> int:
+    """Classes of a dataset that can be trained on: 100 for cifar100, 10 otherwise."""
+    return 100 if dataset == "cifar100" else 10
 
 
 Progress = Callable[[dict[str, Any]], None]
 BatchCallback = Callable[[int, int, int, Callable[[], tuple[float, float]]], None]
 
 
-def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
-          overwrite: bool = False, progress: Progress | None = None,
-          on_batch: BatchCallback | None = None) -> dict[str, Any]:
+def train(
+    spec: TrainSpec,
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_batch: BatchCallback | None = None,
+) -> dict[str, Any]:
     """Train `spec.arch` on CIFAR; returns the final checkpoint's metadata.
 
     Refuses a folder that holds a finished run (unless `overwrite`) or an unfinished one (unless `resume` or
@@ -133,29 +130,32 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
     last good epoch's state.
     """
     spec.validate()
+    dev = resolve_device(device)
     out_dir = Path(out_dir)
     state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         if final_path.exists():
             raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
         if not resume:
-            raise LandscapeError(f"{out_dir} holds an unfinished run: pass --resume to continue it "
-                                 "or --overwrite to start again")
+            raise LandscapeError(
+                f"{out_dir} holds an unfinished run: pass --resume to continue it or --overwrite to start again"
+            )
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
     torch.manual_seed(spec.seed)
-    model = create_model(spec.arch, num_classes=100 if spec.data.name == "cifar100" else 10).to(dev)
+    model = create_model(spec.arch, num_classes=num_classes(spec.data.name)).to(dev)
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": spec.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=spec.lr, momentum=spec.momentum, nesterov=True)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=True,
+    )
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
     spec_dict = json.loads(json.dumps(dataclasses.asdict(spec)))
@@ -164,11 +164,14 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
     if state_path.exists():
         state = torch.load(state_path, map_location=dev, weights_only=True)
         stored = json.loads(state["spec"])
-        changed = sorted(k for k in set(stored) | set(spec_dict)
-                         if k not in RESUMABLE_CHANGES and stored.get(k) != spec_dict.get(k))
+        changed = sorted(
+            k for k in set(stored) | set(spec_dict) if k not in RESUMABLE_CHANGES and stored.get(k) != spec_dict.get(k)
+        )
         if changed:
-            raise LandscapeError(f"{out_dir} holds a run with another recipe ({', '.join(changed)} differ): "
-                                 "pass the same options to resume, or --overwrite to start again")
+            raise LandscapeError(
+                f"{out_dir} holds a run with another recipe ({', '.join(changed)} differ): "
+                "pass the same options to resume, or --overwrite to start again"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
@@ -187,6 +190,14 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
         raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
     total_steps = steps_per_epoch * spec.epochs
 
+    def measure(images: ImageSet) -> tuple[float, float]:
+        """Mean loss and accuracy (%) in eval mode, without augmentation."""
+        model.eval()
+        metrics = loss_and_accuracy(
+            model, images, scale, shift, batch_size=EVAL_BATCH_SIZE, precision=precision, memory_format=memory_format
+        )
+        return float(metrics.loss[0]), float(metrics.acc[0])
+
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the epoch's own randomness
@@ -197,17 +208,19 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             lr = learning_rate(spec, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = order[step * spec.batch_size:(step + 1) * spec.batch_size]
+            idx = order[step * spec.batch_size : (step + 1) * spec.batch_size]
             images = augment(train_set.images[idx], generator)
-            x = (images.float() * scale + shift).contiguous(memory_format=memory_format)
+            x = normalize(images, scale, shift, memory_format)
             y = train_set.labels[idx]
-            with _autocast(precision, dev):
+            with autocast(precision, dev):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
-                raise LandscapeError(f"the training loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}: "
-                                     f"stopped; the state after epoch {epoch} is kept in {state_path} "
-                                     "(try a smaller --lr)")
+                raise LandscapeError(
+                    f"the training loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}: "
+                    f"stopped; the state after epoch {epoch} is kept in {state_path} "
+                    "(try a smaller --lr)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -215,13 +228,26 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_batch:
-                on_batch(epoch + 1, step + 1, steps_per_epoch,
-                         lambda: (float(loss_sum) / seen, 100.0 * float(correct) / seen))
+                on_batch(
+                    epoch + 1,
+                    step + 1,
+                    steps_per_epoch,
+                    lambda: (float(loss_sum) / seen, 100.0 * float(correct) / seen),  # noqa: B023 (called now)
+                )
         elapsed += time.perf_counter() - started
-        test_loss, test_acc = evaluate(model, test_set, scale, shift, precision, memory_format)
-        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
-                  "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": elapsed,
-                  "precision": precision, "hardware": hardware, "torch": str(torch.__version__)}
+        test_loss, test_acc = measure(test_set)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum) / seen,
+            "train_acc": 100.0 * float(correct) / seen,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": lr,
+            "seconds": elapsed,
+            "precision": precision,
+            "hardware": hardware,
+            "torch": str(torch.__version__),
+        }
         history.append(record)
         if spec.snapshot_every and (epoch + 1) % spec.snapshot_every == 0:
             _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
@@ -232,16 +258,29 @@ def train(spec: TrainSpec, out_dir: str | Path, *, device: str = "auto", resume:
             progress(record)
 
     # Final metrics in eval mode, without augmentation, on all training and test images.
-    train_loss, train_acc = evaluate(model, train_set, scale, shift, precision, memory_format)
-    test_loss, test_acc = evaluate(model, full_test, scale, shift, precision, memory_format)
+    train_loss, train_acc = measure(train_set)
+    test_loss, test_acc = measure(full_test)
     metadata = {
-        "arch": spec.arch, "num_classes": 100 if spec.data.name == "cifar100" else 10, "dataset": spec.data.name,
-        "skips": not spec.arch.endswith("_noshort"), "mean": list(mean), "std": list(std),
-        "epochs": int(init_info.get("epochs", 0)) + spec.epochs, "init": init_info,
-        "eval_precision": precision, "epoch_precisions": sorted({r.get("precision", "?") for r in history}),
-        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-        "test_acc": test_acc, "seed": spec.seed, "recipe": spec_dict, "wall_time_s": round(elapsed, 1),
-        "hardware": hardware, "torch": str(torch.__version__), "landscape": __version__,
+        "arch": spec.arch,
+        "num_classes": num_classes(spec.data.name),
+        "dataset": spec.data.name,
+        "skips": not spec.arch.endswith("_noshort"),
+        "mean": list(mean),
+        "std": list(std),
+        "epochs": int(init_info.get("epochs", 0)) + spec.epochs,
+        "init": init_info,
+        "eval_precision": precision,
+        "epoch_precisions": sorted({r.get("precision", "?") for r in history}),
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seed": spec.seed,
+        "recipe": spec_dict,
+        "wall_time_s": round(elapsed, 1),
+        "hardware": hardware,
+        "torch": str(torch.__version__),
+        "landscape": __version__,
     }
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
@@ -258,20 +297,46 @@ def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
         raise LandscapeError(f"--init {spec.init} holds a '{recorded_arch}', not a '{spec.arch}'")
     result = model.load_state_dict(checkpoint.state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise LandscapeError(f"--init {spec.init} does not fit '{spec.arch}': missing {result.missing_keys[:3]}, "
-                             f"unexpected {result.unexpected_keys[:3]}")
+        raise LandscapeError(
+            f"--init {spec.init} does not fit '{spec.arch}': missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
     meta = checkpoint.metadata
     epochs = meta.get("epochs")
-    return {"path": spec.init, "sha256": checkpoint.sha256, "epochs": epochs if isinstance(epochs, int) else 0,
-            "test_acc": meta.get("test_acc"), "train_acc": meta.get("train_acc"), "recipe": meta.get("recipe"),
-            "init": meta.get("init") or {}}
+    return {
+        "path": spec.init,
+        "sha256": checkpoint.sha256,
+        "epochs": epochs if isinstance(epochs, int) else 0,
+        "test_acc": meta.get("test_acc"),
+        "train_acc": meta.get("train_acc"),
+        "recipe": meta.get("recipe"),
+        "init": meta.get("init") or {},
+    }
 
 
-def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, spec: dict[str, Any],
-                history: list[dict[str, Any]], epoch: int, elapsed: float, init: dict[str, Any]) -> None:
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: dict[str, Any],
+    history: list[dict[str, Any]],
+    epoch: int,
+    elapsed: float,
+    init: dict[str, Any],
+) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "spec": json.dumps(spec),
-                "history": json.dumps(history), "epoch": epoch, "elapsed": elapsed, "init": json.dumps(init)}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "spec": json.dumps(spec),
+            "history": json.dumps(history),
+            "epoch": epoch,
+            "elapsed": elapsed,
+            "init": json.dumps(init),
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -283,5 +348,6 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
         group = f.require_group(f"epoch_{epoch:04d}")
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and name not in group:
-                group.create_dataset(name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16),
-                                     compression="gzip")
+                group.create_dataset(
+                    name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16), compression="gzip"
+                )

@@ -15,8 +15,9 @@ TRAIN_PER_BATCH = 12
 TEST_IMAGES = 20
 
 
-def write_cifar10(root: Path, train_per_batch: int = TRAIN_PER_BATCH, test_images: int = TEST_IMAGES,
-                  seed: int = 0) -> Path:
+def write_cifar10(
+    root: Path, train_per_batch: int = TRAIN_PER_BATCH, test_images: int = TEST_IMAGES, seed: int = 0
+) -> Path:
     """A `cifar-10-batches-py` folder in the real pickle layout, with random images and labels."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -24,9 +25,12 @@ def write_cifar10(root: Path, train_per_batch: int = TRAIN_PER_BATCH, test_image
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in files:
         n = test_images if name == "test_batch" else train_per_batch
-        batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 "labels": [int(v) for v in rng.integers(0, 10, size=n)],
-                 "filenames": [f"{name}_{i}.png" for i in range(n)], "batch_label": name}
+        batch = {
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, size=n)],
+            "filenames": [f"{name}_{i}.png" for i in range(n)],
+            "batch_label": name,
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     with open(folder / "batches.meta", "wb") as f:
@@ -56,6 +60,15 @@ def resnet20_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = randomize_batchnorm(create_model("resnet20"))
     path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
-    save_checkpoint(path, model, {"arch": "resnet20", "num_classes": 10, "dataset": "cifar10",
-                                  "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]})
+    save_checkpoint(
+        path,
+        model,
+        {
+            "arch": "resnet20",
+            "num_classes": 10,
+            "dataset": "cifar10",
+            "mean": [0.49, 0.48, 0.45],
+            "std": [0.25, 0.24, 0.26],
+        },
+    )
     return path

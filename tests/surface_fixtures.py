@@ -16,43 +16,79 @@ Y = np.linspace(-0.5, 0.5, 3)
 def bowl(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """train_loss = 0.1 + α² + 4β² (min 0.1 at the centre, max 2.1 at the corners); the others derive from it."""
     gx, gy = np.meshgrid(x, y)  # [j, i] = f(x[i], y[j])
-    loss = 0.1 + gx ** 2 + 4 * gy ** 2
-    return {"train_loss": loss, "train_acc": 100 - 40 * (loss - 0.1), "test_loss": 2 * loss,
-            "test_acc": 90 - 40 * (loss - 0.1)}
+    loss = 0.1 + gx**2 + 4 * gy**2
+    return {
+        "train_loss": loss,
+        "train_acc": 100 - 40 * (loss - 0.1),
+        "test_loss": 2 * loss,
+        "test_acc": 90 - 40 * (loss - 0.1),
+    }
 
 
 def spec(arch: str = "resnet56", nx: int = len(X), ny: int | None = len(Y)) -> dict:
     """A spec as `landscape compute` stores it."""
+
     def direction(seed: int) -> dict:
-        return {"kind": "random", "seed": seed, "norm": "filter", "ignore": "biasbn", "dir_type": "weights",
-                "target": None, "target_sha256": None, "source": None, "source_axis": "x"}
+        return {
+            "kind": "random",
+            "seed": seed,
+            "norm": "filter",
+            "ignore": "biasbn",
+            "dir_type": "weights",
+            "target": None,
+            "target_sha256": None,
+            "source": None,
+            "source_axis": "x",
+        }
 
     axis = {"start": -1.0, "stop": 1.0, "num": nx}
-    return {"checkpoint": {"path": f"/ckpt/{arch}.pt", "arch": arch, "num_classes": 10, "mean": [0.5] * 3,
-                           "std": [0.25] * 3, "sha256": "0123456789abcdef" * 4},
-            "data": {"name": "cifar10", "root": "/data", "split": "both", "subset": 200, "seed": 0,
-                     "download": False, "image_size": None},
-            "grid": {"x": axis, "y": None if ny is None else {"start": -0.5, "stop": 0.5, "num": ny}},
-            "x": direction(0), "y": None if ny is None else direction(1),
-            "evaluation": {"precision": "fp32", "bn": "eval", "bn_images": 1280, "bn_batch_size": 128}}
+    return {
+        "checkpoint": {
+            "path": f"/ckpt/{arch}.pt",
+            "arch": arch,
+            "num_classes": 10,
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "sha256": "0123456789abcdef" * 4,
+        },
+        "data": {
+            "name": "cifar10",
+            "root": "/data",
+            "split": "both",
+            "subset": 200,
+            "seed": 0,
+            "download": False,
+            "image_size": None,
+        },
+        "grid": {"x": axis, "y": None if ny is None else {"start": -0.5, "stop": 0.5, "num": ny}},
+        "x": direction(0),
+        "y": None if ny is None else direction(1),
+        "evaluation": {"precision": "fp32", "bn": "eval", "bn_images": 1280, "bn_batch_size": 128},
+    }
 
 
-def write_surface(path: Path, values: dict[str, np.ndarray] | None = None, x: np.ndarray = X,
-                  y: np.ndarray | None = Y, computed: np.ndarray | None = None, arch: str = "resnet56") -> Path:
+def write_surface(
+    path: Path,
+    values: dict[str, np.ndarray] | None = None,
+    x: np.ndarray = X,
+    y: np.ndarray | None = Y,
+    computed: np.ndarray | None = None,
+    arch: str = "resnet56",
+) -> Path:
     """A surface file of this project holding `values` (default: the bowl) at the points where `computed`."""
     values = values if values is not None else bowl(x, y if y is not None else np.zeros(1))
     shape = (len(x),) if y is None else (len(y), len(x))
     values = {k: np.asarray(v).reshape(shape) for k, v in values.items()}
     splits = ("train", "test")
     coordinates = [x] if y is None else [x, y]
-    create_surface_file(path, spec(arch, len(x), None if y is None else len(y)), {"started": "test"}, shape,
-                        coordinates, splits, {}, {})
+    create_surface_file(
+        path, spec(arch, len(x), None if y is None else len(y)), {"started": "test"}, shape, coordinates, splits, {}, {}
+    )
     computed = np.ones(shape, dtype=bool) if computed is None else computed
     flat = np.flatnonzero(computed.ravel())
     if flat.size:
-        results = np.stack([[[values[f"{s}_{m}"].ravel()[k] for m in ("loss", "acc")] for s in splits]
-                            for k in flat])
-        write_points(path, flat, results, splits)
+        names = [f"{split}_{metric}" for split in splits for metric in ("loss", "acc")]
+        write_points(path, flat, {name: values[name].ravel()[flat] for name in names})
     return path
 
 

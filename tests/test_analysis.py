@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+import surface_fixtures as fixtures
 
+from landscape import LandscapeError, analysis, read_surface
 from landscape.analysis import basin_mask, local_minima, nonconvex_fraction, roughness, summarize, turns_per_line
 
 x = np.linspace(-1, 1, 21)
@@ -11,12 +13,12 @@ X, Y = np.meshgrid(x, y)
 def test_bowl():
     bowl = X**2 + 2 * Y**2
     s = summarize(bowl, x, y, level=0.5)
-    assert s.centre == 0 and s.minimum == 0 and s.local_minima == 1
+    assert s.center == 0 and s.minimum == 0 and s.local_minima == 1
     assert s.nonconvex_fraction == 0
     # fxx = 2, fyy = 4 exactly for a quadratic: the mean of |second differences| over all of them
     n_xx, n_yy = 11 * 19, 9 * 21
     assert s.roughness == pytest.approx((2 * n_xx + 4 * n_yy) / (n_xx + n_yy))
-    # basin: points with x^2 + 2y^2 < 0.5, all connected to the centre
+    # basin: points with x^2 + 2y^2 < 0.5, all connected to the center
     assert s.basin_fraction == pytest.approx(np.mean(bowl < 0.5))
     assert s.basin_area == pytest.approx(np.mean(bowl < 0.5) * 2 * 2)
 
@@ -29,13 +31,13 @@ def test_saddle_and_egg_crate():
     assert roughness(crate, x, y) > 10 * roughness(X**2 + Y**2, x, y)
 
 
-def test_basin_is_the_component_of_the_centre():
+def test_basin_is_the_component_of_the_center():
     v = np.ones((5, 5))
-    v[2, 2] = v[2, 1] = 0  # centre region
+    v[2, 2] = v[2, 1] = 0  # center region
     v[0, 4] = 0  # a separate low point
     m = basin_mask(v, np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), 0.5)
     assert m.sum() == 2 and not m[0, 4]
-    v[2, 2] = np.nan  # a centre that is not below the level has no basin
+    v[2, 2] = np.nan  # a center that is not below the level has no basin
     assert basin_mask(v, np.linspace(-1, 1, 5), np.linspace(-1, 1, 5), 0.5).sum() == 0
 
 
@@ -74,3 +76,35 @@ def test_turns_ignore_wiggles_below_the_tolerance():
     assert turns_per_line(np.array([[10.0, 10.5, 9.0, 8.0]]), 0.1) == 0.0
     assert turns_per_line(np.array([[10.0, 10.5, 9.0, 8.0]]), 0.0) == 1.0
     assert summarize(wiggly, fine_x, fine_y, level=2).turns_per_line == 1.0  # compare's default tolerance is 1%
+
+
+def test_center_index_is_the_point_nearest_the_origin():
+    assert analysis.center_index(x, y) == (5, 10)
+    assert analysis.center_index(np.array([-1.0, -0.2, 0.6]), np.array([0.3, 0.5])) == (0, 1)
+
+
+def test_compare_names_the_rows_and_shares_one_level(tmp_path):
+    doubled = {k: 2 * v if k.endswith("_loss") else v for k, v in fixtures.bowl(fixtures.X, fixtures.Y).items()}
+    surfaces = [
+        read_surface(fixtures.write_surface(tmp_path / "a.h5")),
+        read_surface(fixtures.write_surface(tmp_path / "b.h5", doubled, arch="resnet56_noshort")),
+        read_surface(fixtures.write_legacy(tmp_path / "paper.h5")),
+    ]
+    table = analysis.compare(surfaces)
+    assert (table.metric, table.tolerance) == ("train_loss", 0.01)
+    assert table.level == pytest.approx(2 * 0.2)  # twice the largest value at the center: 2 x 0.1 doubled
+    assert [name for name, _ in table.rows] == ["resnet56 (a.h5)", "resnet56_noshort (b.h5)", "paper.h5"]
+    assert [row.center for _, row in table.rows] == pytest.approx([0.1, 0.2, 0.1])
+    expected = summarize(surfaces[1].values["train_loss"], fixtures.X, fixtures.Y, level=0.4)
+    assert table.rows[1][1] == expected
+    chosen = analysis.compare(surfaces[:1], "test_loss", level=1.0, tolerance=0.0)
+    assert (chosen.level, chosen.tolerance, chosen.rows[0][1].center) == (1.0, 0.0, pytest.approx(0.2))
+
+
+def test_compare_refuses_a_line_or_a_missing_metric(tmp_path):
+    line = read_surface(fixtures.write_surface(tmp_path / "line.h5", fixtures.bowl(fixtures.X, np.zeros(1)), y=None))
+    with pytest.raises(LandscapeError, match="is not a 2D surface with 'train_loss'"):
+        analysis.compare([line])
+    legacy = read_surface(fixtures.write_legacy(tmp_path / "paper.h5"))
+    with pytest.raises(LandscapeError, match=r"\(it has train_acc, train_loss\)"):
+        analysis.compare([legacy], "test_loss")

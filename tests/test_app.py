@@ -11,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from landscape import LandscapeError
-from landscape import results as results_folder
 from surface_fixtures import X, Y, bowl, write_legacy, write_surface
+
+from landscape import LandscapeError, read_surface
+from landscape import results as results_folder
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "landscape_app.py"
 
@@ -58,20 +58,35 @@ def array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def test_opens_on_the_demo_surface_with_3d_contour_and_heat_map(app):
+def test_opens_on_the_demo_surface_with_3d_contour_and_heat_map(app, results):
     at = app.run()
     assert not at.exception and not at.error
     assert at.sidebar.selectbox(key="file").value == "resnet56.h5"
+    fields = results_folder.describe(read_surface(results / "resnet56.h5")).fields()
+    assert at.caption[0].value == " · ".join(f"{label} {value}" for label, value in fields.items())
+    assert "y direction random seed 1" in at.caption[0].value and "evaluation fp32" in at.caption[0].value
     figures = charts(at)
-    assert [[t["type"] for t in f["data"]] for f in figures] == [["surface", "scatter3d"], ["contour", "scatter"],
-                                                                 ["heatmap", "scatter"]]
+    assert [[t["type"] for t in f["data"]] for f in figures] == [
+        ["surface", "scatter3d"],
+        ["contour", "scatter"],
+        ["heatmap", "scatter"],
+    ]
     np.testing.assert_allclose(array(figures[2]["data"][0]["z"]), bowl(X, Y)["train_loss"])
     table = at.dataframe[0].value
-    assert table["file"].tolist() == ["broken.h5", "foreign.h5", "lines/line.h5", "paper.h5", "resnet56.h5",
-                                      "resnet56_noshort.h5", "running.h5"]  # the escaping link is not listed
+    assert table["file"].tolist() == [
+        "broken.h5",
+        "foreign.h5",
+        "lines/line.h5",
+        "paper.h5",
+        "resnet56.h5",
+        "resnet56_noshort.h5",
+        "running.h5",
+    ]  # the escaping link is not listed
     rows = table.set_index("file")
-    assert rows.loc["resnet56.h5", "model"] == "resnet56" and rows.loc["resnet56.h5", "completion"] == "100% (15/15)"
-    assert rows.loc["running.h5", "completion"] == "33% (5/15)"
+    assert rows.loc["resnet56.h5", "model"] == "resnet56"
+    assert rows.loc["resnet56.h5", "completion"] == "100.0% (15/15)"  # as `landscape info` says it
+    assert rows.loc["running.h5", "completion"] == "33.3% (5/15)"
+    assert rows.loc["paper.h5", "model"] == "(paper's code: not recorded)"
     assert "cannot open" in rows.loc["broken.h5", "status"]
     assert "not a surface file" in rows.loc["foreign.h5", "status"]
 
@@ -113,8 +128,9 @@ def test_compare_two_on_one_colour_scale(app):
     for figure in (surface, contour, heat):
         axis = figure["layout"]["coloraxis"]
         assert (axis["cmin"], axis["cmax"]) == pytest.approx((0.1, 4.2))
-        assert {t.get("coloraxis") for t in figure["data"] if t["type"] != "scatter" and t["type"] != "scatter3d"} \
-            == {"coloraxis"}
+        assert {t.get("coloraxis") for t in figure["data"] if t["type"] != "scatter" and t["type"] != "scatter3d"} == {
+            "coloraxis"
+        }
     assert any("one colour scale for both: train loss 0.1 .. 4.2" in c.value for c in at.caption)
     at.sidebar.selectbox(key="metric").select("test_loss").run()
     assert charts(at)[2]["layout"]["coloraxis"]["cmax"] == pytest.approx(8.4)  # linked settings
@@ -149,8 +165,7 @@ def test_a_1d_surface_shows_its_curves(app):
     at.sidebar.selectbox(key="file").select("lines/line.h5").run()
     assert not at.exception and not at.error
     (curves,) = charts(at)
-    assert [t["name"] for t in curves["data"]] == ["train loss", "train accuracy (%)", "test loss",
-                                                   "test accuracy (%)"]
+    assert [t["name"] for t in curves["data"]] == ["train loss", "train accuracy (%)", "test loss", "test accuracy (%)"]
 
 
 @pytest.mark.parametrize("name, message", [("broken.h5", "cannot open"), ("foreign.h5", "not a surface file")])
@@ -161,12 +176,17 @@ def test_a_broken_or_foreign_file_is_an_error_in_the_page(app, name, message):
     assert message in at.error[0].value and not charts(at)
 
 
-@pytest.mark.parametrize("wanted, message", [("../elsewhere/secret.h5", "outside the results folder"),
-                                             ("/etc/passwd", "outside the results folder"),
-                                             ("link.h5", "outside the results folder"),
-                                             ("nothing.h5", "not a file in the results folder"),
-                                             ("\x00", "is not a file name of the results folder"),
-                                             ("a\x00b.h5", "is not a file name of the results folder")])
+@pytest.mark.parametrize(
+    "wanted, message",
+    [
+        ("../elsewhere/secret.h5", "outside the results folder"),
+        ("/etc/passwd", "outside the results folder"),
+        ("link.h5", "outside the results folder"),
+        ("nothing.h5", "not a file in the results folder"),
+        ("\x00", "is not a file name of the results folder"),
+        ("a\x00b.h5", "is not a file name of the results folder"),
+    ],
+)
 def test_a_url_naming_a_path_outside_the_folder_is_refused(app, wanted, message):
     app.query_params["file"] = wanted
     at = app.run()
@@ -181,8 +201,10 @@ def test_a_url_picks_the_files_to_compare(app):
     at = app.run()
     assert not at.exception and not at.error
     assert at.sidebar.radio(key="mode").value == "Compare two"
-    assert (at.sidebar.selectbox(key="file").value, at.sidebar.selectbox(key="other").value) == \
-        ("paper.h5", "resnet56.h5")
+    assert (at.sidebar.selectbox(key="file").value, at.sidebar.selectbox(key="other").value) == (
+        "paper.h5",
+        "resnet56.h5",
+    )
 
 
 def test_results_folder_refuses_escapes(results):

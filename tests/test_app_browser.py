@@ -15,12 +15,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from surface_fixtures import bowl, write_surface
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); "
-                                                         "CI installs it")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); CI installs it"
+)
 WINDOW = (1400, 1000)
 
 
@@ -39,8 +39,12 @@ def served(tmp_path):
     write_surface(tmp_path / "resnet56_noshort.h5", steep, x=grid, y=grid, arch="resnet56_noshort")
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "landscape.cli", "app", "--results", str(tmp_path), "--port",
-                             str(port), "--headless"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "landscape.cli", "app", "--results", str(tmp_path), "--port", str(port), "--headless"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         url = f"http://localhost:{port}"
         deadline = time.monotonic() + 60
@@ -79,13 +83,16 @@ async def _screenshot(url: str, plots: int, timeout: float = 60) -> tuple[bytes,
 
     async with choreographer.Browser(path=CHROMIUM, headless=True) as browser:
         tab = browser.get_tab()
-        await tab.send_command("Emulation.setDeviceMetricsOverride",
-                               params={"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1,
-                                       "mobile": False})
+        await tab.send_command(
+            "Emulation.setDeviceMetricsOverride",
+            params={"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False},
+        )
         await tab.send_command("Page.navigate", params={"url": url})
-        probe = ("({plots: document.querySelectorAll('.js-plotly-plot .main-svg').length / 2, "
-                 "webgl: document.querySelectorAll('.js-plotly-plot canvas').length, "
-                 "errors: document.querySelectorAll('[data-testid=stException], [data-testid=stAlert]').length})")
+        probe = (
+            "({plots: document.querySelectorAll('.js-plotly-plot .main-svg').length / 2, "
+            "webgl: document.querySelectorAll('.js-plotly-plot canvas').length, "
+            "errors: document.querySelectorAll('[data-testid=stException], [data-testid=stAlert]').length})"
+        )
         deadline = time.monotonic() + timeout
         facts: dict = {}
         while time.monotonic() < deadline:

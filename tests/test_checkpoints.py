@@ -18,14 +18,18 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda s: s,
-    lambda s: {"state_dict": s, "epoch": 3},
-    lambda s: {"model": s},
-    lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}},
-    lambda s: {f"_orig_mod.{k}": v for k, v in s.items()},
-    lambda s: {f"module._orig_mod.{k}": v for k, v in s.items()},
-], ids=["raw", "state_dict", "model", "module-prefix", "compile-prefix", "both-prefixes"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,
+        lambda s: {"state_dict": s, "epoch": 3},
+        lambda s: {"model": s},
+        lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}},
+        lambda s: {f"_orig_mod.{k}": v for k, v in s.items()},
+        lambda s: {f"module._orig_mod.{k}": v for k, v in s.items()},
+    ],
+    ids=["raw", "state_dict", "model", "module-prefix", "compile-prefix", "both-prefixes"],
+)
 def test_common_wrappers_load(tmp_path, model, wrap):
     path = tmp_path / "ckpt.pth"
     torch.save(wrap(model.state_dict()), path)
@@ -85,32 +89,37 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("num_classes", -3, "a whole number in 1..1000000"),
-    ("num_classes", 0, "a whole number in 1..1000000"),
-    ("num_classes", 1_000_001, "a whole number in 1..1000000"),
-    ("num_classes", "ten", "a whole number in 1..1000000"),
-    ("num_classes", 10.0, "a whole number in 1..1000000"),
-    ("num_classes", True, "a whole number in 1..1000000"),
-    ("mean", "abc", "a list of 1 to 4 finite numbers"),
-    ("mean", [], "a list of 1 to 4 finite numbers"),
-    ("mean", [0.5] * 5, "a list of 1 to 4 finite numbers"),
-    ("mean", [0.5, float("nan"), 0.5], "a list of 1 to 4 finite numbers"),
-    ("mean", [0.5, "0.5", 0.5], "a list of 1 to 4 finite numbers"),
-    ("std", [0, 0, 0], "a list of 1 to 4 finite numbers, all > 0"),
-    ("std", [0.2, -0.2, 0.2], "a list of 1 to 4 finite numbers, all > 0"),
-    ("std", [0.2, float("inf"), 0.2], "a list of 1 to 4 finite numbers, all > 0"),
-    ("dataset", 5, "a dataset name such as cifar10"),
-    ("skips", "yes", "true or false"),
-    ("arch", 20, "a model name"),
-], ids=lambda v: repr(v)[:20])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("num_classes", -3, "a whole number in 1..1000000"),
+        ("num_classes", 0, "a whole number in 1..1000000"),
+        ("num_classes", 1_000_001, "a whole number in 1..1000000"),
+        ("num_classes", "ten", "a whole number in 1..1000000"),
+        ("num_classes", 10.0, "a whole number in 1..1000000"),
+        ("num_classes", True, "a whole number in 1..1000000"),
+        ("mean", "abc", "a list of 1 to 4 finite numbers"),
+        ("mean", [], "a list of 1 to 4 finite numbers"),
+        ("mean", [0.5] * 5, "a list of 1 to 4 finite numbers"),
+        ("mean", [0.5, float("nan"), 0.5], "a list of 1 to 4 finite numbers"),
+        ("mean", [0.5, "0.5", 0.5], "a list of 1 to 4 finite numbers"),
+        ("std", [0, 0, 0], "a list of 1 to 4 finite numbers, all > 0"),
+        ("std", [0.2, -0.2, 0.2], "a list of 1 to 4 finite numbers, all > 0"),
+        ("std", [0.2, float("inf"), 0.2], "a list of 1 to 4 finite numbers, all > 0"),
+        ("dataset", 5, "a dataset name such as cifar10"),
+        ("skips", "yes", "true or false"),
+        ("arch", 20, "a model name"),
+    ],
+    ids=lambda v: repr(v)[:20],
+)
 def test_mistyped_metadata_is_one_line_naming_file_and_field(tmp_path, model, field, value, expected):
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, {"arch": "resnet20", "num_classes": 10, "dataset": "cifar10", field: value})
     with pytest.raises(LandscapeError) as error:
         load_checkpoint(path)
-    assert str(error.value) == (f"checkpoint {path} has malformed metadata: '{field}' must be {expected}, "
-                                f"found {value!r}")
+    assert str(error.value) == (
+        f"checkpoint {path} has malformed metadata: '{field}' must be {expected}, found {value!r}"
+    )
 
 
 def test_metadata_of_a_safetensors_header_is_checked_too(tmp_path, model):
@@ -124,8 +133,9 @@ def test_metadata_of_a_safetensors_header_is_checked_too(tmp_path, model):
     save_file(tensors, str(path), metadata={"landscape": json.dumps(["resnet20"])})
     with pytest.raises(LandscapeError) as error:
         load_checkpoint(path)
-    assert str(error.value) == (f"checkpoint {path} has malformed metadata: expected a mapping of names to values, "
-                                "found list")
+    assert str(error.value) == (
+        f"checkpoint {path} has malformed metadata: expected a mapping of names to values, found list"
+    )
 
 
 def test_free_form_and_null_metadata_are_accepted(tmp_path, model):
@@ -144,8 +154,24 @@ def test_compute_with_mistyped_metadata_exits_2_with_one_line(tmp_path, model, c
 
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, {"arch": "resnet20", "num_classes": "ten"})
-    result = CliRunner().invoke(app, ["compute", "--ckpt", str(path), "--x", "-1:1:3", "--subset", "4",
-                                      "--data-root", str(cifar_root), "--out", str(tmp_path / "o.h5")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compute",
+            "--ckpt",
+            str(path),
+            "--x",
+            "-1:1:3",
+            "--subset",
+            "4",
+            "--data-root",
+            str(cifar_root),
+            "--out",
+            str(tmp_path / "o.h5"),
+        ],
+    )
     assert result.exit_code == 2, result.output
-    assert result.stderr == (f"error: checkpoint {path} has malformed metadata: 'num_classes' must be a whole "
-                             "number in 1..1000000, found 'ten'\n")
+    assert result.stderr == (
+        f"error: checkpoint {path} has malformed metadata: 'num_classes' must be a whole "
+        "number in 1..1000000, found 'ten'\n"
+    )

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -22,8 +23,21 @@ def invoke(*args, env=None):
 
 def test_compute_and_info(tmp_path, cifar_root, resnet20_ckpt):
     out = tmp_path / "s.h5"
-    result = invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--y", "-1:1:3", "--subset", 10,
-                    "--data-root", cifar_root, "--out", out)
+    result = invoke(
+        "compute",
+        "--ckpt",
+        resnet20_ckpt,
+        "--x",
+        "-1:1:3",
+        "--y",
+        "-1:1:3",
+        "--subset",
+        10,
+        "--data-root",
+        cifar_root,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert f"{out}: 9/9 points computed" in result.stdout
     info = invoke("info", out, "--json")
@@ -34,8 +48,18 @@ def test_compute_and_info(tmp_path, cifar_root, resnet20_ckpt):
 
 
 def test_data_root_from_environment(tmp_path, cifar_root, resnet20_ckpt):
-    result = invoke("compute", "--ckpt", resnet20_ckpt, "--x", "0:0:1", "--subset", 4, "--out", tmp_path / "e.h5",
-                    env={"LANDSCAPE_DATA_ROOT": str(cifar_root)})
+    result = invoke(
+        "compute",
+        "--ckpt",
+        resnet20_ckpt,
+        "--x",
+        "0:0:1",
+        "--subset",
+        4,
+        "--out",
+        tmp_path / "e.h5",
+        env={"LANDSCAPE_DATA_ROOT": str(cifar_root)},
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -48,21 +72,39 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
     text = tmp_path / "notes.txt"
     text.write_text("not a surface")
     other = tmp_path / "other.h5"
-    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 4, "--data-root", cifar_root,
-                  "--out", other).exit_code == 0
+    assert (
+        invoke(
+            "compute",
+            "--ckpt",
+            resnet20_ckpt,
+            "--x",
+            "-1:1:3",
+            "--subset",
+            4,
+            "--data-root",
+            cifar_root,
+            "--out",
+            other,
+        ).exit_code
+        == 0
+    )
     ok = ["--ckpt", resnet20_ckpt, "--x", "-1:1:5", "--subset", 4, "--data-root", cifar_root]
     return {
         "missing checkpoint": (["--ckpt", tmp_path / "nope.pt", "--out", tmp_path / "o.h5"], "checkpoint not found"),
         "corrupt checkpoint": (["--ckpt", junk, "--out", tmp_path / "o.h5"], "cannot read checkpoint"),
-        "arch that does not fit": (ok + ["--arch", "resnet20_noshort", "--out", tmp_path / "o.h5"],
-                                   "does not fit arch 'resnet20_noshort'"),
+        "arch that does not fit": (
+            ok + ["--arch", "resnet20_noshort", "--out", tmp_path / "o.h5"],
+            "does not fit arch 'resnet20_noshort'",
+        ),
         "unknown arch": (ok + ["--arch", "resnet21", "--out", tmp_path / "o.h5"], "unknown model 'resnet21'"),
         "grid without count": (ok + ["--y", "-1:1", "--out", tmp_path / "o.h5"], "malformed grid axis '-1:1'"),
         "decreasing grid": (ok + ["--y", "1:-1:5", "--out", tmp_path / "o.h5"], "must increase"),
         "zero points": (ok + ["--y", "-1:1:0", "--out", tmp_path / "o.h5"], "has 0 points"),
         "empty data root": (ok[:-2] + ["--data-root", empty, "--out", tmp_path / "o.h5"], "no cifar10 under"),
-        "missing data root": (ok[:-2] + ["--data-root", tmp_path / "nodata", "--out", tmp_path / "o.h5"],
-                              "does not exist"),
+        "missing data root": (
+            ok[:-2] + ["--data-root", tmp_path / "nodata", "--out", tmp_path / "o.h5"],
+            "does not exist",
+        ),
         "no data root": (ok[:-2] + ["--out", tmp_path / "o.h5"], "no data root"),
         "unwritable output": (ok + ["--out", text / "o.h5"], "cannot write"),
         "output is another file": (ok + ["--out", text], "not a landscape surface file"),
@@ -71,9 +113,22 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
     }
 
 
-CASES = ["missing checkpoint", "corrupt checkpoint", "arch that does not fit", "unknown arch", "grid without count",
-         "decreasing grid", "zero points", "empty data root", "missing data root", "no data root",
-         "unwritable output", "output is another file", "surface of another run", "bad precision"]
+CASES = [
+    "missing checkpoint",
+    "corrupt checkpoint",
+    "arch that does not fit",
+    "unknown arch",
+    "grid without count",
+    "decreasing grid",
+    "zero points",
+    "empty data root",
+    "missing data root",
+    "no data root",
+    "unwritable output",
+    "output is another file",
+    "surface of another run",
+    "bad precision",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -92,6 +147,18 @@ def test_bad_input_gets_one_line_and_non_zero_exit(bad_inputs, case, tmp_path):
 def test_debug_shows_the_exception(tmp_path):
     result = invoke("compute", "--ckpt", tmp_path / "nope.pt", "--out", tmp_path / "o.h5", "--debug")
     assert result.exit_code != 0 and type(result.exception).__name__ == "LandscapeError"
+    result = invoke("info", tmp_path / "none.h5", "--debug")
+    assert type(result.exception).__name__ == "LandscapeError" and "no such file" in str(result.exception)
+
+
+@pytest.mark.parametrize("command", ["compute", "info", "models", "train", "compare", "plot", "export", "app", "demo"])
+def test_every_command_has_the_debug_option(command):
+    """`friendly` adds it: the commands do not declare it."""
+    import typer
+
+    (debug,) = [p for p in typer.main.get_command(app).commands[command].params if p.name == "debug"]
+    assert debug.opts == ["--debug"] and debug.default is False and debug.is_flag
+    assert "--debug" in invoke(command, "--help").stdout
 
 
 def test_info_on_bad_files(tmp_path):
@@ -112,8 +179,22 @@ def computed_count(path):
 
 def test_killed_run_keeps_finished_points_and_resumes(tmp_path, cifar_root, resnet20_ckpt):
     """SIGKILL in the middle of a run: the file stays readable, finished points stay, a rerun completes it."""
-    args = [sys.executable, "-m", "landscape.cli", "compute", "--ckpt", str(resnet20_ckpt), "--x", "-1:1:6",
-            "--y", "-1:1:6", "--data-root", str(cifar_root), "--split", "both"]
+    args = [
+        sys.executable,
+        "-m",
+        "landscape.cli",
+        "compute",
+        "--ckpt",
+        str(resnet20_ckpt),
+        "--x",
+        "-1:1:6",
+        "--y",
+        "-1:1:6",
+        "--data-root",
+        str(cifar_root),
+        "--split",
+        "both",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "k.h5"
     proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,16 +217,36 @@ def test_killed_run_keeps_finished_points_and_resumes(tmp_path, cifar_root, resn
 
 def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
     out = tmp_path / "c.h5"
-    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--y", "-1:1:3", "--subset", 6,
-                  "--data-root", cifar_root, "--out", out).exit_code == 0
+    assert (
+        invoke(
+            "compute",
+            "--ckpt",
+            resnet20_ckpt,
+            "--x",
+            "-1:1:3",
+            "--y",
+            "-1:1:3",
+            "--subset",
+            6,
+            "--data-root",
+            cifar_root,
+            "--out",
+            out,
+        ).exit_code
+        == 0
+    )
     result = invoke("compare", out, out, "--level", "1e9")
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet20")]
     assert len(rows) == 2 and rows[0] == rows[1]
     assert "| 4 | 100.0% |" in rows[0]  # the whole [-1, 1]^2 grid is below 1e9: area 4, all points
     line = tmp_path / "line.h5"
-    assert invoke("compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 6, "--data-root", cifar_root,
-                  "--out", line).exit_code == 0
+    assert (
+        invoke(
+            "compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 6, "--data-root", cifar_root, "--out", line
+        ).exit_code
+        == 0
+    )
     result = invoke("compare", line)
     assert result.exit_code == 2 and "is not a 2D surface" in result.stderr
     result = invoke("compare", out, "--tolerance", "-0.1")
@@ -163,11 +264,25 @@ def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
     ckpts.mkdir()
     for arch in ("resnet20", "resnet20_noshort"):
         torch.manual_seed(0)
-        save_checkpoint(ckpts / f"{arch}.pt", create_model(arch), {"arch": arch, "num_classes": 10,
-                                                                   "dataset": "cifar10"})
+        save_checkpoint(
+            ckpts / f"{arch}.pt", create_model(arch), {"arch": arch, "num_classes": 10, "dataset": "cifar10"}
+        )
     out = tmp_path / "demo"
-    result = invoke("demo", "--checkpoints", ckpts, "--pair", "resnet20", "--grid", 3, "--subset", 8,
-                    "--data-root", cifar_root, "--out", out)
+    result = invoke(
+        "demo",
+        "--checkpoints",
+        ckpts,
+        "--pair",
+        "resnet20",
+        "--grid",
+        3,
+        "--subset",
+        8,
+        "--data-root",
+        cifar_root,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert (out / "resnet20.h5").exists() and (out / "resnet20_noshort.h5").exists()
     assert result.stdout.count("| resnet20") == 2 and (out / "surfaces.html").exists()
@@ -175,3 +290,18 @@ def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
         assert (out / "contours.pdf").read_bytes().startswith(b"%PDF")
     missing = invoke("demo", "--checkpoints", tmp_path / "none", "--data-root", cifar_root, "--out", out)
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
+
+
+def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):
+    from landscape import LandscapeError
+    from landscape.demo import DemoSettings, demo_data_root, run_demo
+
+    monkeypatch.setenv("LANDSCAPE_DATA_ROOT", str(tmp_path / "env"))
+    assert demo_data_root("given") == Path("given") and demo_data_root(None) == tmp_path / "env"
+    monkeypatch.delenv("LANDSCAPE_DATA_ROOT")
+    assert demo_data_root(None) == Path("data")
+    settings = DemoSettings(checkpoints=tmp_path, pair="resnet20", out=tmp_path / "out")
+    assert settings.archs == ("resnet20", "resnet20_noshort")
+    with pytest.raises(LandscapeError, match=f"no checkpoint {tmp_path / 'resnet20.pt'}"):
+        run_demo(settings)
+    assert not (tmp_path / "out").exists()  # nothing is made before the checkpoints are found

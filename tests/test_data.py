@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_cifar10
+
 from landscape import DataSpec, LandscapeError, load_split
 from landscape.data import normalizer, subset_indices
 
@@ -39,8 +39,15 @@ def test_cifar100(tmp_path):
     rng = np.random.default_rng(0)
     for name, n in (("train", 7), ("test", 3)):
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         "fine_labels": list(range(90, 90 + n)), "coarse_labels": [0] * n}, f, protocol=2)
+            pickle.dump(
+                {
+                    "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                    "fine_labels": list(range(90, 90 + n)),
+                    "coarse_labels": [0] * n,
+                },
+                f,
+                protocol=2,
+            )
     train = load_split(DataSpec(name="cifar100", root=str(tmp_path)), "train")
     assert len(train) == 7 and train.labels.tolist() == list(range(90, 97))
 
@@ -53,7 +60,9 @@ def test_image_folder(tmp_path):
         (tmp_path / "train" / cls).mkdir(parents=True)
         for k in range(3):
             size = (20, 24) if k else (30, 26)
-            Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(tmp_path / "train" / cls / f"{k}.png")
+            Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(
+                tmp_path / "train" / cls / f"{k}.png"
+            )
     with pytest.raises(LandscapeError, match="--image-size"):
         load_split(DataSpec(name="imagefolder", root=str(tmp_path)), "train")
     data = load_split(DataSpec(name="imagefolder", root=str(tmp_path), image_size=16), "train")
@@ -81,7 +90,9 @@ def test_normalizer_matches_to_tensor_and_normalize():
     x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
     scale, shift = normalizer(mean, std, "cpu")
-    expected = (x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(1, 3, 1, 1)
+    expected = (x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close((x.float() * scale + shift).double(), expected, rtol=0, atol=1e-5)
 
 
@@ -101,24 +112,55 @@ def cifar_with_batch(tmp_path, batch, name="cifar10"):
 IMAGES = np.zeros((3, 3072), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name, batch, problem", [
-    ("cifar10", {"data": IMAGES, "labels": [0, 10, 3]}, "label 10 is outside 0..9"),
-    ("cifar10", {"data": IMAGES, "labels": [0, -1, 3]}, "label -1 is outside 0..9"),
-    ("cifar100", {"data": IMAGES, "fine_labels": [99, 100, 0]}, "label 100 is outside 0..99"),
-    ("cifar10", {"data": IMAGES, "labels": [0, 1]},
-     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
-    ("cifar10", {"data": IMAGES, "labels": ["a", "b", "c"]},
-     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
-    ("cifar10", {"data": IMAGES},
-     "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)"),
-    ("cifar10", {"data": IMAGES[:, :3000], "labels": [0, 1, 2]},
-     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
-    ("cifar10", {"data": IMAGES.astype(np.float32), "labels": [0, 1, 2]},
-     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
-    ("cifar10", [IMAGES, [0, 1, 2]],
-     "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)"),
-], ids=["label-10", "label-minus-1", "cifar100-label-100", "too-few-labels", "text-labels", "no-labels",
-        "short-rows", "float-data", "not-a-dict"])
+@pytest.mark.parametrize(
+    "name, batch, problem",
+    [
+        ("cifar10", {"data": IMAGES, "labels": [0, 10, 3]}, "label 10 is outside 0..9"),
+        ("cifar10", {"data": IMAGES, "labels": [0, -1, 3]}, "label -1 is outside 0..9"),
+        ("cifar100", {"data": IMAGES, "fine_labels": [99, 100, 0]}, "label 100 is outside 0..99"),
+        (
+            "cifar10",
+            {"data": IMAGES, "labels": [0, 1]},
+            "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)",
+        ),
+        (
+            "cifar10",
+            {"data": IMAGES, "labels": ["a", "b", "c"]},
+            "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)",
+        ),
+        (
+            "cifar10",
+            {"data": IMAGES},
+            "it is not a CIFAR batch ('labels' or 'fine_labels' must be 3 whole numbers, one per image)",
+        ),
+        (
+            "cifar10",
+            {"data": IMAGES[:, :3000], "labels": [0, 1, 2]},
+            "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)",
+        ),
+        (
+            "cifar10",
+            {"data": IMAGES.astype(np.float32), "labels": [0, 1, 2]},
+            "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)",
+        ),
+        (
+            "cifar10",
+            [IMAGES, [0, 1, 2]],
+            "it is not a CIFAR batch (a dict whose 'data' is a uint8 array of N rows of 3072 pixels)",
+        ),
+    ],
+    ids=[
+        "label-10",
+        "label-minus-1",
+        "cifar100-label-100",
+        "too-few-labels",
+        "text-labels",
+        "no-labels",
+        "short-rows",
+        "float-data",
+        "not-a-dict",
+    ],
+)
 def test_malformed_cifar_batches_are_one_line_naming_the_file(tmp_path, name, batch, problem):
     path = cifar_with_batch(tmp_path, batch, name)
     with pytest.raises(LandscapeError) as error:

@@ -14,17 +14,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 from typer.testing import CliRunner
 
 from landscape import read_surface
 from landscape.cli import app
 from landscape.export import csv_text, figure_images, npz_bytes, table_text, vtp_text
 from landscape.plots import PlotOptions, contour_figure, paper_layout
-from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 
 needs_browser = pytest.mark.skipif(
     not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")),
-    reason="static images need a headless Chromium: apt-get install chromium (CI installs it)")
+    reason="static images need a headless Chromium: apt-get install chromium (CI installs it)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,16 @@ def test_pgfplots_table_has_scanlines_and_nan(gappy):
 def test_npz_holds_the_arrays_and_the_spec(gappy):
     surface = read_surface(gappy)
     with np.load(__import__("io").BytesIO(npz_bytes(surface))) as f:
-        assert sorted(f.files) == ["computed", "spec", "test_acc", "test_loss", "train_acc", "train_loss",
-                                   "xcoordinates", "ycoordinates"]
+        assert sorted(f.files) == [
+            "computed",
+            "spec",
+            "test_acc",
+            "test_loss",
+            "train_acc",
+            "train_loss",
+            "xcoordinates",
+            "ycoordinates",
+        ]
         np.testing.assert_array_equal(f["xcoordinates"], X)
         expected = bowl(X, Y)["test_loss"]
         expected[0, 0] = np.nan
@@ -131,8 +140,25 @@ def test_plot_command_writes_a_pdf_for_a_paper(tmp_path):
     a = write_surface(tmp_path / "a.h5")
     b = write_legacy(tmp_path / "paper.h5")
     out = tmp_path / "fig.pdf"
-    result = subprocess.run([sys.executable, "-m", "landscape.cli", "plot", str(a), str(b), "--kind", "heatmap",
-                             "--width", "page", "--log", "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "landscape.cli",
+            "plot",
+            str(a),
+            str(b),
+            "--kind",
+            "heatmap",
+            "--width",
+            "page",
+            "--log",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"wrote {out} (6.75 x 2.83 in)"
     assert out.read_bytes().startswith(b"%PDF-")
@@ -152,31 +178,39 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
     assert (tmp_path / "legacy.csv").read_text().splitlines()[0] == "x,y,train_loss,train_acc,computed"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["plot", "{corrupt}", "--out", "{out}.pdf"], "cannot open"),
-    (["plot", "{foreign}", "--out", "{out}.pdf"], "is not a surface file"),
-    (["plot", "{good}", "--kind", "pie", "--out", "{out}.pdf"], "unknown figure kind 'pie'"),
-    (["plot", "{good}", "--format", "eps", "--out", "{out}.eps"], "unknown figure format 'eps'"),
-    (["plot", "{good}", "--format", "pdf", "--out", "{out}.png"], "does not end in .pdf"),
-    (["plot", "{good}", "--levels", "1:2", "--out", "{out}.pdf"], "contour levels '1:2'"),
-    (["plot", "{good}", "--zrange", "5:1", "--out", "{out}.pdf"], "MIN must be below MAX"),
-    (["plot", "{good}", "--metric", "valid_loss", "--out", "{out}.pdf"], "no metric 'valid_loss'"),
-    (["plot", "{good}", "--out", "{tmp}/missing/fig.pdf"], "does not exist"),
-    (["export", "{good}"], "choose one of --vtp, --table, --csv, --npz"),
-    (["export", "{good}", "--vtp", "--csv"], "choose one of"),
-    (["export", "{corrupt}", "--vtp"], "cannot open"),
-    (["export", "{line}", "--vtp"], "1D surface"),
-    (["app", "--results", "{tmp}/nowhere"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["plot", "{corrupt}", "--out", "{out}.pdf"], "cannot open"),
+        (["plot", "{foreign}", "--out", "{out}.pdf"], "is not a surface file"),
+        (["plot", "{good}", "--kind", "pie", "--out", "{out}.pdf"], "unknown figure kind 'pie'"),
+        (["plot", "{good}", "--format", "eps", "--out", "{out}.eps"], "unknown figure format 'eps'"),
+        (["plot", "{good}", "--format", "pdf", "--out", "{out}.png"], "does not end in .pdf"),
+        (["plot", "{good}", "--levels", "1:2", "--out", "{out}.pdf"], "contour levels '1:2'"),
+        (["plot", "{good}", "--zrange", "5:1", "--out", "{out}.pdf"], "MIN must be below MAX"),
+        (["plot", "{good}", "--metric", "valid_loss", "--out", "{out}.pdf"], "no metric 'valid_loss'"),
+        (["plot", "{good}", "--out", "{tmp}/missing/fig.pdf"], "does not exist"),
+        (["export", "{good}"], "choose one of --vtp, --table, --csv, --npz"),
+        (["export", "{good}", "--vtp", "--csv"], "choose one of"),
+        (["export", "{corrupt}", "--vtp"], "cannot open"),
+        (["export", "{line}", "--vtp"], "1D surface"),
+        (["app", "--results", "{tmp}/nowhere"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["weights"] = np.zeros(3)
-    paths = {"corrupt": corrupt, "foreign": foreign, "good": write_surface(tmp_path / "good.h5"),
-             "line": write_surface(tmp_path / "line.h5", bowl(X, np.zeros(1)), y=None), "out": tmp_path / "fig",
-             "tmp": tmp_path}
+    paths = {
+        "corrupt": corrupt,
+        "foreign": foreign,
+        "good": write_surface(tmp_path / "good.h5"),
+        "line": write_surface(tmp_path / "line.h5", bowl(X, np.zeros(1)), y=None),
+        "out": tmp_path / "fig",
+        "tmp": tmp_path,
+    }
     result = runner.invoke(app, [a.format(**paths) for a in args])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output

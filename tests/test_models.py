@@ -36,10 +36,16 @@ def resnet_params(kind: str, blocks: list[int], widths: list[int], skip: bool, c
 CIFAR = [16, 32, 64]
 WIDE = [64, 128, 256, 512]
 ARCHITECTURES = {  # depth: (block, blocks per stage, stage widths)
-    20: ("basic", [3] * 3, CIFAR), 32: ("basic", [5] * 3, CIFAR), 44: ("basic", [7] * 3, CIFAR),
-    56: ("basic", [9] * 3, CIFAR), 110: ("basic", [18] * 3, CIFAR),
-    18: ("basic", [2, 2, 2, 2], WIDE), 34: ("basic", [3, 4, 6, 3], WIDE), 50: ("bottleneck", [3, 4, 6, 3], WIDE),
-    101: ("bottleneck", [3, 4, 23, 3], WIDE), 152: ("bottleneck", [3, 8, 36, 3], WIDE),
+    20: ("basic", [3] * 3, CIFAR),
+    32: ("basic", [5] * 3, CIFAR),
+    44: ("basic", [7] * 3, CIFAR),
+    56: ("basic", [9] * 3, CIFAR),
+    110: ("basic", [18] * 3, CIFAR),
+    18: ("basic", [2, 2, 2, 2], WIDE),
+    34: ("basic", [3, 4, 6, 3], WIDE),
+    50: ("bottleneck", [3, 4, 6, 3], WIDE),
+    101: ("bottleneck", [3, 4, 23, 3], WIDE),
+    152: ("bottleneck", [3, 8, 36, 3], WIDE),
 }
 
 
@@ -52,8 +58,14 @@ def expected_params(name: str, classes: int) -> int:
 
 def test_the_formula_matches_published_counts():
     """Li et al.'s CIFAR ResNets, and the 3x3-stem ResNet-18/50 of the usual CIFAR code, with 10 classes."""
-    known = {"resnet20": 272_474, "resnet20_noshort": 269_722, "resnet56": 855_770, "resnet56_noshort": 853_018,
-             "resnet18": 11_173_962, "resnet50": 23_520_842}
+    known = {
+        "resnet20": 272_474,
+        "resnet20_noshort": 269_722,
+        "resnet56": 855_770,
+        "resnet56_noshort": 853_018,
+        "resnet18": 11_173_962,
+        "resnet50": 23_520_842,
+    }
     assert {name: expected_params(name, 10) for name in known} == known
 
 

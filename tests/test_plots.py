@@ -6,11 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 
 from landscape import LandscapeError, read_surface
-from landscape.plots import (PX_PER_INCH, Levels, PlotOptions, compare_figure, contour_figure, curve_figure, figure,
-                             heatmap_figure, metric_order, paper_layout, parse_levels, surface_figure, value_range)
-from surface_fixtures import X, Y, bowl, write_legacy, write_surface
+from landscape.plots import (
+    PX_PER_INCH,
+    Levels,
+    PlotOptions,
+    compare_figure,
+    contour_figure,
+    curve_figure,
+    figure,
+    heatmap_figure,
+    metric_order,
+    paper_layout,
+    parse_levels,
+    surface_figure,
+    value_range,
+)
 
 LOSS = bowl(X, Y)["train_loss"]  # 0.1 at (0, 0) .. 2.1 at the corners, shape (3, 5)
 
@@ -31,7 +44,7 @@ def _trace_types(fig):
     return [t.type for t in fig.data]
 
 
-def test_surface_figure_draws_the_values_on_the_grid_with_the_centre_marked(surface):
+def test_surface_figure_draws_the_values_on_the_grid_with_the_center_marked(surface):
     fig = surface_figure(surface, PlotOptions())
     assert _trace_types(fig) == ["surface", "scatter3d"]
     s = fig.data[0]
@@ -104,7 +117,7 @@ def test_a_list_of_levels_gives_one_named_line_each(surface):
         contour_figure(surface, PlotOptions(levels=(0.5, 1.0)), filled=True)
 
 
-def test_centre_mark_is_optional(surface):
+def test_center_mark_is_optional(surface):
     assert _trace_types(heatmap_figure(surface, PlotOptions(mark_center=False))) == ["heatmap"]
     marked = heatmap_figure(surface, PlotOptions()).data[1]
     assert (marked.x, marked.y) == ((0.0,), (0.0,))
@@ -144,7 +157,7 @@ def test_curves_put_losses_left_and_accuracies_right(tmp_path):
     fig = curve_figure(s, PlotOptions())
     assert [t.name for t in fig.data] == ["train loss", "train accuracy (%)", "test loss", "test accuracy (%)"]
     assert [t.yaxis for t in fig.data] == ["y", "y2", "y", "y2"]
-    np.testing.assert_allclose(fig.data[0].y, 0.1 + x ** 2)
+    np.testing.assert_allclose(fig.data[0].y, 0.1 + x**2)
     assert tuple(fig.layout.yaxis2.range) == (0, 100)
     assert fig.layout.shapes[0].x0 == 0  # θ*
     clipped = curve_figure(s, PlotOptions(log=True, clip=1.0))
@@ -155,7 +168,7 @@ def test_curves_put_losses_left_and_accuracies_right(tmp_path):
 
 def test_curve_of_a_2d_surface_is_its_row_at_beta_zero(surface):
     fig = figure(surface, "1d", PlotOptions())
-    np.testing.assert_allclose(fig.data[0].y, 0.1 + X ** 2)
+    np.testing.assert_allclose(fig.data[0].y, 0.1 + X**2)
     assert fig.layout.title.text == "bowl (β = 0)"
 
 

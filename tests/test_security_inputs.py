@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import write_cifar10
 from typer.testing import CliRunner
 
-from conftest import write_cifar10
 from landscape import DataSpec, LandscapeError, build_model, create_model, load_checkpoint, load_split, save_checkpoint
 from landscape.cli import app
 
@@ -52,14 +52,19 @@ def write_pt(path, model, arch):
 def write_safetensors(path, model, arch):
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"landscape": json.dumps({**META, "arch": arch})})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(path),
+        metadata={"landscape": json.dumps({**META, "arch": arch})},
+    )
     return path
 
 
 def message(path, arch):
-    return (f"checkpoint {path} records arch '{arch}', which names code to import: only your own --arch may do "
-            f"that (pass --arch '{arch}' if you trust the file)")
+    return (
+        f"checkpoint {path} records arch '{arch}', which names code to import: only your own --arch may do "
+        f"that (pass --arch '{arch}' if you trust the file)"
+    )
 
 
 @pytest.mark.parametrize("arch", CODE)
@@ -86,19 +91,24 @@ def test_registered_and_torchvision_archs_are_kept(tmp_path, model, imports):
         assert "arch" not in ckpt.metadata and ckpt.untrusted_arch == arch
         with pytest.raises(LandscapeError) as error:
             build_model(ckpt)
-        assert str(error.value) == (f"checkpoint {path} records arch '{arch}', which is not a registered model or "
-                                    "torchvision:NAME: pass --arch (see `landscape models`)")
+        assert str(error.value) == (
+            f"checkpoint {path} records arch '{arch}', which is not a registered model or "
+            "torchvision:NAME: pass --arch (see `landscape models`)"
+        )
     assert not set(imports) & set(FORBIDDEN)
 
 
 def test_os_abort_in_a_checkpoint_does_not_abort(tmp_path, model):
     """In a fresh interpreter, without any guard: the process ends with the one-line error, not SIGABRT."""
     path = write_pt(tmp_path / "abort.pt", model, "os:abort")
-    code = ("import sys\nfrom landscape import LandscapeError, build_model, load_checkpoint\n"
-            "try:\n    build_model(load_checkpoint(sys.argv[1]))\n"
-            "except LandscapeError as e:\n    print(e)\n    sys.exit(3)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
+    code = (
+        "import sys\nfrom landscape import LandscapeError, build_model, load_checkpoint\n"
+        "try:\n    build_model(load_checkpoint(sys.argv[1]))\n"
+        "except LandscapeError as e:\n    print(e)\n    sys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 3, result.stderr
     assert result.stdout == message(path, "os:abort") + "\n"
 
@@ -106,8 +116,22 @@ def test_os_abort_in_a_checkpoint_does_not_abort(tmp_path, model):
 @pytest.mark.parametrize("arch", CODE)
 def test_compute_refuses_a_checkpoint_that_names_code(tmp_path, model, cifar_root, imports, arch):
     path = write_pt(tmp_path / "crafted.pt", model, arch)
-    result = CliRunner().invoke(app, ["compute", "--ckpt", str(path), "--x", "-1:1:3", "--subset", "4",
-                                      "--data-root", str(cifar_root), "--out", str(tmp_path / "o.h5")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compute",
+            "--ckpt",
+            str(path),
+            "--x",
+            "-1:1:3",
+            "--subset",
+            "4",
+            "--data-root",
+            str(cifar_root),
+            "--out",
+            str(tmp_path / "o.h5"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr == f"error: {message(path, arch)}\n"
     assert not (tmp_path / "o.h5").exists()
@@ -130,9 +154,11 @@ def test_a_pickled_os_system_is_named_and_never_run(tmp_path, model):
     torch.save({"state_dict": model.state_dict(), "hook": Reduce(os.system, f"touch {marker}")}, path)
     with pytest.raises(LandscapeError) as error:
         load_checkpoint(path)
-    assert str(error.value) == (f"cannot read checkpoint {path}: it asks to load the Python object "
-                                f"'{os.system.__module__}.system', which is never unpickled "
-                                "(only tensors and plain containers are)")
+    assert str(error.value) == (
+        f"cannot read checkpoint {path}: it asks to load the Python object "
+        f"'{os.system.__module__}.system', which is never unpickled "
+        "(only tensors and plain containers are)"
+    )
     assert not marker.exists()
 
 
@@ -142,8 +168,10 @@ def test_a_refused_pickle_keeps_torchs_whole_reason_on_one_line(tmp_path):
         pickle.dump({"state_dict": {"w": torch.zeros(2)}}, f, protocol=4)  # torch.save writes protocol 2
     with pytest.raises(LandscapeError) as error:
         load_checkpoint(path)
-    assert str(error.value) == (f"cannot read checkpoint {path}: it holds Python objects other than tensors and "
-                                "plain containers, which are never unpickled (Unsupported operand 149)")
+    assert str(error.value) == (
+        f"cannot read checkpoint {path}: it holds Python objects other than tensors and "
+        "plain containers, which are never unpickled (Unsupported operand 149)"
+    )
 
 
 def crafted_cifar(tmp_path, payload):
@@ -154,19 +182,24 @@ def crafted_cifar(tmp_path, payload):
     return path
 
 
-@pytest.mark.parametrize("make", [
-    lambda marker: (Reduce(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
-    lambda marker: (Reduce(exec, f"open({str(marker)!r}, 'w').close()"), "__builtin__.exec"),  # protocol 2 names
-    lambda marker: (Reduce(open, str(marker), "w"), "io.open"),
-], ids=["os.system", "builtins.exec", "open"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda marker: (Reduce(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
+        lambda marker: (Reduce(exec, f"open({str(marker)!r}, 'w').close()"), "__builtin__.exec"),  # protocol 2 names
+        lambda marker: (Reduce(open, str(marker), "w"), "io.open"),
+    ],
+    ids=["os.system", "builtins.exec", "open"],
+)
 def test_a_crafted_cifar_batch_runs_nothing(tmp_path, make):
     marker = tmp_path / "pwned"
     payload, name = make(marker)
     path = crafted_cifar(tmp_path, {"data": payload, "labels": []})
     with pytest.raises(LandscapeError) as error:
         load_split(DataSpec(root=str(tmp_path)), "train")
-    assert str(error.value) == (f"cannot read {path}: it asks to load the Python object '{name}', "
-                                "which is never unpickled")
+    assert str(error.value) == (
+        f"cannot read {path}: it asks to load the Python object '{name}', which is never unpickled"
+    )
     assert not marker.exists()
 
 

@@ -9,10 +9,22 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from landscape import (Axis, CheckpointSpec, DataSpec, DirectionSpec, GridSpec, LandscapeError, SurfaceSpec,
-                       build_model, compute_surface, load_checkpoint, read_surface, save_checkpoint)
 from toymodels import softmax
+
+from landscape import (
+    Axis,
+    CheckpointSpec,
+    DataSpec,
+    DirectionSpec,
+    GridSpec,
+    LandscapeError,
+    SurfaceSpec,
+    build_model,
+    compute_surface,
+    load_checkpoint,
+    read_surface,
+    save_checkpoint,
+)
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -22,16 +34,23 @@ def softmax_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = softmax()
     path = tmp_path_factory.mktemp("toy") / "softmax.pt"
-    save_checkpoint(path, model, {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar10",
-                                  "mean": list(MEAN), "std": list(STD)})
+    save_checkpoint(
+        path,
+        model,
+        {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar10", "mean": list(MEAN), "std": list(STD)},
+    )
     return path, {k: v.double().numpy() for k, v in model.state_dict().items()}
 
 
 def spec_for(ckpt, root, grid="-1:1:5", ygrid="-1:1:4", **data):
     arch = "toymodels:softmax" if Path(ckpt).name == "softmax.pt" else None  # the user's own --arch
-    return SurfaceSpec(CheckpointSpec(str(ckpt), arch=arch), DataSpec(root=str(root), **data),
-                       GridSpec(Axis.parse(grid), Axis.parse(ygrid) if ygrid else None),
-                       DirectionSpec(seed=0), DirectionSpec(seed=1) if ygrid else None)
+    return SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(ckpt), arch=arch),
+        data=DataSpec(root=str(root), **data),
+        grid=GridSpec(Axis.parse(grid), Axis.parse(ygrid) if ygrid else None),
+        x=DirectionSpec(seed=0),
+        y=DirectionSpec(seed=1) if ygrid else None,
+    )
 
 
 def raw_cifar(root, split):
@@ -55,8 +74,9 @@ def test_softmax_regression_surface_is_exact(tmp_path, cifar_root, softmax_ckpt)
         dy = {k: v[()].astype(np.float64) for k, v in f["directions/y"].items()}
         indices = {s: f[f"indices/{s}"][()] for s in ("train", "test")}
     assert not dx["fc.bias"].any()  # ignore=biasbn
-    np.testing.assert_allclose(np.linalg.norm(dx["fc.weight"], axis=1), np.linalg.norm(theta["fc.weight"], axis=1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(dx["fc.weight"], axis=1), np.linalg.norm(theta["fc.weight"], axis=1), rtol=1e-6
+    )
     for split in ("train", "test"):
         images, labels = raw_cifar(cifar_root, split)
         idx = indices[split]
@@ -113,15 +133,20 @@ def test_states_directions_match_the_papers_procedure(tmp_path, cifar_root, resn
     statistics) move along θ*'s own values, the others along filter-normalized noise; the surface equals a plain
     eval-mode forward of a model whose whole state was set to θ* + αδ + βη (BN folding and all)."""
     spec = spec_for(resnet20_ckpt, cifar_root, "-0.5:0.5:3", "-0.5:0.5:3", subset=16)
-    spec = dataclasses.replace(spec, x=DirectionSpec(seed=0, ignore="none", dir_type="states"),
-                               y=DirectionSpec(seed=1, ignore="none", dir_type="states"))
+    spec = dataclasses.replace(
+        spec,
+        x=DirectionSpec(seed=0, ignore="none", dir_type="states"),
+        y=DirectionSpec(seed=1, ignore="none", dir_type="states"),
+    )
     surface = compute_surface(spec, tmp_path / "states.h5")
     checkpoint = load_checkpoint(resnet20_ckpt)
     float_state = {k for k, v in checkpoint.state_dict.items() if v.is_floating_point()}  # not the BN counters
     theta = {k: v.double() if k in float_state else v for k, v in checkpoint.state_dict.items()}
     with h5py.File(tmp_path / "states.h5", "r", locking=False) as f:
-        dirs = {axis: {k: torch.from_numpy(v[()]).double() for k, v in f[f"directions/{axis}"].items()}
-                for axis in ("x", "y")}
+        dirs = {
+            axis: {k: torch.from_numpy(v[()]).double() for k, v in f[f"directions/{axis}"].items()}
+            for axis in ("x", "y")
+        }
         idx = f["indices/train"][()]
     assert set(dirs["x"]) == float_state and "bn1.running_var" in float_state  # the BN statistics move too
     for d in dirs.values():
@@ -129,8 +154,9 @@ def test_states_directions_match_the_papers_procedure(tmp_path, cifar_root, resn
             if t.dim() <= 1:
                 torch.testing.assert_close(t, theta[name], rtol=1e-6, atol=0)  # the paper: d.copy_(w)
             else:
-                torch.testing.assert_close(t.flatten(1).norm(dim=1), theta[name].flatten(1).norm(dim=1),
-                                           rtol=1e-5, atol=0)
+                torch.testing.assert_close(
+                    t.flatten(1).norm(dim=1), theta[name].flatten(1).norm(dim=1), rtol=1e-5, atol=0
+                )
     images, labels = raw_cifar(cifar_root, "train")
     mean, std = (torch.tensor(checkpoint.metadata[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     x = (torch.from_numpy(images[idx]).double() / 255 - mean) / std
@@ -138,8 +164,9 @@ def test_states_directions_match_the_papers_procedure(tmp_path, cifar_root, resn
     model = build_model(checkpoint).double().eval()
     for j, b in enumerate(surface.ycoordinates):
         for i, a in enumerate(surface.xcoordinates):
-            model.load_state_dict({k: v + a * dirs["x"][k] + b * dirs["y"][k] if k in float_state else v
-                                   for k, v in theta.items()})
+            model.load_state_dict(
+                {k: v + a * dirs["x"][k] + b * dirs["y"][k] if k in float_state else v for k, v in theta.items()}
+            )
             with torch.no_grad():
                 loss = torch.nn.functional.cross_entropy(model(x), y).item()
             assert surface["train_loss"][j, i] == pytest.approx(loss, rel=5e-6), (a, b)
@@ -149,14 +176,18 @@ def stop_after(points):
     def progress(done, total):
         if done >= points:
             raise KeyboardInterrupt
+
     return progress
 
 
 def datasets(path):
     out = {}
     with h5py.File(path) as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) and name != "runs" else None)  # runs: provenance
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) and name != "runs" else None
+            )
+        )  # runs: provenance
         attrs = {k: f.attrs[k] for k in ("format", "format_version", "spec")}
     return out, attrs
 
@@ -200,13 +231,20 @@ def test_non_finite_losses_are_stored_as_they_are(tmp_path, cifar_root, softmax_
 
 def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_root, resnet20_ckpt):
     first = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", "-1:1:3", subset=8), tmp_path / "a.h5")
-    again = SurfaceSpec(CheckpointSpec(str(resnet20_ckpt)), DataSpec(root=str(cifar_root), subset=8),
-                        GridSpec(Axis.parse("-1:1:3"), Axis.parse("-1:1:3")),
-                        DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="x"),
-                        DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="y"))
+    again = SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(resnet20_ckpt)),
+        data=DataSpec(root=str(cifar_root), subset=8),
+        grid=GridSpec(Axis.parse("-1:1:3"), Axis.parse("-1:1:3")),
+        x=DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="x"),
+        y=DirectionSpec(kind="file", source=str(tmp_path / "a.h5"), source_axis="y"),
+    )
     second = compute_surface(again, tmp_path / "b.h5")
     np.testing.assert_array_equal(second["train_loss"], first["train_loss"])
-    line = SurfaceSpec(CheckpointSpec(str(resnet20_ckpt)), DataSpec(root=str(cifar_root), subset=8),
-                       GridSpec(Axis.parse("0:1:2")), DirectionSpec(kind="target", target=str(resnet20_ckpt)))
+    line = SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(resnet20_ckpt)),
+        data=DataSpec(root=str(cifar_root), subset=8),
+        grid=GridSpec(Axis.parse("0:1:2")),
+        x=DirectionSpec(kind="target", target=str(resnet20_ckpt)),
+    )
     flat = compute_surface(line, tmp_path / "t.h5")  # target == θ*: a zero direction, a flat line
     assert flat["train_loss"][0] == flat["train_loss"][1] == pytest.approx(first["train_loss"][1, 1])

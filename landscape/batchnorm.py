@@ -1,0 +1,162 @@
+"""BatchNorm folded into the preceding convolutions: a traced copy of a model whose Conv2d→BatchNorm2d pairs are
+single convolutions, exact up to rounding in eval mode, refolded whenever the original weights change.
+
+`fold_batchnorm(model)` returns None when there is nothing to fold and raises `NotTraceable` when torch.fx
+cannot trace the model (data-dependent control flow, for instance): the caller decides what to do then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class NotTraceable(Exception):
+    """torch.fx cannot trace the model; `reason` says why (the first line of torch.fx's error)."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model} cannot be traced by torch.fx ({reason})")
+        self.model, self.reason = model, reason
+
+
+@dataclass
+class FoldedModel:
+    """A traced copy of a model with each BatchNorm that follows a convolution folded into it.
+
+    Modules that are not folded are shared with the original model, so they see its weights as they change;
+    `refold()` recomputes the folded convolutions from the original model's current weights and statistics.
+    """
+
+    module: torch.fx.GraphModule
+    pairs: list[tuple[str, nn.Conv2d, str, nn.modules.batchnorm._BatchNorm, nn.Conv2d]]
+
+    @torch.no_grad()
+    def refold(self) -> None:
+        for _, conv, _, bn, fused in self.pairs:
+            assert bn.running_mean is not None and bn.running_var is not None and fused.bias is not None
+            weight, bias = fold_conv_bn(
+                conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps
+            )
+            fused.weight.copy_(weight)
+            fused.bias.copy_(bias)
+
+    def functional_state(
+        self, stacked: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The folded module's tensors for stacked original tensors: (batched ones, constant ones)."""
+        batched = dict(stacked)
+        constant = {k: v for k, v in self.module.state_dict().items() if k not in stacked}
+        for conv_name, conv, bn_name, bn, _ in self.pairs:
+
+            def get(module_name: str, attr: str, module: nn.Module) -> torch.Tensor | None:
+                return stacked.get(f"{module_name}.{attr}", getattr(module, attr))
+
+            weight, bias = fold_conv_bn(
+                _present(get(conv_name, "weight", conv)),
+                get(conv_name, "bias", conv),
+                get(bn_name, "weight", bn),
+                get(bn_name, "bias", bn),
+                _present(get(bn_name, "running_mean", bn)),
+                _present(get(bn_name, "running_var", bn)),
+                bn.eps,
+            )
+            for attr in ("weight", "bias"):
+                batched.pop(f"{conv_name}.{attr}", None)
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                batched.pop(f"{bn_name}.{attr}", None)
+            for attr, value in (("weight", weight), ("bias", bias)):
+                key = f"{conv_name}.{attr}"
+                (batched if value.dim() > (4 if attr == "weight" else 1) else constant)[key] = value
+        return batched, constant
+
+
+def _present(tensor: torch.Tensor | None) -> torch.Tensor:
+    """A tensor that folding needs (the convolution's weight, BN's running statistics): never None here."""
+    assert tensor is not None
+    return tensor
+
+
+def fold_conv_bn(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv followed by eval-mode BN as one conv; broadcasts over a leading points axis."""
+    scale = torch.rsqrt(var + eps)
+    if gamma is not None:
+        scale = scale * gamma
+    folded_weight = weight * scale[..., None, None, None]
+    folded_bias = (-mean if bias is None else bias - mean) * scale
+    if beta is not None:
+        folded_bias = folded_bias + beta
+    return folded_weight, folded_bias
+
+
+def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
+    """Trace `model` and fold every Conv2d→BatchNorm2d pair; None when it has no such pair.
+
+    Raises NotTraceable when the model has a BatchNorm2d and torch.fx cannot trace it.
+    """
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return None
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception as e:  # torch.fx raises TraceError, TypeError, RuntimeError, ... depending on the model
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NotTraceable(type(model).__name__, reason) from e
+    modules = dict(traced.named_modules())
+    pairs = []
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        producer = node.args[0]
+        if not (
+            isinstance(producer, torch.fx.Node)
+            and producer.op == "call_module"
+            and type(modules.get(producer.target)) is nn.Conv2d
+            and len(producer.users) == 1
+        ):
+            continue
+        conv, bn = modules[producer.target], modules[node.target]
+        if bn.running_mean is None or conv.padding_mode != "zeros":
+            continue
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+            device=conv.weight.device,
+        )
+        fused = (
+            fused.to(memory_format=torch.channels_last)
+            if conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dim() == 4
+            else fused
+        )
+        fused.requires_grad_(False)
+        _set_submodule(traced, str(producer.target), fused)
+        node.replace_all_uses_with(producer)
+        traced.graph.erase_node(node)
+        pairs.append((str(producer.target), conv, str(node.target), bn, fused))
+    if not pairs:
+        return None
+    traced.graph.lint()
+    traced.recompile()
+    folded = FoldedModel(traced.eval(), pairs)
+    folded.refold()
+    return folded
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent_name, _, name = target.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, name, module)

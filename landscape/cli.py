@@ -116,7 +116,9 @@ def compute(
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     bn: Annotated[str, typer.Option(help="eval (stored BN statistics) | recompute (re-estimated per point)")] = "eval",
     bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used.")] = 1280,
-    precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+    precision: Annotated[
+        str, typer.Option(help="fp32 | bf16 (autocast; warns where the hardware only emulates bf16)")
+    ] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[
         Optional[int], typer.Option(help="Images per forward pass (default: 128 on the CPU, 1000 on CUDA).")
@@ -178,6 +180,9 @@ def compute(
         compile=compile,
         points_per_pass=points_per_pass,
     )
+    warning = bf16_warning(precision, device)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     with _progress_bar() as progress:
         surface = compute_surface(spec, out, options, overwrite=overwrite, progress=progress)
     _print_summary(surface)

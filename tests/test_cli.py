@@ -305,3 +305,17 @@ def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):
     with pytest.raises(LandscapeError, match=f"no checkpoint {tmp_path / 'resnet20.pt'}"):
         run_demo(settings)
     assert not (tmp_path / "out").exists()  # nothing is made before the checkpoints are found
+
+
+def test_bf16_where_it_is_not_native_warns_in_one_line(tmp_path, cifar_root, resnet20_ckpt, monkeypatch):
+    from landscape import hardware
+
+    args = ["compute", "--ckpt", resnet20_ckpt, "--x", "0:0:1", "--subset", 4, "--data-root", cifar_root]
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
+    result = invoke(*args, "--precision", "bf16", "--device", "cpu", "--out", tmp_path / "a.h5")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "bf16 is not native on this CPU" in warnings[0]
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
+    result = invoke(*args, "--precision", "bf16", "--device", "cpu", "--out", tmp_path / "b.h5")
+    assert result.exit_code == 0 and "warning:" not in result.stderr

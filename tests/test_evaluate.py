@@ -64,7 +64,7 @@ def assert_same_metrics(got, expected, rtol):
             np.testing.assert_allclose(got[name], expected[name], rtol=rtol, err_msg=name)
 
 
-def test_centre_point_equals_plain_eval_loss(setup):
+def test_center_point_equals_plain_eval_loss(setup):
     model, center, dirs, sets = setup
     reference = copy.deepcopy(model)
     result = PointEvaluator(model, center, dirs, sets, MEAN, STD).evaluate(np.zeros((1, 2)))
@@ -75,7 +75,7 @@ def test_centre_point_equals_plain_eval_loss(setup):
         assert result[f"{split}_acc"][0] == acc
 
 
-def test_off_centre_point_equals_perturbed_model(setup):
+def test_off_center_point_equals_perturbed_model(setup):
     model, center, dirs, sets = setup
     a, b = 0.3, -0.7
     result = PointEvaluator(model, center, dirs, sets, MEAN, STD).evaluate(np.array([[a, b]]))
@@ -229,7 +229,7 @@ def test_a_model_without_batchnorm_is_not_folded_and_not_warned_about(setup, mod
     assert evaluator.folded is None
 
 
-def test_training_evaluates_as_the_surface_evaluator_at_the_centre(tmp_path, cifar_root):
+def test_training_evaluates_as_the_surface_evaluator_at_the_center(tmp_path, cifar_root):
     meta = train(
         TrainSpec(
             arch="resnet20",

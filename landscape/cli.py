@@ -598,6 +598,73 @@ def demo(
         typer.echo(f"browse them: landscape app --results {out}")
 
 
+@app.command()
+@friendly
+def hessian(
+    ckpt: Annotated[Path, typer.Option(help="Checkpoint of the trained model θ* (.pt, .pth, .safetensors).")],
+    arch: Annotated[
+        Optional[str],
+        typer.Option(help="Architecture when the checkpoint does not record one (see `landscape models`)."),
+    ] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes, when the checkpoint does not say.")] = None,
+    dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagefolder")] = "cifar10",
+    data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
+    split: Annotated[str, typer.Option(help="train | test")] = "train",
+    subset: Annotated[int, typer.Option(help="Images the loss averages over, drawn with --data-seed.")] = 1000,
+    data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
+    top_k: Annotated[int, typer.Option(help="Largest eigenvalues computed (Lanczos).")] = 5,
+    trace_samples: Annotated[int, typer.Option(help="Hutchinson samples of the trace (0: no trace).")] = 0,
+    tol: Annotated[float, typer.Option(help="Relative accuracy of the eigenvalues (ARPACK's tol).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the Lanczos start vector and the trace's vectors.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per double-backward pass.")] = 128,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report (with the spec) here.")] = None,
+    eigenvectors: Annotated[
+        Optional[Path], typer.Option(help="Write the eigenvectors here (.npz, one array per parameter name).")
+    ] = None,
+) -> None:
+    """Top eigenvalues and trace of the loss Hessian at θ* (Lanczos, Hutchinson), over a fixed set of images."""
+    from .checkpoints import build_model, load_checkpoint
+    from .curvature import HessianSpec, hessian_report
+    from .data import DEFAULT_NORMALIZATION, DataSpec, load_split
+    from .hardware import resolve_device
+
+    if split not in ("train", "test"):
+        raise LandscapeError(f"--split must be train or test, got '{split}'")
+    spec = HessianSpec(
+        top_k=top_k,
+        trace_samples=trace_samples,
+        seed=seed,
+        tol=tol,
+        data=DataSpec(name=dataset, root=data_root or "", split=split, subset=subset, seed=data_seed),
+    )
+    spec.validate()
+    if batch_size < 1:
+        raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+    resolved = resolve_device(device)
+    checkpoint = load_checkpoint(ckpt)
+    model = build_model(checkpoint, arch, num_classes)
+    default_mean, default_std = DEFAULT_NORMALIZATION[dataset]
+    mean = tuple(checkpoint.metadata.get("mean") or default_mean)
+    std = tuple(checkpoint.metadata.get("std") or default_std)
+    images = load_split(spec.data, split)
+    report = hessian_report(model, images, mean, std, spec, resolved, batch_size=batch_size, eigenvectors=eigenvectors)
+    report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
+    typer.echo(
+        f"{report['parameters']} parameters, {report['images']} images, "
+        f"{report['hvps']} Hessian-vector products, {report['seconds']:.1f} s"
+    )
+    for i, value in enumerate(report["eigenvalues"], 1):
+        typer.echo(f"  λ{i:<3} {value:.6g}")
+    if report["trace"] is not None:
+        typer.echo(f"  trace {report['trace']:.6g} ± {report['trace_stderr']:.2g} (standard error)")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+        typer.echo(f"wrote {json_out}")
+    if eigenvectors is not None:
+        typer.echo(f"wrote {eigenvectors}")
+
+
 def main() -> None:
     app()
 

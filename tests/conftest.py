@@ -16,18 +16,30 @@ TEST_IMAGES = 20
 
 
 def write_cifar10(
-    root: Path, train_per_batch: int = TRAIN_PER_BATCH, test_images: int = TEST_IMAGES, seed: int = 0
+    root: Path,
+    train_per_batch: int = TRAIN_PER_BATCH,
+    test_images: int = TEST_IMAGES,
+    seed: int = 0,
+    learnable: bool = False,
 ) -> Path:
-    """A `cifar-10-batches-py` folder in the real pickle layout, with random images and labels."""
+    """A `cifar-10-batches-py` folder in the real pickle layout, with random labels and random images, or with
+    `learnable` images: each class its own colour plus noise, so that a few epochs of training can learn them."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
+    palette = rng.uniform(40, 215, size=(10, 3)) if learnable else None
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in files:
         n = test_images if name == "test_batch" else train_per_batch
+        if palette is None:  # the random images first, then the labels: the draw the other tests were written on
+            data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+            labels = rng.integers(0, 10, size=n)
+        else:
+            labels = rng.integers(0, 10, size=n)
+            data = (palette[labels][:, :, None] + rng.normal(0, 10, size=(n, 3, 32 * 32))).clip(0, 255)
         batch = {
-            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-            "labels": [int(v) for v in rng.integers(0, 10, size=n)],
+            "data": data.astype(np.uint8).reshape(n, 3072),
+            "labels": [int(v) for v in labels],
             "filenames": [f"{name}_{i}.png" for i in range(n)],
             "batch_label": name,
         }

@@ -1,12 +1,11 @@
 """`landscape train` on a tiny CIFAR-format fixture: checkpoint with metadata, resume == uninterrupted."""
 
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import write_cifar10
 from typer.testing import CliRunner
 
 from landscape import DataSpec, LandscapeError, build_model, create_model, load_checkpoint
@@ -219,25 +218,7 @@ def coloured_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CIFAR-10-format folder as tiny as `cifar_root` (60 training images), whose labels can be learnt: each
     class has its own colour, plus noise. (On `cifar_root`'s random labels, 3 epochs move the loss by less than
     a change of learning rate or batch size does, so they cannot tell a working optimizer from a broken one.)"""
-    folder = tmp_path_factory.mktemp("coloured") / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    palette = rng.uniform(40, 215, size=(10, 3))
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        n = 20 if name == "test_batch" else 12
-        labels = rng.integers(0, 10, size=n)
-        images = palette[labels][:, :, None] + rng.normal(0, 10, size=(n, 3, 32 * 32))
-        batch = {
-            "data": images.clip(0, 255).astype(np.uint8).reshape(n, 3 * 32 * 32),
-            "labels": [int(v) for v in labels],
-            "filenames": [f"{name}_{i}.png" for i in range(n)],
-            "batch_label": name,
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f, protocol=2)
-    return folder.parent
+    return write_cifar10(tmp_path_factory.mktemp("coloured"), learnable=True)
 
 
 def test_training_lowers_the_loss(tmp_path, coloured_root):

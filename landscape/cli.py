@@ -84,8 +84,16 @@ def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
 def compute(
     ckpt: Annotated[Path, typer.Option(help="Checkpoint of the trained model θ* (.pt, .pth, .safetensors).")],
     out: Annotated[Path, typer.Option(help="Surface file to write (HDF5). Re-running resumes it.")],
-    x: Annotated[str, typer.Option(help="x axis as START:STOP:NUM.")] = "-1:1:51",
-    y: Annotated[Optional[str], typer.Option(help="y axis as START:STOP:NUM; omit for a 1D curve.")] = None,
+    x: Annotated[
+        Optional[str],
+        typer.Option(
+            help="x axis as START:STOP:NUM (default -1:1:51); with --trajectory also NUM: bounds from the path."
+        ),
+    ] = None,
+    y: Annotated[
+        Optional[str],
+        typer.Option(help="y axis as START:STOP:NUM; omit for a 1D curve (--trajectory: NUM, default 51 points)."),
+    ] = None,
     arch: Annotated[
         Optional[str],
         typer.Option(help="Architecture when the checkpoint does not record one (see `landscape models`)."),
@@ -102,6 +110,28 @@ def compute(
     ] = None,
     xdir_file: Annotated[Optional[Path], typer.Option(help="Take the x direction from this surface file.")] = None,
     ydir_file: Annotated[Optional[Path], typer.Option(help="Take the y direction from this surface file.")] = None,
+    trajectory: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            help="x, y = the top two principal components of a training trajectory minus θ* (docs/trajectory.md): "
+            "a snapshots.h5 of `landscape train`, a folder of checkpoints, or checkpoints (repeat the option)."
+        ),
+    ] = None,
+    pca_center: Annotated[
+        bool, typer.Option(help="--trajectory: subtract the mean of the θ_i − θ* before the PCA (as the paper's code).")
+    ] = True,
+    trajectory_margin: Annotated[
+        float, typer.Option(help="--trajectory: grid bounds = the path's extent plus this share of it on each side.")
+    ] = 0.2,
+    eigenvectors: Annotated[
+        Optional[Path], typer.Option(help="Eigenvector file (.npz) of `landscape hessian`, for --x/ydir-hessian.")
+    ] = None,
+    xdir_hessian: Annotated[
+        Optional[int], typer.Option(help="x direction = Hessian eigenvector K of --eigenvectors (1: the largest).")
+    ] = None,
+    ydir_hessian: Annotated[
+        Optional[int], typer.Option(help="y direction = Hessian eigenvector K of --eigenvectors.")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagefolder")] = "cifar10",
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     split: Annotated[str, typer.Option(help="train | test | both")] = "train",
@@ -134,13 +164,27 @@ def compute(
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,
     points_per_pass: Annotated[int, typer.Option(help="Grid points per vmapped forward pass.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file of another spec.")] = False,
+    workers: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Local ranks on torch.distributed (N or auto: one per GPU; on the CPU one 1-thread rank per core, "
+            "at most 8). Under torchrun the ranks come from torchrun instead."
+        ),
+    ] = None,
+    rank_timeout: Annotated[
+        float, typer.Option(help="Several ranks: stop the run when a rank sends no heartbeat for this many seconds.")
+    ] = 60.0,
 ) -> None:
-    """Compute f(α, β) = L(θ* + αδ + βη) on a grid into an HDF5 surface file."""
+    """Compute f(α, β) = L(θ* + αδ + βη) on a grid into an HDF5 surface file.
+
+    Runs in one process, in N local ranks (--workers N), or in every rank of a torchrun job
+    (`torchrun --nproc-per-node N -m landscape compute ...`): see docs/distributed.md.
+    """
     from .data import DataSpec
     from .directions import DirectionSpec
     from .evaluate import EvalSpec, RunOptions
     from .grid import Axis, GridSpec
-    from .surface import CheckpointSpec, SurfaceSpec, compute_surface
+    from .surface import CheckpointSpec, SurfaceSpec
 
     def direction(
         norm: str, ignore: str, seed_: int, target: Optional[Path], source: Optional[Path], axis: str
@@ -153,7 +197,10 @@ def compute(
             )
         return DirectionSpec(kind="random", seed=seed_, norm=norm, ignore=ignore, dir_type=dir_type)
 
-    grid = GridSpec(Axis.parse(x), Axis.parse(y) if y else None)
+    if trajectory:  # axes of NUM points get their bounds from the path (_pca_or_hessian)
+        grid = GridSpec(_axis_or_count(x, "--x"), _axis_or_count(y, "--y"))
+    else:
+        grid = GridSpec(Axis.parse(x or "-1:1:51"), Axis.parse(y) if y else None)
     spec = SurfaceSpec(
         checkpoint=CheckpointSpec(
             path=str(ckpt), arch=arch, num_classes=num_classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std")
@@ -172,6 +219,16 @@ def compute(
         y=direction(ynorm, yignore, seed + 1, None, ydir_file, "y") if y else None,
         evaluation=EvalSpec(precision=precision, bn=bn, bn_images=bn_images),
     )
+    spec = _pca_or_hessian(
+        spec,
+        (x, y),
+        trajectory,
+        pca_center,
+        trajectory_margin,
+        eigenvectors,
+        (xdir_hessian, ydir_hessian),
+        (xtarget is not None or xdir_file is not None, ydir_file is not None),
+    )
     options = RunOptions(
         device=device,
         batch_size=batch_size,
@@ -183,12 +240,149 @@ def compute(
     warning = bf16_warning(precision, device)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
-    with _progress_bar() as progress:
-        surface = compute_surface(spec, out, options, overwrite=overwrite, progress=progress)
-    _print_summary(surface)
+    surface = _run_compute(spec, out, options, overwrite, workers, rank_timeout)
+    if surface is not None:
+        _print_summary(surface)
+        _print_trajectory(surface)
 
 
-class _progress_bar:
+def _axis_or_count(text: Optional[str], option: str) -> Any:
+    """START:STOP:NUM as given, or NUM points (default 51) on a placeholder axis whose bounds the path will set."""
+    from .grid import Axis
+
+    if text is not None and ":" in text:
+        return Axis.parse(text)
+    try:
+        count = int(text) if text is not None else 51
+    except ValueError:
+        raise LandscapeError(f"{option} '{text}': use NUM or START:STOP:NUM, e.g. 21 or -1:1:21") from None
+    return Axis(-1.0, 1.0, count) if count > 1 else Axis.parse(f"0:0:{count}")
+
+
+def _pca_or_hessian(
+    spec: Any,
+    axes: tuple[Optional[str], Optional[str]],
+    trajectory: Optional[list[Path]],
+    pca_center: bool,
+    margin: float,
+    eigenvectors: Optional[Path],
+    hessian: tuple[Optional[int], Optional[int]],
+    other_source: tuple[bool, bool],
+) -> Any:
+    """The spec with the directions of --trajectory (PCA; axes given as NUM get their bounds from the path) or of
+    --xdir-hessian/--ydir-hessian; one source per axis."""
+    import dataclasses
+
+    from .directions import DirectionSpec
+    from .spec import TrajectorySpec
+    from .trajectory import trajectory_grid
+
+    for axis, k in enumerate("xy"):
+        if sum([bool(trajectory), hessian[axis] is not None, other_source[axis]]) > 1:
+            raise LandscapeError(
+                f"choose one source for the {k} direction: --trajectory, --{k}dir-hessian"
+                + (", --xtarget or --xdir-file" if k == "x" else " or --ydir-file")
+            )
+    if (eigenvectors is None) != (hessian == (None, None)):
+        raise LandscapeError(
+            "--xdir-hessian and --ydir-hessian take eigenvectors from --eigenvectors FILE.npz: give both"
+        )
+    if eigenvectors is not None:
+        replaced = {}
+        for k, index in zip("xy", hessian):
+            if index is not None:
+                if getattr(spec, k) is None:
+                    raise LandscapeError(f"--{k}dir-hessian needs a 2D grid: give --y")
+                replaced[k] = DirectionSpec(
+                    kind="hessian", source=str(eigenvectors), index=index, norm="none", ignore="none"
+                )
+        spec = dataclasses.replace(spec, **replaced)
+    if not trajectory:
+        return spec
+    ignore, dir_type = spec.x.ignore, spec.x.dir_type
+    spec = dataclasses.replace(
+        spec,
+        x=DirectionSpec(kind="pca", index=1, norm="none", ignore=ignore, dir_type=dir_type),
+        y=DirectionSpec(kind="pca", index=2, norm="none", ignore=ignore, dir_type=dir_type),
+        trajectory=TrajectorySpec(paths=tuple(str(p) for p in trajectory), centered=pca_center),
+    )
+    from_path = [text is None or ":" not in text for text in axes]
+    if any(from_path):
+        spec.validate()
+        path = trajectory_grid(spec, spec.grid.x.num, spec.grid.y.num, margin)
+        grid = dataclasses.replace(
+            spec.grid, x=path.x if from_path[0] else spec.grid.x, y=path.y if from_path[1] else spec.grid.y
+        )
+        spec = dataclasses.replace(spec, grid=grid)
+    return spec
+
+
+def _print_trajectory(surface: Any) -> None:
+    """For a surface on PCA directions: the explained variance and how far the path lies off the plane."""
+    from .trajectory import read_trajectory
+
+    path = read_trajectory(surface)
+    if path is None:
+        return
+    ratio = path.explained_variance_ratio
+    typer.echo(
+        f"  trajectory  {len(path.epochs)} snapshots; explained variance x {ratio[0]:.1%}, y {ratio[1]:.1%}; "
+        f"off the plane by at most {path.residual.max():.4g} (distance to θ* up to {path.distance.max():.4g})"
+    )
+
+
+def _run_compute(
+    spec: Any, out: Path, options: Any, overwrite: bool, workers: Optional[str], rank_timeout: float
+) -> Any:
+    """One process, `--workers` local ranks, or this rank of a torchrun job; the surface (None off rank 0)."""
+    from .distributed import (
+        RunStopped,
+        WorkersFailed,
+        World,
+        compute_surface_distributed,
+        launch_workers,
+        parse_workers,
+    )
+    from .surface import compute_surface
+
+    world = World.from_env()
+    if rank_timeout <= 0:
+        raise LandscapeError("--rank-timeout must be positive")
+    if world is not None and world.size > 1:
+        if workers is not None:
+            raise LandscapeError("--workers starts its own ranks: leave it out under torchrun")
+        try:
+            with progress_bar() as progress:
+                return compute_surface_distributed(
+                    spec,
+                    out,
+                    options,
+                    world,
+                    overwrite=overwrite,
+                    progress=progress if world.rank == 0 else None,
+                    rank_timeout=rank_timeout,
+                )
+        except RunStopped as e:
+            if e.reported:  # the rank that failed printed the reason
+                raise typer.Exit(3) from None
+            raise
+        except KeyboardInterrupt:
+            if world.rank != 0:  # rank 0 says it once
+                raise typer.Exit(130) from None
+            raise
+    count = parse_workers(workers, options.device) if workers is not None else 1
+    if count > 1:
+        try:
+            return launch_workers(spec, out, options, count, overwrite=overwrite, rank_timeout=rank_timeout)
+        except WorkersFailed as e:
+            if e.reported:
+                raise typer.Exit(e.exit_code) from None
+            raise
+    with progress_bar() as progress:
+        return compute_surface(spec, out, options, overwrite=overwrite, progress=progress)
+
+
+class progress_bar:
     """A tqdm bar (points/s, ETA) on stderr, fed by compute_surface's progress callback."""
 
     def __enter__(self) -> Callable[[int, int], None]:
@@ -589,7 +783,7 @@ def demo(
         precision=precision,
         device=device,
     )
-    result = run_demo(settings, notify=lambda message: typer.echo(message, err=True), progress=_progress_bar)
+    result = run_demo(settings, notify=lambda message: typer.echo(message, err=True), progress=progress_bar)
     _print_comparison(result.comparison)
     for message in result.skipped:
         typer.echo(message, err=True)
@@ -622,8 +816,14 @@ def hessian(
     eigenvectors: Annotated[
         Optional[Path], typer.Option(help="Write the eigenvectors here (.npz, one array per parameter name).")
     ] = None,
+    density: Annotated[
+        bool, typer.Option(help="Also estimate the eigenvalue density (stochastic Lanczos quadrature).")
+    ] = False,
+    density_steps: Annotated[int, typer.Option(help="--density: Lanczos steps (products) per start vector.")] = 50,
+    density_samples: Annotated[int, typer.Option(help="--density: Rademacher start vectors averaged.")] = 1,
 ) -> None:
-    """Top eigenvalues and trace of the loss Hessian at θ* (Lanczos, Hutchinson), over a fixed set of images."""
+    """Top eigenvalues, trace and eigenvalue density of the loss Hessian at θ* (Lanczos, Hutchinson, stochastic
+    Lanczos quadrature), over a fixed set of images."""
     from .checkpoints import build_model, load_checkpoint
     from .curvature import HessianSpec, hessian_report
     from .data import DEFAULT_NORMALIZATION, DataSpec, load_split
@@ -637,6 +837,8 @@ def hessian(
         seed=seed,
         tol=tol,
         data=DataSpec(name=dataset, root=data_root or "", split=split, subset=subset, seed=data_seed),
+        density_steps=density_steps if density else 0,
+        density_samples=density_samples,
     )
     spec.validate()
     if batch_size < 1:
@@ -648,7 +850,17 @@ def hessian(
     mean = tuple(checkpoint.metadata.get("mean") or default_mean)
     std = tuple(checkpoint.metadata.get("std") or default_std)
     images = load_split(spec.data, split)
-    report = hessian_report(model, images, mean, std, spec, resolved, batch_size=batch_size, eigenvectors=eigenvectors)
+    report = hessian_report(
+        model,
+        images,
+        mean,
+        std,
+        spec,
+        resolved,
+        batch_size=batch_size,
+        eigenvectors=eigenvectors,
+        checkpoint_sha256=checkpoint.sha256,
+    )
     report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
     typer.echo(
         f"{report['parameters']} parameters, {report['images']} images, "
@@ -658,6 +870,13 @@ def hessian(
         typer.echo(f"  λ{i:<3} {value:.6g}")
     if report["trace"] is not None:
         typer.echo(f"  trace {report['trace']:.6g} ± {report['trace_stderr']:.2g} (standard error)")
+    if report["density"] is not None:
+        d = report["density"]
+        typer.echo(
+            f"  density: Ritz values from {d['smallest']:.6g} to {d['largest']:.6g}, "
+            f"weight below -1% of the largest |value| {d['negative_share']:.2%}, within ±1% of 0 "
+            f"{d['near_zero_share']:.1%} ({len(d['nodes'])} x {spec.density_steps} Lanczos steps)"
+        )
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2))
         typer.echo(f"wrote {json_out}")

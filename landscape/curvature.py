@@ -4,13 +4,20 @@ The Hessian is that of the mean cross-entropy over a fixed set of images with re
 BatchNorm in eval mode. Parameters are flattened into one vector in the order of `model.named_parameters()`,
 keyed by name (`HessianVectorProduct.names`). Products come from double backward, batch by batch; each batch's
 loss is a sum divided by the number of all images, so the summed products are those of the mean over all images.
-The top eigenvalues use ARPACK's Lanczos (`scipy.sparse.linalg.eigsh`, `which="LA"`), as Li et al.'s code does.
+The top eigenvalues use ARPACK's Lanczos (`scipy.sparse.linalg.eigsh`, `which="LA"`), as Li et al.'s code does;
+the eigenvalue density, stochastic Lanczos quadrature (Lanczos with full reorthogonalization from Rademacher vectors).
+
+The eigenvector file (`.npz`, one array (k, *shape) per parameter name, and `#eigenvalues`, `#checkpoint_sha256`)
+serves as directions of a surface (`hessian_direction`); it is untrusted input: every member's header is checked
+(floating point, the model's shapes by name) before anything is read, and nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DataSpec, ImageSet, normalizer
+from .directions import Direction
 from .errors import LandscapeError
 
 MatVec = Callable[[np.ndarray], np.ndarray]
+EIGENVALUES_KEY = "#eigenvalues"  # in the eigenvector file: the eigenvalues, descending
+CHECKPOINT_KEY = "#checkpoint_sha256"  # in the eigenvector file: the sha256 of the checkpoint θ*
+MAX_EIGENVECTORS = 1000
 
 
 class HessianVectorProduct:
@@ -141,6 +152,232 @@ def hutchinson_trace(hvp: MatVec, dim: int, samples: int, seed: int = 0) -> Trac
     )
 
 
+def lanczos(hvp: MatVec, dim: int, steps: int, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lanczos from `start` with full reorthogonalization: the diagonal (m,) and off-diagonal (m - 1,) of the
+    tridiagonal matrix T, m = `steps`, or fewer when the Krylov space closes (an invariant subspace: T is exact)."""
+    if not 1 <= steps <= dim:
+        raise LandscapeError(f"the Lanczos steps must be in 1..{dim} (the number of parameters), got {steps}")
+    basis = np.empty((steps, dim))
+    basis[0] = start / np.linalg.norm(start)
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(steps):
+        w = hvp(basis[j])
+        alphas.append(float(basis[j] @ w))
+        w = w - alphas[-1] * basis[j] - (betas[-1] * basis[j - 1] if j else 0.0)
+        for _ in range(2):  # twice is enough (Parlett): the basis stays orthogonal to rounding
+            w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
+        beta = float(np.linalg.norm(w))
+        if j == steps - 1 or beta <= 1e-10 * max(abs(a) for a in alphas + betas + [1e-300]):
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    return np.array(alphas), np.array(betas)
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """Stochastic Lanczos quadrature of the eigenvalue density φ(t) = (1/n) Σ δ(t − λ_i).
+
+    For each Rademacher start vector v, a Gauss quadrature of vᵀ f(H) v / vᵀv: nodes (the Ritz values, eigenvalues of
+    T) and weights (squared first components of T's eigenvectors, summing to 1); it is exact for polynomials f of
+    degree < 2m, and for every f once the Krylov space closes. φ is their average over the start vectors.
+    """
+
+    nodes: list[np.ndarray]
+    weights: list[np.ndarray]
+
+    def smoothed(self, grid: np.ndarray, sigma: float) -> np.ndarray:
+        """φ on `grid`, each node a Gaussian of standard deviation `sigma`: a density that integrates to ~1."""
+        grid = np.asarray(grid, dtype=np.float64)[:, None]
+        out = np.zeros(len(grid))
+        for nodes, weights in zip(self.nodes, self.weights):
+            out += (weights * np.exp(-0.5 * ((grid - nodes) / sigma) ** 2)).sum(axis=1)
+        return out / (len(self.nodes) * sigma * np.sqrt(2 * np.pi))
+
+    def negative_share(self, tol: float = 0.01) -> float:
+        """The weight of the nodes below −`tol` times the largest |node|: the estimated share of clearly negative
+        eigenvalues. A node near 0 stands for the bulk of eigenvalues around it, whose signs a quadrature of a few
+        steps cannot resolve (`near_zero_share`)."""
+        cut = tol * max(float(np.abs(n).max()) for n in self.nodes)
+        return float(np.mean([w[n < -cut].sum() for n, w in zip(self.nodes, self.weights)]))
+
+    def near_zero_share(self, tol: float = 0.01) -> float:
+        """The weight of the nodes within `tol` times the largest |node| of 0."""
+        cut = tol * max(float(np.abs(n).max()) for n in self.nodes)
+        return float(np.mean([w[np.abs(n) <= cut].sum() for n, w in zip(self.nodes, self.weights)]))
+
+
+def spectral_density(hvp: MatVec, dim: int, steps: int, samples: int = 1, seed: int = 0) -> SpectralDensity:
+    """Stochastic Lanczos quadrature (`SpectralDensity`): `samples` Lanczos runs of `steps` steps from Rademacher
+    vectors drawn from `seed` (the draws of `hutchinson_trace` with the same seed); `steps` products each."""
+    if samples < 1:
+        raise LandscapeError(f"--density-samples must be at least 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+    for _ in range(samples):
+        v = rng.integers(0, 2, size=dim).astype(np.float64) * 2.0 - 1.0
+        alphas, betas = lanczos(hvp, dim, steps, v)
+        theta, vectors = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+        nodes.append(theta)
+        weights.append(vectors[0] ** 2)
+    return SpectralDensity(nodes, weights)
+
+
+def extreme_eigenvalues(hvp: MatVec, dim: int, steps: int, seed: int = 0) -> tuple[float, float]:
+    """Estimates of λmin and λmax: the extreme Ritz values of `steps` Lanczos steps from a Gaussian start vector
+    drawn from `seed`. They converge first and from inside the spectrum (exact once the Krylov space closes)."""
+    alphas, betas = lanczos(hvp, dim, min(steps, dim), np.random.default_rng(seed).standard_normal(dim))
+    ritz = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+    return float(ritz[0]), float(ritz[-1])
+
+
+def curvature_map(
+    model: nn.Module,
+    images: ImageSet,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    center: Direction,
+    directions: list[Direction],
+    coefficients: np.ndarray,
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """(points, 2): λmin and λmax (`extreme_eigenvalues`) of the loss Hessian at θ* + Σ_k c_k d_k for each row c of
+    `coefficients`, the paper's convexity map (Fig. 7: |λmin/λmax|) at those points.
+
+    The directions move parameters only (weights directions; BN statistics stay θ*'s, BN in eval mode); the model's
+    parameters are restored afterwards, also on an exception.
+    """
+    parameters = dict(model.named_parameters())
+    for d in directions:
+        if d.keys() != center.keys() or not set(center) <= set(parameters):
+            raise LandscapeError("a curvature map moves the parameters only: directions of type weights, keyed like θ*")
+    coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(coefficients), len(directions))
+    hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size)
+    saved = {n: p.detach().clone() for n, p in parameters.items()}
+    out = np.empty((len(coefficients), 2))
+    try:
+        for row, c in enumerate(coefficients):
+            with torch.no_grad():
+                for name, p in parameters.items():
+                    if name in center:
+                        moved = center[name].double() + sum(
+                            float(ck) * d[name].double() for ck, d in zip(c, directions)
+                        )
+                        p.copy_(moved.to(p.device, p.dtype))
+            out[row] = extreme_eigenvalues(hvp.numpy(), hvp.dim, steps, seed)
+    finally:
+        with torch.no_grad():
+            for name, p in parameters.items():
+                p.copy_(saved[name])
+    return out
+
+
+def eigenvector_file_sha256(path: str | Path, checkpoint_sha256: str | None) -> str:
+    """The sha256 of an eigenvector file, refused when it says it belongs to another checkpoint than θ*."""
+    path = Path(path)
+    if not path.is_file():
+        raise LandscapeError(f"eigenvector file not found: {path}")
+    with _open_npz(path) as archive:
+        recorded = _npz_text(archive, path, CHECKPOINT_KEY)
+    if recorded is not None and checkpoint_sha256 is not None and recorded != checkpoint_sha256:
+        raise LandscapeError(
+            f"{path} holds the eigenvectors of another checkpoint (sha256 {recorded[:12]}..., "
+            f"θ* has {checkpoint_sha256[:12]}...)"
+        )
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hessian_direction(path: str | Path, index: int, like: Direction) -> Direction:
+    """Eigenvector `index` (1: of the largest eigenvalue) of an eigenvector file of `landscape hessian`, as float32
+    tensors keyed like `like` (θ*'s parameters: the same names and shapes, checked before anything is read)."""
+    path = Path(path)
+    with _open_npz(path) as archive:
+        members = _npz_members(archive, path)
+        names = {n for n in members if not n.startswith("#")}
+        if names != set(like):
+            missing, extra = sorted(set(like) - names), sorted(names - set(like))
+            raise LandscapeError(
+                f"the eigenvectors in {path} do not fit the model: missing {', '.join(missing[:3]) or 'none'}; "
+                f"unexpected {', '.join(n[:60] for n in extra[:3]) or 'none'}"
+            )
+        counts = set()
+        for name, tensor in like.items():
+            shape, dtype = _npy_header(archive, members[name], path)
+            if dtype.kind != "f" or shape[1:] != tuple(tensor.shape) or not 1 <= shape[0] <= MAX_EIGENVECTORS:
+                raise LandscapeError(
+                    f"{path}: {name} is {dtype} {shape}, not (k, {', '.join(map(str, tensor.shape))}) floats"
+                )
+            counts.add(shape[0])
+        if len(counts) != 1:
+            raise LandscapeError(f"{path} holds different numbers of eigenvectors for different parameters")
+        count = counts.pop()
+    if not 1 <= index <= count:
+        raise LandscapeError(f"{path} holds eigenvectors 1..{count}, not {index}")
+    with np.load(path, allow_pickle=False) as arrays:
+        out = {n: torch.from_numpy(np.asarray(arrays[n][index - 1], dtype=np.float32)) for n in like}
+    if not all(torch.isfinite(t).all() for t in out.values()):
+        raise LandscapeError(f"{path}: eigenvector {index} holds NaN or inf")
+    return out
+
+
+def _open_npz(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise LandscapeError(f"{path} is not an .npz file of `landscape hessian` ({e})") from None
+
+
+def _npz_members(archive: zipfile.ZipFile, path: Path) -> dict[str, str]:
+    """Array name -> member name of an .npz archive; anything but `NAME.npy` members, once each, is refused."""
+    members: dict[str, str] = {}
+    infos = archive.infolist()
+    if len(infos) > 100_000:
+        raise LandscapeError(f"{path} has {len(infos)} members, far more than a model has parameters")
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+            raise LandscapeError(f"{path} is not an .npz file of `landscape hessian` (member {info.filename[:60]!r})")
+        members[info.filename[:-4]] = info.filename
+    return members
+
+
+def _npy_header(archive: zipfile.ZipFile, member: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and type an .npy member declares, read from its header alone."""
+    try:
+        with archive.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"npy version {version}")
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise LandscapeError(f"{path}: member {member[:60]!r} is not a readable array ({e})") from None
+    if dtype.hasobject:
+        raise LandscapeError(f"{path}: member {member[:60]!r} holds Python objects, which are never unpickled")
+    return tuple(int(n) for n in shape), dtype
+
+
+def _npz_text(archive: zipfile.ZipFile, path: Path, key: str) -> str | None:
+    """A short string stored in an .npz archive under `key` (None when absent)."""
+    members = _npz_members(archive, path)
+    if key not in members:
+        return None
+    shape, dtype = _npy_header(archive, members[key], path)
+    if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * 128:
+        raise LandscapeError(f"{path}: {key} is not a short string")
+    with archive.open(members[key]) as f:
+        return str(np.lib.format.read_array(f, allow_pickle=False))
+
+
 @dataclass(frozen=True, kw_only=True)
 class HessianSpec:
     """What `hessian_report` computes: the top `top_k` eigenvalues, and the trace when `trace_samples` > 0.
@@ -155,6 +392,8 @@ class HessianSpec:
     tol: float = 1e-3
     data: DataSpec = DataSpec(subset=1000)
     precision: str = "fp32"
+    density_steps: int = 0  # Lanczos steps of the eigenvalue density (0: no density)
+    density_samples: int = 1
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -165,6 +404,10 @@ class HessianSpec:
             raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {self.tol}")
         if self.precision != "fp32":
             raise LandscapeError(f"the Hessian is computed in fp32 only, not {self.precision}")
+        if self.density_steps < 0 or self.density_steps == 1:
+            raise LandscapeError(f"--density-steps must be at least 2, got {self.density_steps}")
+        if self.density_samples < 1:
+            raise LandscapeError(f"--density-samples must be at least 1, got {self.density_samples}")
         self.data.validate()
 
 
@@ -178,11 +421,15 @@ def hessian_report(
     *,
     batch_size: int = 128,
     eigenvectors: str | Path | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Top eigenvalues and (optionally) the trace of the loss Hessian at the model's weights, as a JSON-able dict.
+    """Top eigenvalues and (optionally) the trace and the eigenvalue density of the loss Hessian at the model's
+    weights, as a JSON-able dict.
 
     The model is moved to `device` in fp32 and put in eval mode. `eigenvectors`: an .npz file to write the
-    eigenvectors to, one array (top_k, *shape) per parameter name, in the order of the eigenvalues.
+    eigenvectors to, one array (top_k, *shape) per parameter name, in the order of the eigenvalues, with the
+    eigenvalues (`#eigenvalues`) and `checkpoint_sha256` (`#checkpoint_sha256`, when given: the file is then refused
+    as directions of another checkpoint's surface).
     """
     spec.validate()
     if eigenvectors is not None and Path(eigenvectors).suffix != ".npz":
@@ -193,17 +440,39 @@ def hessian_report(
     matvec = hvp.numpy()
     values, vectors = top_eigenvalues(matvec, hvp.dim, spec.top_k, spec.tol, spec.seed)
     trace = hutchinson_trace(matvec, hvp.dim, spec.trace_samples, spec.seed) if spec.trace_samples else None
+    density = None
+    if spec.density_steps:
+        steps = min(spec.density_steps, hvp.dim)
+        density = spectral_density(matvec, hvp.dim, steps, spec.density_samples, spec.seed)
     if eigenvectors is not None:
         arrays = {n: vectors[hvp.slices[n]].T.reshape(-1, *hvp.shapes[n]) for n in hvp.names}
+        arrays[EIGENVALUES_KEY] = values
+        if checkpoint_sha256 is not None:
+            arrays[CHECKPOINT_KEY] = np.array(checkpoint_sha256)
         np.savez(Path(eigenvectors), **arrays)
     return {
         "eigenvalues": [float(v) for v in values],
         "trace": trace.estimate if trace is not None else None,
         "trace_stderr": trace.stderr if trace is not None else None,
+        "density": _density_report(density),
         "parameters": hvp.dim,
         "parameter_names": list(hvp.names),
         "images": len(images),
         "hvps": hvp.count,
         "seconds": time.perf_counter() - started,
         "spec": dataclasses.asdict(spec),
+    }
+
+
+def _density_report(density: SpectralDensity | None) -> dict[str, Any] | None:
+    """The quadrature as JSON: nodes and weights of each start vector, the extreme nodes and the negative share."""
+    if density is None:
+        return None
+    return {
+        "nodes": [n.tolist() for n in density.nodes],
+        "weights": [w.tolist() for w in density.weights],
+        "smallest": float(min(n.min() for n in density.nodes)),
+        "largest": float(max(n.max() for n in density.nodes)),
+        "negative_share": density.negative_share(),
+        "near_zero_share": density.near_zero_share(),
     }

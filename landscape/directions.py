@@ -17,7 +17,7 @@ Direction = dict[str, torch.Tensor]
 NORMS = ("filter", "layer", "model", "none")
 IGNORES = ("biasbn", "none")
 DIR_TYPES = ("weights", "states")
-KINDS = ("random", "target", "file")
+KINDS = ("random", "target", "file", "pca", "hessian")
 _EPS = 1e-10
 
 
@@ -26,7 +26,9 @@ class DirectionSpec:
     """How one axis' direction is made.
 
     kind: `random` (Gaussian from `seed`, then normalized), `target` (the `target` checkpoint minus θ*,
-    not normalized), or `file` (axis `source_axis` of the surface file `source`, used as stored).
+    not normalized), `file` (axis `source_axis` of the surface file `source`, used as stored), `pca` (principal
+    component `index` of the surface's trajectory, `landscape.trajectory`), or `hessian` (eigenvector `index` of
+    the eigenvector file `source` of `landscape hessian`, identified by `source_sha256`; not normalized).
     dir_type: `weights` (parameters) or `states` (parameters and floating-point buffers such as BN statistics).
     """
 
@@ -39,6 +41,8 @@ class DirectionSpec:
     target_sha256: str | None = None
     source: str | None = None
     source_axis: str = "x"
+    index: int | None = None
+    source_sha256: str | None = None
 
     def validate(self) -> None:
         for value, allowed, what in (
@@ -53,6 +57,15 @@ class DirectionSpec:
             raise LandscapeError("a target direction needs a second checkpoint")
         if self.kind == "file" and not self.source:
             raise LandscapeError("a direction from a file needs the surface file to read it from")
+        if self.kind == "pca" and self.index not in (1, 2):
+            raise LandscapeError(f"a PCA direction is principal component 1 or 2, not {self.index}")
+        if self.kind == "hessian":
+            if not self.source:
+                raise LandscapeError("a Hessian direction needs the eigenvector file of `landscape hessian`")
+            if self.index is None or self.index < 1:
+                raise LandscapeError(f"Hessian eigenvectors are numbered from 1 (the largest), not {self.index}")
+            if self.dir_type != "weights":
+                raise LandscapeError("Hessian eigenvectors move the parameters only: use --dir-type weights")
 
 
 def direction_names(model: nn.Module, dir_type: str) -> list[str]:

@@ -147,6 +147,10 @@ def _completion(surface: Surface) -> str:
 def _direction(d: DirectionSpec) -> str:
     if d.kind == "random":
         what = f"random seed {d.seed}, norm {d.norm}, ignore {d.ignore}"
+    elif d.kind == "pca":
+        what = f"principal component {d.index} of the trajectory, ignore {d.ignore}"
+    elif d.kind == "hessian":
+        what = f"Hessian eigenvector {d.index} of {d.source}"
     else:
         what = f"target {d.target}" if d.kind == "target" else f"from {d.source}"
     return f"{what} ({d.dir_type})"

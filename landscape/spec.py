@@ -20,7 +20,16 @@ from .evaluate import EvalSpec
 from .grid import GridSpec
 
 # Spec fields that describe where things were, not what was computed: a resume may differ in them.
-_NOT_COMPARED = {("checkpoint", "path"), ("x", "target"), ("y", "target"), ("data", "root"), ("data", "download")}
+_NOT_COMPARED = {
+    ("checkpoint", "path"),
+    ("x", "target"),
+    ("y", "target"),
+    ("data", "root"),
+    ("data", "download"),
+    ("trajectory", "paths"),
+}
+# Direction fields written only when set, so that the spec of every other surface is stored as before.
+_OPTIONAL_DIRECTION_FIELDS = ("index", "source_sha256")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +45,27 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrajectorySpec:
+    """PCA directions of a training trajectory (x: component 1, y: component 2 of {θ_i − θ*}).
+
+    paths: what was given (a snapshots file of `landscape train`, a folder of checkpoints, or checkpoint files):
+    recorded, never compared or opened by a reader. sha256: of the trajectory's file when there is one, else of
+    its files' sha256s, one per line, in order; what identifies the trajectory. centered: subtract the mean of the
+    θ_i − θ* before the PCA (as the paper's code, with scikit-learn's PCA), else an SVD of them as they are.
+    """
+
+    paths: tuple[str, ...]
+    sha256: str | None = None
+    centered: bool = True
+
+    def validate(self) -> None:
+        if not self.paths:
+            raise LandscapeError("a trajectory needs a snapshots file, a folder or checkpoint files")
+        if len(self.paths) > 64:
+            raise LandscapeError(f"{len(self.paths)} trajectory files given: at most 64, or put them in one folder")
+
+
+@dataclass(frozen=True, kw_only=True)
 class SurfaceSpec:
     """Everything that defines a surface; stored as JSON in the file's `spec` attribute."""
 
@@ -45,6 +75,7 @@ class SurfaceSpec:
     x: DirectionSpec = DirectionSpec(seed=0)
     y: DirectionSpec | None = None
     evaluation: EvalSpec = EvalSpec()
+    trajectory: TrajectorySpec | None = None
 
     def validate(self) -> None:
         self.data.validate()
@@ -59,9 +90,34 @@ class SurfaceSpec:
                 raise LandscapeError(f"the x and y directions would be identical (both seed {self.x.seed})")
             if self.x.dir_type != self.y.dir_type:
                 raise LandscapeError("the x and y directions must have the same direction type")
+            same = (self.x.source, self.x.index) == (self.y.source, self.y.index)
+            if self.x.kind == self.y.kind == "hessian" and same:
+                raise LandscapeError(f"the x and y directions would be identical (both eigenvector {self.x.index})")
+        self._validate_trajectory()
+
+    def _validate_trajectory(self) -> None:
+        pca = [d.kind == "pca" for d in (self.x, self.y) if d is not None]
+        if self.trajectory is None:
+            if any(pca):
+                raise LandscapeError("a PCA direction needs a trajectory")
+            return
+        self.trajectory.validate()
+        if self.y is None or not all(pca) or (self.x.index, self.y.index) != (1, 2):
+            raise LandscapeError("the PCA of a trajectory gives a plane: x = component 1, y = component 2")
+        if self.x.ignore != self.y.ignore:
+            raise LandscapeError("the PCA directions share one ignore setting: the x and y values differ")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The spec as JSON-able dicts; fields that only PCA and Hessian directions use are left out when unset."""
+        d = dataclasses.asdict(self)
+        if d["trajectory"] is None:
+            del d["trajectory"]
+        for axis in ("x", "y"):
+            if d[axis] is not None:
+                for name in _OPTIONAL_DIRECTION_FIELDS:
+                    if d[axis][name] is None:
+                        del d[axis][name]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> SurfaceSpec:

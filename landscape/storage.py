@@ -99,10 +99,12 @@ def create_surface_file(
     splits: list[str] | tuple[str, ...],
     directions: dict[str, Direction],
     indices: dict[str, np.ndarray],
+    trajectory: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write a new, empty surface file atomically (a temporary file renamed into place).
 
     Call it holding `writer_lock(path)`: temporary files of earlier runs killed while creating it are removed.
+    `trajectory`: the arrays of the `trajectory` group of a surface on PCA directions (`landscape.trajectory`).
     """
     path = Path(path)
     for orphan in path.parent.glob(f".{path.name}.*.tmp"):
@@ -125,6 +127,8 @@ def create_surface_file(
                     group.create_dataset(tensor_name, data=tensor.detach().cpu().numpy())
             for split, idx in indices.items():
                 f.create_dataset(f"indices/{split}", data=np.asarray(idx, dtype=np.int64))
+            for name, values in (trajectory or {}).items():
+                f.create_dataset(f"trajectory/{name}", data=values)
         tmp.replace(path)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None

@@ -1,18 +1,22 @@
 """Curvature with known answers: a linear softmax classifier's exact Hessian, Hutchinson on known matrices, the CLI."""
 
+import dataclasses
 import json
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape.checkpoints import build_model, load_checkpoint
+from landscape.checkpoints import build_model, file_sha256, load_checkpoint
 from landscape.cli import app
 from landscape.curvature import HessianSpec, HessianVectorProduct, hessian_report, hutchinson_trace, top_eigenvalues
 from landscape.data import DataSpec, ImageSet, load_split, normalizer
 from landscape.errors import LandscapeError
+from landscape.evaluate import RunOptions
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -115,7 +119,7 @@ def test_report_and_eigenvectors_keyed_by_name(tmp_path):
     assert report["parameter_names"] == ["1.weight", "1.bias"] and report["spec"]["top_k"] == 2
     assert report["eigenvalues"][0] >= report["eigenvalues"][1] and report["trace_stderr"] >= 0
     with np.load(path) as vectors:
-        assert set(vectors.files) == {"1.weight", "1.bias"}
+        assert set(vectors.files) == {"1.weight", "1.bias", "#eigenvalues"}
         assert vectors["1.weight"].shape == (2, 3, 12) and vectors["1.bias"].shape == (2, 3)
         norm = np.sqrt((vectors["1.weight"][0] ** 2).sum() + (vectors["1.bias"][0] ** 2).sum())
         assert norm == pytest.approx(1.0, abs=1e-5)
@@ -133,8 +137,24 @@ def invoke(*args):
 def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
     out = tmp_path / "h.json"
     args = ("--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--subset", 8, "--top-k", 2, "--tol", 1e-2)
-    result = invoke("hessian", *args, "--trace-samples", 2, "--device", "cpu", "--json", out)
+    vectors = tmp_path / "v.npz"
+    result = invoke(
+        "hessian",
+        *args,
+        "--trace-samples",
+        2,
+        "--device",
+        "cpu",
+        "--json",
+        out,
+        "--eigenvectors",
+        vectors,
+        "--density",
+        "--density-steps",
+        3,
+    )
     assert result.exit_code == 0, result.output
+    assert "density: Ritz values from" in result.stdout
     assert "λ1" in result.stdout and "trace" in result.stdout and "± " in result.stdout
     report = json.loads(out.read_text())
     values = report["eigenvalues"]
@@ -147,6 +167,17 @@ def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
     spec = HessianSpec(top_k=2, tol=1e-2)
     library = hessian_report(model, images, checkpoint.metadata["mean"], checkpoint.metadata["std"], spec, "cpu")
     assert values[0] == pytest.approx(library["eigenvalues"][0], rel=1e-6)
+    assert len(report["density"]["nodes"][0]) == 3
+
+    plane = tmp_path / "plane.h5"
+    grid = ("--x", "-0.1:0.1:2", "--y", "-0.1:0.1:2", "--data-root", cifar_root, "--subset", 8, "--out", plane)
+    result = invoke("compute", "--ckpt", resnet20_ckpt, *grid, "--eigenvectors", vectors, "--xdir-hessian", 2)
+    assert result.exit_code == 0, result.output
+    with np.load(vectors) as f, h5py.File(plane) as s:
+        np.testing.assert_array_equal(s["directions/x/conv1.weight"][()], f["conv1.weight"][1].astype(np.float32))
+        assert json.loads(s.attrs["spec"])["y"]["kind"] == "random"
+    missing = invoke("compute", "--ckpt", resnet20_ckpt, *grid, "--ydir-hessian", 1)
+    assert missing.exit_code == 2 and "give both" in missing.stderr
 
 
 @pytest.mark.parametrize(
@@ -167,3 +198,229 @@ def test_cli_hessian_bad_input(cifar_root, resnet20_ckpt, extra, message):
 def test_cli_hessian_missing_checkpoint(tmp_path, cifar_root):
     result = invoke("hessian", "--ckpt", tmp_path / "none.pt", "--data-root", cifar_root)
     assert result.exit_code == 2 and result.stderr.startswith("error: checkpoint not found")
+
+
+def tiny_mlp(n: int = 80, seed: int = 0) -> tuple[nn.Module, ImageSet]:
+    """A float64 two-layer tanh network on n random 3x2x2 images: an indefinite Hessian whose eigenvalues are
+    distinct but for a fourfold 0 (the softmax's invariance to a shift of all logits)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 2, 2), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return model, ImageSet(images, labels, np.arange(n))
+
+
+def exact_measure(h: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spectral measure of (H, v): eigenvalues λ_i with weights (q_iᵀv)² / vᵀv, from the dense Hessian."""
+    values, vectors = np.linalg.eigh(h)
+    return values, (vectors.T @ v) ** 2 / (v @ v)
+
+
+def test_lanczos_quadrature_with_a_closed_krylov_space_is_the_dense_spectrum():
+    from landscape.curvature import lanczos
+
+    model, images = tiny_mlp()
+    h = exact_hessian(model, images)
+    hvp = HessianVectorProduct(model, images, MEAN, STD)
+    assert hvp.dim == 51 and np.linalg.eigvalsh(h).min() < 0  # indefinite: negative eigenvalues to find
+    v = np.random.default_rng(3).integers(0, 2, hvp.dim) * 2.0 - 1.0
+    alphas, betas = lanczos(hvp.numpy(), hvp.dim, hvp.dim, v)
+    nodes, vectors = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+    weights = vectors[0] ** 2
+    values, exact = exact_measure(h, v)
+    distinct = np.unique(values.round(9))
+    assert len(distinct) == 48 and len(nodes) == 48  # the Krylov space closed: one node per distinct eigenvalue
+    np.testing.assert_allclose(nodes, distinct, rtol=0, atol=1e-8)
+    for node, weight in zip(nodes, weights):  # each weighs what v has along its eigenspace
+        assert weight == pytest.approx(exact[np.abs(values - node) < 1e-8].sum(), rel=1e-6, abs=1e-12)
+    for p in range(12):  # and so every moment, vᵀHᵖv / vᵀv
+        moment = v @ np.linalg.matrix_power(h, p) @ v / (v @ v)
+        assert (weights * nodes**p).sum() == pytest.approx(moment, rel=1e-8, abs=1e-12)
+
+
+def test_few_lanczos_steps_are_a_gauss_quadrature_exact_to_degree_2m_minus_1():
+    from landscape.curvature import lanczos
+
+    model, images = tiny_mlp()
+    h = exact_hessian(model, images)
+    hvp = HessianVectorProduct(model, images, MEAN, STD)
+    v = np.random.default_rng(4).integers(0, 2, hvp.dim) * 2.0 - 1.0
+    m = 4
+    alphas, betas = lanczos(hvp.numpy(), hvp.dim, m, v)
+    nodes, vectors = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+    weights = vectors[0] ** 2
+    assert len(nodes) == m and hvp.count == m
+    scale = np.abs(np.linalg.eigvalsh(h)).max()
+    for p in range(2 * m):
+        moment = v @ np.linalg.matrix_power(h, p) @ v / (v @ v)
+        assert (weights * nodes**p).sum() == pytest.approx(moment, rel=1e-8, abs=1e-10 * scale**p)
+    p = 2 * m  # no longer exact
+    assert (weights * nodes**p).sum() != pytest.approx(v @ np.linalg.matrix_power(h, p) @ v / (v @ v), rel=1e-6)
+    values = np.linalg.eigvalsh(h)  # the extreme Ritz values lie inside the spectrum
+    assert values[0] - 1e-12 <= nodes.min() and nodes.max() <= values[-1] + 1e-12
+
+
+def test_spectral_density_is_the_average_of_the_exact_measures_of_its_start_vectors():
+    from landscape.curvature import spectral_density
+
+    model, images = tiny_mlp()
+    h = exact_hessian(model, images)
+    hvp = HessianVectorProduct(model, images, MEAN, STD)
+    density = spectral_density(hvp.numpy(), hvp.dim, steps=hvp.dim, samples=3, seed=5)
+    rng = np.random.default_rng(5)  # the same draws: Rademacher vectors, as Hutchinson's
+    measures = [exact_measure(h, rng.integers(0, 2, size=hvp.dim).astype(np.float64) * 2.0 - 1.0) for _ in range(3)]
+    grid, sigma = np.linspace(-3, 3, 61), 0.2
+    exact = np.mean(
+        [(w * np.exp(-0.5 * ((grid[:, None] - lam) / sigma) ** 2)).sum(1) for lam, w in measures], axis=0
+    ) / (sigma * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(density.smoothed(grid, sigma), exact, rtol=1e-6, atol=1e-10)
+    cut = 0.01 * max(np.abs(lam[w > 1e-12]).max() for lam, w in measures)
+    negative = np.mean([w[lam < -cut].sum() for lam, w in measures])
+    near_zero = np.mean([w[np.abs(lam) <= cut].sum() for lam, w in measures])  # the fourfold 0 among them
+    assert density.negative_share() == pytest.approx(negative, abs=1e-9) and 0 < negative < 1
+    assert density.near_zero_share() == pytest.approx(near_zero, abs=1e-9) and 0 < near_zero < 1
+    wide = np.linspace(-50, 50, 20001)
+    assert np.trapezoid(density.smoothed(wide, sigma), wide) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_report_with_density_and_the_eigenvector_file(tmp_path):
+    model, images = tiny_mlp()
+    spec = HessianSpec(top_k=2, seed=0, tol=0, density_steps=10, density_samples=2)
+    path = tmp_path / "v.npz"
+    report = hessian_report(model, images, MEAN, STD, spec, "cpu", eigenvectors=path, checkpoint_sha256="ab" * 32)
+    density = report["density"]
+    assert len(density["nodes"]) == len(density["weights"]) == 2 and len(density["nodes"][0]) == 10
+    assert density["smallest"] < 0 < density["largest"] <= report["eigenvalues"][0] + 1e-9
+    assert report["hvps"] >= 20
+    with np.load(path, allow_pickle=False) as f:
+        assert str(f["#checkpoint_sha256"]) == "ab" * 32
+        np.testing.assert_array_equal(f["#eigenvalues"], report["eigenvalues"])
+    with pytest.raises(LandscapeError, match="--density-steps"):
+        HessianSpec(density_steps=1).validate()
+
+
+def eigenvector_file(path, like, k=2, extra=None, sha256=None):
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal((k, *t.shape)) for n, t in like.items()}
+    if sha256:
+        arrays["#checkpoint_sha256"] = np.array(sha256)
+    arrays.update(extra or {})
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_hessian_direction_by_name_from_a_checked_file(tmp_path):
+    from landscape.curvature import eigenvector_file_sha256, hessian_direction
+
+    like = {"a.weight": torch.zeros(3, 4), "a.bias": torch.zeros(3)}
+    arrays = eigenvector_file(tmp_path / "v.npz", like, sha256="cd" * 32)
+    second = hessian_direction(tmp_path / "v.npz", 2, like)
+    assert second.keys() == like.keys() and all(t.dtype == torch.float32 for t in second.values())
+    np.testing.assert_array_equal(second["a.weight"].numpy(), arrays["a.weight"][1].astype(np.float32))
+    with pytest.raises(LandscapeError, match="eigenvectors 1..2, not 3"):
+        hessian_direction(tmp_path / "v.npz", 3, like)
+    assert len(eigenvector_file_sha256(tmp_path / "v.npz", "cd" * 32)) == 64
+    with pytest.raises(LandscapeError, match="of another checkpoint"):
+        eigenvector_file_sha256(tmp_path / "v.npz", "ef" * 32)
+    with pytest.raises(LandscapeError, match="missing b.weight; unexpected a.bias"):
+        hessian_direction(tmp_path / "v.npz", 1, {"a.weight": torch.zeros(3, 4), "b.weight": torch.zeros(3)})
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"not a zip"), "not an .npz file"),
+        (lambda p: np.savez(p, **{"a.weight": np.zeros((1, 4, 3)), "a.bias": np.zeros((1, 3))}), r"\(k, 3, 4\)"),
+        (lambda p: np.savez(p, **{"a.weight": np.zeros((1, 3, 4), int), "a.bias": np.zeros((1, 3))}), "int64"),
+        (lambda p: np.savez(p, **{"a.weight": np.zeros((1, 3, 4)), "a.bias": np.zeros((2, 3))}), "different numbers"),
+        (
+            lambda p: np.savez(p, **{"a.weight": np.zeros((1, 3, 4)), "a.bias": np.array([None] * 3)[None]}),
+            "Python objects",
+        ),
+        (lambda p: np.savez(p, **{"a.weight": np.full((1, 3, 4), np.inf), "a.bias": np.zeros((1, 3))}), "NaN or inf"),
+    ],
+)
+def test_a_crafted_eigenvector_file_is_one_clear_error(tmp_path, make, message):
+    from landscape.curvature import hessian_direction
+
+    path = tmp_path / "v.npz"
+    make(path)
+    with pytest.raises(LandscapeError, match=message):
+        hessian_direction(path, 1, {"a.weight": torch.zeros(3, 4), "a.bias": torch.zeros(3)})
+
+
+def test_a_line_along_the_top_eigenvector_curves_by_the_top_eigenvalue(tmp_path, cifar_root):
+    """compute along eigenvector 1 of `landscape hessian`: the second difference of the loss is λ1."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toymodels import softmax
+
+    from landscape import Axis, CheckpointSpec, DirectionSpec, GridSpec, SurfaceSpec, compute_surface, save_checkpoint
+
+    torch.manual_seed(0)
+    meta = {"num_classes": 10, "dataset": "cifar10", "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(tmp_path / "m.pt", softmax(), meta)
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    model = build_model(checkpoint, "toymodels:softmax")
+    images = load_split(DataSpec(root=str(cifar_root), subset=16), "train")
+    report = hessian_report(
+        model,
+        images,
+        MEAN,
+        STD,
+        HessianSpec(top_k=2, tol=0),
+        "cpu",
+        eigenvectors=tmp_path / "v.npz",
+        checkpoint_sha256=checkpoint.sha256,
+    )
+    h = 0.02
+    spec = SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(tmp_path / "m.pt"), arch="toymodels:softmax"),
+        data=DataSpec(root=str(cifar_root), subset=16),
+        grid=GridSpec(Axis(-h, h, 3), Axis(-h, h, 3)),
+        x=DirectionSpec(kind="hessian", source=str(tmp_path / "v.npz"), index=1, norm="none", ignore="none"),
+        y=DirectionSpec(kind="hessian", source=str(tmp_path / "v.npz"), index=2, norm="none", ignore="none"),
+    )
+    surface = compute_surface(spec, tmp_path / "s.h5", RunOptions(device="cpu", fold_bn=False))
+    loss = surface["train_loss"]
+    curvature_x = (loss[1, 2] - 2 * loss[1, 1] + loss[1, 0]) / h**2
+    curvature_y = (loss[2, 1] - 2 * loss[1, 1] + loss[0, 1]) / h**2
+    assert curvature_x == pytest.approx(report["eigenvalues"][0], rel=2e-2)
+    assert curvature_y == pytest.approx(report["eigenvalues"][1], rel=2e-2)
+    stored = surface.surface_spec.x
+    assert stored.kind == "hessian" and stored.index == 1 and stored.source_sha256 == file_sha256(tmp_path / "v.npz")
+    other = tmp_path / "other.npz"
+    eigenvector_file(other, {n: p for n, p in model.named_parameters()}, sha256="ef" * 32)
+    bad = dataclasses.replace(spec, x=dataclasses.replace(spec.x, source=str(other)))
+    with pytest.raises(LandscapeError, match="of another checkpoint"):
+        compute_surface(bad, tmp_path / "bad.h5")
+
+
+def test_curvature_map_gives_the_extreme_eigenvalues_at_each_point():
+    from landscape.curvature import curvature_map
+
+    model, images = tiny_mlp()
+    center = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(7)
+    directions = [{n: 0.3 * torch.randn(t.shape, generator=g, dtype=torch.float64) for n, t in center.items()}]
+    directions.append({n: 0.3 * torch.randn(t.shape, generator=g, dtype=torch.float64) for n, t in center.items()})
+    points = np.array([[0.0, 0.0], [1.0, -0.5], [-0.7, 1.2]])
+    steps = 51  # as many as parameters: the Krylov space closes, the Ritz values are exact
+    found = curvature_map(model, images, MEAN, STD, center, directions, points, steps=steps)
+    for (a, b), (low, high) in zip(points, found):
+        moved, _ = tiny_mlp()
+        with torch.no_grad():
+            for n, p in moved.named_parameters():
+                p.copy_(center[n] + a * directions[0][n] + b * directions[1][n])
+        exact = np.linalg.eigvalsh(exact_hessian(moved, images))
+        assert low == pytest.approx(exact[0], abs=1e-8) and high == pytest.approx(exact[-1], abs=1e-8)
+        assert low < 0 < high
+    for n, p in model.named_parameters():  # θ* restored
+        torch.testing.assert_close(p.detach(), center[n], rtol=0, atol=0)
+    few = curvature_map(model, images, MEAN, STD, center, directions, points[:1], steps=8)
+    exact = np.linalg.eigvalsh(exact_hessian(model, images))
+    assert exact[0] - 1e-12 <= few[0, 0] < 0 < few[0, 1] <= exact[-1] + 1e-12  # from inside the spectrum

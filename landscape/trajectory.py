@@ -1,0 +1,399 @@
+"""Directions from a training trajectory (Li et al. 2018, §7): the PCA of {θ_i − θ*}, and the path on its plane.
+
+The snapshots θ_i of a training run (a `snapshots.h5` of `landscape train`, a folder of checkpoints, or checkpoint
+files) and the final model θ* (`--ckpt`) give the differences θ_i − θ*. Their two top principal components, unit
+vectors and not filter-normalized (as in the paper), become the x and y directions of a surface. Each snapshot's
+coordinates on that plane are found by least squares against the directions as stored (float32), with the
+residual: how far the snapshot lies off the plane (zero when the plane holds the path). The surface file keeps
+them in its `trajectory` group (docs/trajectory.md, docs/file-format.md).
+
+Snapshot files are untrusted input: checkpoints are read with `torch.load(..., weights_only=True)`; in a snapshots
+file every dataset is checked before it is read (a plain dataset of the file, floating point, the model's shape);
+tensors are matched by name, and a snapshot naming tensors the model does not have is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .checkpoints import build_model, file_sha256, load_checkpoint
+from .directions import Direction, center_of, direction_names
+from .errors import LandscapeError
+from .grid import Axis, GridSpec
+from .spec import SurfaceSpec, TrajectorySpec
+from .storage import Surface, _attribute, _dataset, _group, _open
+
+SNAPSHOTS_FORMAT = "landscape-trajectory"  # the `format` attribute of `landscape train`'s snapshots.h5
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+MAX_SNAPSHOTS = 10_000
+_EPOCH_GROUP = re.compile(r"epoch_(\d{1,9})")
+
+
+@dataclass(frozen=True)
+class TrajectoryPath:
+    """The training path on the plane of a surface.
+
+    epochs: (n,) the epoch of each snapshot (for checkpoint files: the last number in the file name, else 1..n).
+    coordinates: (n, 2) least-squares (α, β) with θ_i − θ* ≈ α x + β y, x and y the stored directions.
+    residual: (n,) ‖θ_i − θ* − (α x + β y)‖, the part of each snapshot off the plane; distance: (n,) ‖θ_i − θ*‖.
+    explained_variance_ratio: (2,) the share of the (centered) differences' variance along x and along y.
+    Norms are over the tensors the PCA saw: with ignore `biasbn` those of dim <= 1 are left out.
+    """
+
+    epochs: np.ndarray
+    coordinates: np.ndarray
+    residual: np.ndarray
+    distance: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    def datasets(self) -> dict[str, np.ndarray]:
+        """The arrays of the surface file's `trajectory` group."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class Components:
+    """The top principal components of a set of vectors: orthonormal rows, their singular values and the share of
+    the total variance each explains."""
+
+    vectors: np.ndarray
+    singular_values: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrajectoryPlane:
+    """PCA directions of a trajectory (float32 tensors keyed by name), the path on them, the trajectory's sha256."""
+
+    x: Direction
+    y: Direction
+    path: TrajectoryPath
+    sha256: str
+
+
+def trajectory_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files of a trajectory, in order: one snapshots file (HDF5), the checkpoints of one folder (`*.pt`, `*.pth`,
+    `*.safetensors`, in the natural order of their names: `epoch_2` before `epoch_10`), or checkpoint files as given."""
+    given = [Path(p) for p in paths]
+    if not given:
+        raise LandscapeError("a trajectory needs a snapshots file, a folder or checkpoint files")
+    if len(given) == 1 and given[0].is_dir():
+        files = sorted(
+            (p for p in given[0].iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and p.name[0] != "."),
+            key=lambda p: _natural(p.name),
+        )
+        if not files:
+            raise LandscapeError(f"trajectory folder {given[0]} holds no checkpoints (*.pt, *.pth, *.safetensors)")
+        return files
+    for p in given:
+        if not p.is_file():
+            raise LandscapeError(f"trajectory file not found: {p}")
+    if len(given) > 1 and any(h5py.is_hdf5(p) for p in given):
+        raise LandscapeError("a snapshots file holds a whole trajectory: pass it alone to --trajectory")
+    return given
+
+
+def trajectory_sha256(digests: Sequence[str]) -> str:
+    """What identifies a trajectory: its file's sha256 when it has one file, else the sha256 of its files' sha256s,
+    one per line, in order."""
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("".join(f"{d}\n" for d in digests).encode()).hexdigest()
+
+
+def resolve_trajectory(spec: TrajectorySpec) -> TrajectorySpec:
+    """The spec with the trajectory's sha256 filled in."""
+    files = trajectory_files(spec.paths)
+    return dataclasses.replace(spec, sha256=trajectory_sha256([file_sha256(f) for f in files]))
+
+
+def load_differences(
+    files: Sequence[Path], center: Direction, known: Collection[str], ignore: str = "biasbn"
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """θ_i − θ* of every snapshot as the rows of an (n, D) float64 array, flattened in the order of `center` (θ*),
+    with the epochs (n,) and the trajectory's sha256.
+
+    Snapshots must hold every tensor of `center`, by name and shape, and nothing outside `known` (the model's
+    state_dict names). `ignore="biasbn"` zeroes the tensors of dim <= 1 (biases, BN), as the paper's `--ignore biasbn`.
+    """
+    count, snapshots, digests = _snapshots(files, center, known)
+    if count > MAX_SNAPSHOTS:
+        raise LandscapeError(f"the trajectory has {count} snapshots, more than the {MAX_SNAPSHOTS} allowed")
+    layout = _layout(center)
+    theta = np.concatenate([center[n].detach().cpu().double().numpy().reshape(-1) for n in center])
+    differences = np.empty((count, sum(t.numel() for t in center.values())))
+    epochs = np.empty(count, dtype=np.int64)
+    for row, (epoch, tensors) in enumerate(snapshots):
+        epochs[row] = epoch
+        for name, where in layout:
+            differences[row, where] = tensors[name].reshape(-1)
+        differences[row] -= theta
+    if ignore == "biasbn":
+        for name, where in layout:
+            if center[name].dim() <= 1:
+                differences[:, where] = 0.0
+    return differences, epochs, trajectory_sha256(digests)
+
+
+def principal_components(differences: np.ndarray, centered: bool = True, k: int = 2) -> Components:
+    """The top `k` principal components of the rows of `differences` (n, D), unit vectors as rows of (k, D).
+
+    `centered`: of the rows minus their mean (scikit-learn's PCA, as the paper's code), else of the rows as they
+    are (the best plane through θ*). From the eigenvectors u of the n x n Gram matrix: component = Mᵀu / s. Signs:
+    the largest entry of each u in absolute value is made positive (scikit-learn's convention), so the snapshot
+    farthest from the mean (from θ* when not centered) along a component lies on its positive side.
+    """
+    n = len(differences)
+    need = k + 1 if centered else k
+    if n < need:
+        raise LandscapeError(f"the trajectory has {n} snapshots: {k} principal components need at least {need}")
+    gram = differences @ differences.T
+    if centered:
+        centering = np.eye(n) - 1.0 / n
+        gram = centering @ gram @ centering
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    total = float(values.clip(min=0).sum())
+    if not total > 0 or not values[k - 1] > 1e-12 * values[0]:
+        raise LandscapeError(
+            f"the trajectory does not span {k} dimensions (its {n} snapshots lie on a line or a point"
+            f"{' around their mean' if centered else ' through θ*'}): there is no plane to take"
+        )
+    u = vectors[:, :k]
+    if centered:
+        u = u - u.mean(axis=0)  # orthogonal to the mean already; this makes it exact
+    u = u * np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(k)])
+    components = u.T @ differences
+    components /= np.linalg.norm(components, axis=1, keepdims=True)
+    return Components(components, np.sqrt(values[:k]), values[:k] / total)
+
+
+def project(differences: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares coordinates (n, 2) of each row of `differences` on the plane spanned by the rows of
+    `directions` (2, D), and the norm of what is left over (n,): zero when the plane holds the row."""
+    gram = directions @ directions.T
+    coordinates = np.linalg.solve(gram, directions @ differences.T).T
+    residual = np.array([np.linalg.norm(d - c @ directions) for d, c in zip(differences, coordinates)])
+    return coordinates, residual
+
+
+def trajectory_plane(
+    spec: TrajectorySpec, center: Direction, known: Collection[str], ignore: str = "biasbn"
+) -> TrajectoryPlane:
+    """The PCA directions of the trajectory `spec` around θ* = `center` and the path on them (module docstring).
+
+    `known`: the names of the model's state_dict. A `spec.sha256` that is not the files' is refused (they changed).
+    """
+    differences, epochs, sha256 = load_differences(trajectory_files(spec.paths), center, known, ignore)
+    if spec.sha256 is not None and sha256 != spec.sha256:
+        raise LandscapeError(f"the trajectory's files changed while being read (sha256 {sha256[:12]}...)")
+    components = principal_components(differences, spec.centered)
+    x, y = (_unflatten(row, center) for row in components.vectors)
+    stored = np.stack([_flatten(x), _flatten(y)])  # the float32 directions the surface is evaluated on
+    coordinates, residual = project(differences, stored)
+    path = TrajectoryPath(
+        epochs=epochs,
+        coordinates=coordinates,
+        residual=residual,
+        distance=np.linalg.norm(differences, axis=1),
+        explained_variance_ratio=components.explained_variance_ratio,
+    )
+    return TrajectoryPlane(x, y, path, sha256)
+
+
+def path_grid(coordinates: np.ndarray, x_num: int, y_num: int, margin: float = 0.2) -> GridSpec:
+    """A grid that holds the path and θ* = (0, 0), widened on each side by `margin` times its extent along that
+    axis; the spacing has two significant digits and θ* is a grid point (the centre that `landscape compare` reads)."""
+    if not 0 <= margin <= 10:
+        raise LandscapeError(f"the trajectory margin must be in [0, 10], got {margin}")
+    axes = []
+    for values, num in zip(np.asarray(coordinates, dtype=np.float64).T, (x_num, y_num)):
+        if num < 2:
+            raise LandscapeError(f"a grid from the path needs at least 2 points per axis, got {num}")
+        lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+        extent = hi - lo
+        if not (extent > 0 and math.isfinite(extent)):
+            raise LandscapeError("the path has no extent along an axis: give the grid bounds as START:STOP:NUM")
+        lo, hi = lo - margin * extent, hi + margin * extent
+        exponent = math.floor(math.log10((hi - lo) / (num - 1))) - 1
+        mantissa = math.ceil(round((hi - lo) / (num - 1) / 10.0**exponent, 6))  # spacing = mantissa 10^exponent
+        while True:
+            if mantissa >= 100:
+                mantissa, exponent = mantissa // 10, exponent + 1
+            spacing = mantissa * 10.0**exponent
+            first = math.floor(round(lo / spacing, 6))  # θ* is grid point -first
+            if (first + num - 1) * spacing >= hi - 1e-9 * spacing:
+                break
+            mantissa += 1
+        digits = max(0, -exponent)
+        axis = Axis(round(first * spacing, digits), round((first + num - 1) * spacing, digits), num)
+        axis.validate()
+        axes.append(axis)
+    return GridSpec(axes[0], axes[1])
+
+
+def trajectory_grid(spec: SurfaceSpec, x_num: int, y_num: int, margin: float = 0.2) -> GridSpec:
+    """The default grid of a surface on the PCA directions of `spec.trajectory`: the path's extent plus a margin
+    (`path_grid`), from the same directions `compute_surface` will store."""
+    if spec.trajectory is None:
+        raise LandscapeError("the spec has no trajectory")
+    checkpoint = load_checkpoint(spec.checkpoint.path)
+    model = build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
+    center = center_of(model, direction_names(model, spec.x.dir_type))
+    plane = trajectory_plane(spec.trajectory, center, model.state_dict().keys(), spec.x.ignore)
+    return path_grid(plane.path.coordinates, x_num, y_num, margin)
+
+
+def read_trajectory(surface: Surface | str | Path) -> TrajectoryPath | None:
+    """The path stored with a surface on PCA directions; None for a surface without a `trajectory` group.
+
+    Every dataset is checked before it is read (no links, no external or virtual data, bounded, shapes consistent).
+    """
+    path = surface.path if isinstance(surface, Surface) else surface
+    with _open(path) as f:
+        group = _group(f, "trajectory", path)
+        if group is None:
+            return None
+        coordinates = _dataset(group, "coordinates", path, 2 * MAX_SNAPSHOTS)
+        if coordinates.ndim != 2 or coordinates.shape[1] != 2:
+            raise LandscapeError(f"{path} is damaged: trajectory/coordinates has shape {coordinates.shape}")
+        n = coordinates.shape[0]
+        arrays = {"coordinates": np.asarray(coordinates[()], dtype=np.float64)}
+        shapes = {"epochs": (n,), "residual": (n,), "distance": (n,), "explained_variance_ratio": (2,)}
+        for name, shape in shapes.items():
+            ds = _dataset(group, name, path, MAX_SNAPSHOTS)
+            if ds.shape != shape:
+                raise LandscapeError(f"{path} is damaged: trajectory/{name} has shape {ds.shape}, not {shape}")
+            arrays[name] = np.asarray(ds[()], dtype=np.int64 if name == "epochs" else np.float64)
+    return TrajectoryPath(**arrays)
+
+
+def _snapshots(
+    files: Sequence[Path], center: Direction, known: Collection[str]
+) -> tuple[int, Iterator[tuple[int, dict[str, np.ndarray]]], list[str]]:
+    """How many snapshots, an iterator over (epoch, tensors by name), and the files' sha256s (all read when the
+    iterator is exhausted; a snapshots file's at once)."""
+    if len(files) == 1 and h5py.is_hdf5(files[0]):
+        groups = _snapshot_groups(files[0])
+        return len(groups), _read_snapshots(files[0], groups, center, known), [file_sha256(files[0])]
+    digests: list[str] = []
+    epochs = _epoch_labels(files)
+
+    def read() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for epoch, file in zip(epochs, files):
+            checkpoint = load_checkpoint(file)
+            digests.append(checkpoint.sha256)
+            yield epoch, _checked(checkpoint.state_dict, center, known, str(file))
+
+    return len(files), read(), digests
+
+
+def _snapshot_groups(path: Path) -> list[tuple[int, str]]:
+    """(epoch, group name) of the snapshots in a snapshots file of `landscape train`, by epoch."""
+    with _open(path) as f:
+        if "format" not in f.attrs or _attribute(f, "format", path) != SNAPSHOTS_FORMAT:
+            raise LandscapeError(f"{path} is not a snapshots file of `landscape train` (format {SNAPSHOTS_FORMAT})")
+        found = sorted((int(m.group(1)), name) for name in f if (m := _EPOCH_GROUP.fullmatch(name)))
+    if not found:
+        raise LandscapeError(f"{path} holds no snapshots (groups epoch_NNNN)")
+    if len({epoch for epoch, _ in found}) != len(found):
+        raise LandscapeError(f"{path} holds two snapshots of one epoch")
+    if len(found) > MAX_SNAPSHOTS:
+        raise LandscapeError(f"{path} holds {len(found)} snapshots, more than the {MAX_SNAPSHOTS} allowed")
+    return found
+
+
+def _read_snapshots(
+    path: Path, epochs: list[tuple[int, str]], center: Direction, known: Collection[str]
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    with _open(path) as f:
+        for epoch, name in epochs:
+            group = _group(f, name, path)
+            if group is None:
+                raise LandscapeError(f"{path} lost its group {name} while being read")
+            where = f"{path} ({name})"
+            _check_names(set(group), center, known, where)
+            tensors = {}
+            for tensor_name, tensor in center.items():
+                ds = _dataset(group, tensor_name, where, tensor.numel())
+                if ds.shape != tuple(tensor.shape) or ds.dtype.kind != "f":
+                    raise LandscapeError(
+                        f"{where}: {tensor_name} is {ds.dtype} {ds.shape}, the model's {tuple(tensor.shape)} floats"
+                    )
+                tensors[tensor_name] = _finite(np.asarray(ds[()], dtype=np.float64), tensor_name, where)
+            yield epoch, tensors
+
+
+def _checked(
+    state: dict[str, torch.Tensor], center: Direction, known: Collection[str], where: str
+) -> dict[str, np.ndarray]:
+    """The tensors of `center`'s names from a loaded state_dict, checked by name, shape and type, in float64."""
+    _check_names(set(state), center, known, where)
+    out = {}
+    for name, tensor in center.items():
+        value = state[name]
+        if tuple(value.shape) != tuple(tensor.shape) or not value.is_floating_point():
+            raise LandscapeError(
+                f"{where}: {name} is {value.dtype} {tuple(value.shape)}, the model's {tuple(tensor.shape)} floats"
+            )
+        out[name] = _finite(value.detach().cpu().double().numpy(), name, where)
+    return out
+
+
+def _check_names(names: set[str], center: Direction, known: Collection[str], where: str) -> None:
+    missing = [n for n in center if n not in names]
+    if missing:
+        raise LandscapeError(f"{where} lacks {len(missing)} tensors of the model, e.g. {missing[0]}")
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise LandscapeError(f"{where} holds tensors the model does not have, e.g. {unknown[0][:80]}: another model?")
+
+
+def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise LandscapeError(f"{where}: {name} holds NaN or inf")
+    return values
+
+
+def _epoch_labels(files: Sequence[Path]) -> list[int]:
+    """The last number in each file name when every name has one and they differ, else 1..n."""
+    numbers = [re.findall(r"\d{1,9}", f.stem) for f in files]
+    labels = [int(found[-1]) for found in numbers if found]
+    if len(labels) == len(files) and len(set(labels)) == len(labels):
+        return labels
+    return list(range(1, len(files) + 1))
+
+
+def _natural(name: str) -> list[str | int]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _layout(center: Direction) -> list[tuple[str, slice]]:
+    """Where each tensor of `center` lies in a flat vector, in `center`'s order."""
+    out, start = [], 0
+    for name, tensor in center.items():
+        out.append((name, slice(start, start + tensor.numel())))
+        start += tensor.numel()
+    return out
+
+
+def _flatten(direction: Direction) -> np.ndarray:
+    return np.concatenate([t.detach().cpu().double().numpy().reshape(-1) for t in direction.values()])
+
+
+def _unflatten(vector: np.ndarray, center: Direction) -> Direction:
+    """A flat vector as float32 tensors shaped and named like `center`."""
+    return {
+        name: torch.from_numpy(vector[where].reshape(center[name].shape).astype(np.float32))
+        for name, where in _layout(center)
+    }

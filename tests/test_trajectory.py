@@ -1,0 +1,330 @@
+"""PCA directions of a training trajectory: exact on a path that lies in a known plane, the PCA against NumPy's SVD,
+resume, the stored path, untrusted snapshot files, the CLI."""
+
+import dataclasses
+import hashlib
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from toymodels import softmax
+from typer.testing import CliRunner
+
+from landscape import (
+    Axis,
+    CheckpointSpec,
+    DataSpec,
+    DirectionSpec,
+    GridSpec,
+    SurfaceSpec,
+    compute_surface,
+    save_checkpoint,
+)
+from landscape.cli import app
+from landscape.errors import LandscapeError
+from landscape.spec import TrajectorySpec
+from landscape.storage import read_surface
+from landscape.trajectory import (
+    load_differences,
+    path_grid,
+    principal_components,
+    project,
+    read_trajectory,
+    trajectory_files,
+    trajectory_sha256,
+)
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+ARCH = "toymodels:softmax"
+# The path in the plane of u and v: θ_i = θ* + a_i u + b_i v, the last snapshot θ* itself. The a and b have mean 0
+# and are uncorrelated, Σa² = 120 > Σb² = 6: both the centered and the plain PCA give ±u and ±v, and the largest
+# |a| (-8) and |b| (-2) are unique, so the signs are known: x = -u, y = -v.
+A = np.array([-8.0, -2.0, 4.0, 6.0, 0.0])
+B = np.array([1.0, -2.0, 1.0, 0.0, 0.0])
+EPOCHS = [2, 4, 6, 8, 10]
+
+
+def plane_vectors():
+    """Orthonormal u and v with entries 0, ±0.5 on the softmax classifier's weight and bias (exact in float16)."""
+    u = {"fc.weight": torch.zeros(10, 3072), "fc.bias": torch.zeros(10)}
+    v = {"fc.weight": torch.zeros(10, 3072), "fc.bias": torch.zeros(10)}
+    u["fc.weight"][0, :3] = 0.5
+    u["fc.bias"][0] = 0.5
+    v["fc.weight"][2, 5:7] = torch.tensor([0.5, -0.5])
+    v["fc.weight"][4, 0] = 0.5
+    v["fc.bias"][3] = -0.5
+    return u, v
+
+
+@pytest.fixture(scope="module")
+def plane_run(tmp_path_factory):
+    """θ* (dyadic weights, exact in float16), the trajectory as checkpoint files and as a snapshots file."""
+    folder = tmp_path_factory.mktemp("plane")
+    model = softmax()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randint(-8, 9, p.shape, generator=g).float() / 8)
+    theta = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = {"arch": ARCH, "num_classes": 10, "dataset": "cifar10", "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(folder / "final.pt", model, meta)
+    u, v = plane_vectors()
+    (folder / "ckpts").mkdir()
+    with h5py.File(folder / "snapshots.h5", "w") as f:
+        f.attrs["format"] = "landscape-trajectory"
+        for epoch, a, b in zip(EPOCHS, A, B):
+            state = {k: theta[k] + a * u[k] + b * v[k] for k in theta}
+            torch.save(state, folder / "ckpts" / f"epoch_{epoch}.pt")
+            for k, t in state.items():
+                f.create_dataset(f"epoch_{epoch:04d}/{k}", data=t.numpy().astype(np.float16))
+    return folder, theta
+
+
+def plane_spec(folder, root, trajectory, grid=("-1:1:3", "-1:1:3"), ignore="none", centered=True):
+    return SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(folder / "final.pt"), arch=ARCH),
+        data=DataSpec(root=str(root), subset=8),
+        grid=GridSpec(Axis.parse(grid[0]), Axis.parse(grid[1])),
+        x=DirectionSpec(kind="pca", index=1, norm="none", ignore=ignore),
+        y=DirectionSpec(kind="pca", index=2, norm="none", ignore=ignore),
+        trajectory=TrajectorySpec(paths=(str(trajectory),), centered=centered),
+    )
+
+
+@pytest.mark.parametrize("source", ["ckpts", "snapshots.h5"])
+@pytest.mark.parametrize("centered", [True, False])
+def test_a_path_in_a_known_plane_is_exact(tmp_path, cifar_root, plane_run, source, centered):
+    folder, theta = plane_run
+    out = tmp_path / "pca.h5"
+    surface = compute_surface(plane_spec(folder, cifar_root, folder / source, centered=centered), out)
+    path = read_trajectory(surface)
+    assert path is not None
+    np.testing.assert_array_equal(path.epochs, EPOCHS)
+    # exact to float64 rounding: x = -u, y = -v, the path at (-a, -b), nothing off the plane
+    np.testing.assert_allclose(path.coordinates, np.stack([-A, -B], axis=1), rtol=0, atol=1e-14)
+    assert np.all(path.residual <= 1e-14)
+    np.testing.assert_array_equal(path.distance, np.sqrt(A**2 + B**2))
+    np.testing.assert_allclose(path.explained_variance_ratio, [120 / 126, 6 / 126], rtol=1e-14)
+    u, v = plane_vectors()
+    with h5py.File(out) as f:
+        for name in theta:
+            np.testing.assert_allclose(f[f"directions/x/{name}"][()], -u[name].numpy(), rtol=0, atol=1e-15)
+            np.testing.assert_allclose(f[f"directions/y/{name}"][()], -v[name].numpy(), rtol=0, atol=1e-15)
+        spec = json.loads(f.attrs["spec"])
+    assert spec["x"]["kind"] == "pca" and spec["x"]["index"] == 1 and spec["y"]["index"] == 2
+    assert spec["trajectory"]["centered"] is centered and spec["trajectory"]["paths"] == [str(folder / source)]
+    files = trajectory_files([folder / source])
+    assert spec["trajectory"]["sha256"] == trajectory_sha256(
+        [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    )
+    assert surface.surface_spec.trajectory.sha256 == spec["trajectory"]["sha256"]
+
+
+def test_ignore_biasbn_zeroes_the_biases_of_directions_and_path(tmp_path, cifar_root, plane_run):
+    folder, _ = plane_run
+    out = tmp_path / "biasbn.h5"
+    surface = compute_surface(plane_spec(folder, cifar_root, folder / "ckpts", ignore="biasbn"), out)
+    path = read_trajectory(surface)
+    with h5py.File(out) as f:
+        assert not f["directions/x/fc.bias"][()].any() and not f["directions/y/fc.bias"][()].any()
+        x = f["directions/x/fc.weight"][()]
+    # the weight parts of u and v (both of norm √0.75) still hold the path: coordinates scale by their norms
+    np.testing.assert_allclose(np.abs(x[0, :3]), 1 / np.sqrt(3), rtol=1e-7)
+    np.testing.assert_allclose(path.coordinates[:, 0], -A * np.sqrt(0.75), rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(path.coordinates[:, 1], -B * np.sqrt(0.75), rtol=1e-7, atol=1e-7)
+    assert np.all(path.residual < 1e-6)
+
+
+def test_pca_equals_numpy_svd():
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((9, 200)) * np.linspace(3, 0.1, 200) + rng.standard_normal(200)
+    for centered in (True, False):
+        data = m - m.mean(axis=0) if centered else m
+        _, s, vt = np.linalg.svd(data, full_matrices=False)
+        pcs = principal_components(m, centered=centered)
+        for k in range(2):
+            assert abs(pcs.vectors[k] @ vt[k]) == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(pcs.vectors @ pcs.vectors.T, np.eye(2), atol=1e-12)
+        np.testing.assert_allclose(pcs.singular_values, s[:2], rtol=1e-12)
+        np.testing.assert_allclose(pcs.explained_variance_ratio, s[:2] ** 2 / (s**2).sum(), rtol=1e-12)
+        assert pcs.explained_variance_ratio.sum() < 1
+        scores = data @ pcs.vectors.T  # the sign convention: each component's largest score is positive
+        assert np.all(scores[np.argmax(np.abs(scores), axis=0), [0, 1]] > 0)
+
+
+def test_explained_variance_of_a_plane_sums_to_one_and_projection_of_a_point_off_it():
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((50, 3)))[0].T  # three orthonormal rows
+    coefficients = rng.standard_normal((6, 2))
+    pcs = principal_components(coefficients @ basis[:2], centered=False)
+    assert pcs.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-14)
+    assert pcs.explained_variance_ratio[0] > pcs.explained_variance_ratio[1] > 0
+    off = coefficients @ basis[:2] + 3.0 * basis[2]  # 3 off the plane of basis[0], basis[1]
+    coordinates, residual = project(off, basis[:2] * np.array([[2.0], [0.5]]))  # directions need not be unit
+    np.testing.assert_allclose(coordinates, coefficients / [2.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(residual, 3.0, atol=1e-12)
+
+
+def test_a_path_on_a_line_or_too_short_is_refused():
+    line = np.outer(np.arange(1.0, 6.0), np.ones(10))
+    with pytest.raises(LandscapeError, match="does not span 2 dimensions"):
+        principal_components(line, centered=False)
+    with pytest.raises(LandscapeError, match="does not span 2 dimensions"):
+        principal_components(line + 1.0, centered=True)
+    with pytest.raises(LandscapeError, match="at least 3"):
+        principal_components(np.eye(2, 10), centered=True)
+
+
+def test_resumed_pca_surface_equals_uninterrupted(tmp_path, cifar_root, plane_run):
+    folder, _ = plane_run
+    spec = plane_spec(folder, cifar_root, folder / "snapshots.h5", grid=("-2:9:4", "-3:3:3"))
+
+    def stop_after(points):
+        def progress(done, total):
+            if done >= points:
+                raise KeyboardInterrupt
+
+        return progress
+
+    compute_surface(spec, tmp_path / "full.h5")
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, tmp_path / "part.h5", progress=stop_after(5))
+    assert read_surface(tmp_path / "part.h5").computed.sum() == 5
+    moved = dataclasses.replace(spec, trajectory=dataclasses.replace(spec.trajectory, paths=(str(folder / "ckpts"),)))
+    with pytest.raises(LandscapeError, match="trajectory.sha256"):  # another trajectory: refused by content
+        compute_surface(moved, tmp_path / "part.h5")
+    compute_surface(spec, tmp_path / "part.h5")
+    with h5py.File(tmp_path / "full.h5") as full, h5py.File(tmp_path / "part.h5") as part:
+        assert full.attrs["spec"] == part.attrs["spec"]
+        names = []
+        full.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and n != "runs" else None)
+        assert "trajectory/coordinates" in names and "train_loss" in names
+        for name in names:
+            np.testing.assert_array_equal(part[name][()], full[name][()], err_msg=name)
+
+
+def test_path_grid_holds_the_path_and_has_the_center_on_a_grid_point():
+    grid = path_grid(np.stack([-A, -B], axis=1), 11, 9, margin=0.2)
+    # x: the path spans -6..8, with 20% on each side -8.8..10.8: spacing 2.2 from -8.8 (θ* is point 4) to 13.2;
+    # y: -1..2 widens to -1.6..2.6: spacing 0.54 from -1.62 (θ* is point 3) to 2.7
+    assert grid == GridSpec(Axis(-8.8, 13.2, 11), Axis(-1.62, 2.7, 9))
+    for axis in (grid.x, grid.y):
+        assert np.abs(axis.coordinates()).min() < 1e-12
+    assert path_grid(np.array([[0.0123, 0.5], [0.0456, -0.25]]), 3, 3, margin=0) == GridSpec(
+        Axis(0.0, 0.046, 3), Axis(-0.5, 0.5, 3)
+    )
+    with pytest.raises(LandscapeError, match="margin"):
+        path_grid(np.ones((3, 2)), 3, 3, margin=-1)
+    with pytest.raises(LandscapeError, match="at least 2 points"):
+        path_grid(np.stack([-A, -B], axis=1), 1, 3)
+
+
+def test_other_surfaces_keep_their_stored_spec():
+    spec = SurfaceSpec(
+        checkpoint=CheckpointSpec(path="m.pt"), data=DataSpec(), grid=GridSpec(Axis(-1, 1, 3)), x=DirectionSpec()
+    )
+    stored = spec.to_dict()
+    assert "trajectory" not in stored and "index" not in stored["x"] and "source_sha256" not in stored["x"]
+    assert SurfaceSpec.from_dict(json.loads(json.dumps(stored))) == spec
+
+
+def test_pca_spec_is_checked():
+    base = dict(checkpoint=CheckpointSpec(path="m.pt"), data=DataSpec(), grid=GridSpec(Axis(-1, 1, 3), Axis(-1, 1, 3)))
+    pca = dict(x=DirectionSpec(kind="pca", index=1), y=DirectionSpec(kind="pca", index=2))
+    with pytest.raises(LandscapeError, match="needs a trajectory"):
+        SurfaceSpec(**base, **pca).validate()
+    trajectory = TrajectorySpec(paths=("t.h5",))
+    with pytest.raises(LandscapeError, match="x = component 1, y = component 2"):
+        SurfaceSpec(**base, x=pca["y"], y=pca["x"], trajectory=trajectory).validate()
+    with pytest.raises(LandscapeError, match="component 1 or 2"):
+        DirectionSpec(kind="pca", index=3).validate()
+    SurfaceSpec(**base, **pca, trajectory=trajectory).validate()
+
+
+def snapshots_with(path, theta, change):
+    """A snapshots file of two epochs, the second one altered by `change(group)`."""
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "landscape-trajectory"
+        for epoch in (1, 2):
+            group = f.create_group(f"epoch_{epoch:04d}")
+            for k, t in theta.items():
+                group.create_dataset(k, data=t.numpy())
+        change(f["epoch_0002"])
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda g: g.__delitem__("fc.bias"), "lacks 1 tensors of the model, e.g. fc.bias"),
+        (lambda g: g.create_dataset("conv9.weight", data=np.zeros(3)), "tensors the model does not have"),
+        (lambda g: (g.__delitem__("fc.bias"), g.create_dataset("fc.bias", data=np.zeros(11))), "declares 11 values"),
+        (lambda g: (g.__delitem__("fc.bias"), g.create_dataset("fc.bias", data=np.zeros((2, 5)))), r"\(2, 5\)"),
+        (lambda g: (g.__delitem__("fc.bias"), g.create_dataset("fc.bias", data=np.zeros(10, int))), "int64"),
+        (lambda g: (g.__delitem__("fc.bias"), g.create_dataset("fc.bias", data=np.full(10, np.nan))), "NaN or inf"),
+        (lambda g: (g.__delitem__("fc.bias"), g.__setitem__("fc.bias", h5py.SoftLink("/x"))), "links are never"),
+        (
+            lambda g: (g.__delitem__("fc.bias"), g.__setitem__("fc.bias", h5py.ExternalLink("/etc/passwd", "/"))),
+            "links are never",
+        ),
+    ],
+)
+def test_a_crafted_snapshots_file_is_one_clear_error(tmp_path, plane_run, change, message):
+    _, theta = plane_run
+    path = snapshots_with(tmp_path / "s.h5", theta, change)
+    with pytest.raises(LandscapeError, match=message):
+        load_differences(trajectory_files([path]), theta, theta.keys())
+
+
+def test_a_file_that_is_not_a_trajectory_is_refused(tmp_path, plane_run):
+    folder, theta = plane_run
+    with h5py.File(tmp_path / "surface.h5", "w") as f:
+        f.attrs["format"] = "landscape-surface"
+    with pytest.raises(LandscapeError, match="not a snapshots file"):
+        load_differences(trajectory_files([tmp_path / "surface.h5"]), theta, theta.keys())
+    with pytest.raises(LandscapeError, match="holds no checkpoints"):
+        trajectory_files([tmp_path])
+    with pytest.raises(LandscapeError, match="pass it alone"):
+        trajectory_files([folder / "snapshots.h5", folder / "final.pt"])
+    with pytest.raises(LandscapeError, match="not found"):
+        trajectory_files([tmp_path / "none.pt"])
+
+
+def test_checkpoint_files_in_natural_order_with_their_epochs(tmp_path, plane_run):
+    folder, theta = plane_run
+    files = trajectory_files([folder / "ckpts"])
+    assert [f.name for f in files] == [f"epoch_{e}.pt" for e in EPOCHS]  # epoch_10 last, not after epoch_1
+    differences, epochs, _ = load_differences(files, theta, theta.keys(), ignore="none")
+    assert epochs.tolist() == EPOCHS and differences.shape == (5, 30730)
+    listed, epochs, _ = load_differences(files[::-1], theta, theta.keys(), ignore="none")  # a list: as given
+    np.testing.assert_array_equal(listed, differences[::-1])
+
+
+def test_read_trajectory_of_other_surfaces_is_none(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["xcoordinates"] = np.zeros(3)
+    assert read_trajectory(tmp_path / "s.h5") is None
+
+
+runner = CliRunner()
+
+
+def test_cli_compute_with_a_trajectory(tmp_path, cifar_root, plane_run):
+    folder, _ = plane_run
+    out = tmp_path / "cli.h5"
+    args = ["compute", "--ckpt", folder / "final.pt", "--arch", ARCH, "--trajectory", folder / "snapshots.h5"]
+    args += ["--x", "5", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", out, "--xignore", "none"]
+    result = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+    assert result.exit_code == 0, result.output
+    surface = read_surface(out)
+    assert surface.surface_spec.grid == GridSpec(Axis(-10.8, 10.8, 5), Axis(-2.6, 2.6, 3))  # extent + 20%, θ* on it
+    assert "explained variance" in result.stdout
+    again = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})  # resumes: nothing to do
+    assert again.exit_code == 0, again.output
+    bad = runner.invoke(
+        app, [str(a) for a in args[:-2]] + ["--out", str(tmp_path / "b.h5"), "--xtarget", str(folder / "final.pt")]
+    )
+    assert bad.exit_code == 2 and "one source for the x direction" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

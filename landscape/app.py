@@ -2,8 +2,9 @@
 
 Started as `streamlit run app.py -- --results DIR`. It only reads, and only the HDF5 files listed under the
 results folder; reads are cached by name, modification time and size, so a file that is still being computed is
-read again when it grows. The `*_ui` functions draw widgets and return what was chosen; figures come from
-`landscape.plots` and downloads from `landscape.export`.
+read again when it grows, and the folder is looked at every few seconds for new and finished files. The `*_ui`
+functions draw widgets and return what was chosen; figures come from `landscape.plots` and downloads from
+`landscape.export`. Every setting is kept in the URL, so that a view can be bookmarked or sent.
 """
 
 from __future__ import annotations
@@ -11,24 +12,37 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+import streamlit.components.v1 as components
 from streamlit.delta_generator import DeltaGenerator
 
 from landscape import export, plots, results
 from landscape.errors import LandscapeError
-from landscape.plots import Levels, PlotOptions
+from landscape.plots import Levels, PlotOptions, Slice
 from landscape.storage import Surface
 
 DEMO_PAIR = ("resnet56", "resnet56_noshort")
 MODES = ("One surface", "Compare two")
 VIEWS = {"surface": "3D surface", "contour": "Contour lines", "heatmap": "Heat map"}
 COLORSCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Turbo", "RdBu_r")
-CHART_HEIGHT = 460
+LEVEL_MODES = ("log-spaced", "even", "start:end:size", "list")
+ASPECT_LABELS = {"auto": "auto", "equal": "one scale", "free": "fill"}
+SLICES = {"x": "a row (β fixed)", "y": "a column (α fixed)", "angle": "a line through θ*"}
+SURFACE_HEIGHT = 620
+PLANE_HEIGHT = 460
+CURVE_HEIGHT = 380
+WATCH_SECONDS = 5.0  # how often the folder is looked at for new files and finished runs
+STACK_BELOW_PX = 1100  # side-by-side plots stack in a window narrower than this
 MIME = {
     "html": "text/html",
     "pdf": "application/pdf",
@@ -37,6 +51,145 @@ MIME = {
     "csv": "text/csv",
     "npz": "application/octet-stream",
 }
+# The settings kept in the URL: session key -> kind ('bool', 'float', 'text' or a tuple of the allowed values),
+# and their defaults (not written to the URL).
+URL_SETTINGS: dict[str, Any] = {
+    "mode": MODES,
+    "metric": "text",
+    "log": "bool",
+    "clip": "float",
+    "zmin": "float",
+    "zmax": "float",
+    "levels_mode": LEVEL_MODES,
+    "levels_start:end:size": "text",
+    "levels_list": "text",
+    "labels": "bool",
+    "colorscale": COLORSCALES,
+    "center": "bool",
+    "aspect": tuple(ASPECT_LABELS),
+    "camera": tuple(plots.CAMERAS),
+    "zscale": "float",
+    "floor": "bool",
+    "link": "bool",
+    "slice": tuple(SLICES),
+    "slice_at": "float",
+    "slice_angle": "float",
+}
+DEFAULTS: dict[str, Any] = {
+    "mode": MODES[0],
+    "log": False,
+    "clip": None,
+    "zmin": None,
+    "zmax": None,
+    "levels_mode": LEVEL_MODES[0],
+    "levels_start:end:size": "",
+    "levels_list": "",
+    "labels": False,
+    "colorscale": COLORSCALES[0],
+    "center": True,
+    "aspect": "auto",
+    "camera": "oblique",
+    "zscale": plots.ZSCALE,
+    "floor": True,
+    "link": True,
+    "slice": "x",
+    "slice_at": 0.0,
+    "slice_angle": 45.0,
+}
+# Side-by-side plots in the keyed blocks below stack in a narrow window (Streamlit itself stacks columns only
+# below 640 px, where a 3D plot and a contour map side by side are long too cramped).
+STYLE = f"""<style>
+.st-key-view_keeper {{ position: absolute; width: 1px; height: 1px; overflow: hidden; opacity: 0; }}
+@media (max-width: {STACK_BELOW_PX}px) {{
+  .st-key-plane_views [data-testid="stHorizontalBlock"],
+  .st-key-linked_3d [data-testid="stHorizontalBlock"] {{ flex-direction: column; }}
+  .st-key-plane_views [data-testid="stColumn"],
+  .st-key-linked_3d [data-testid="stColumn"] {{ width: 100% !important; flex: 1 1 100% !important; }}
+}}
+</style>"""
+# Keeps the view of each chart: Streamlit draws a chart anew whenever its figure changes (a setting, new points of
+# a run), so plotly's own `uirevision` cannot keep a rotated camera or a zoom. This script runs in the page (the
+# component's frame has the page's origin): it remembers each chart's 3D cameras and 2D axis ranges when the user
+# changes them, and puts them back on the chart drawn in its place while the figure's `uirevision` (the file, and
+# for a 3D scene the camera preset, height and aspect) is the same. Cameras of the charts in the block
+# `linked_3d` follow each other.
+VIEW_JS = """<script>
+(function () {
+  const page = window.parent;
+  const token = Math.random();
+  page.__landscapeKeeper = token;
+  const views = page.__landscapeViews = page.__landscapeViews || {};
+  const mine = () => page.__landscapeKeeper === token;
+  const plots = () => Array.from(page.document.querySelectorAll('.js-plotly-plot'));
+  const keyOf = gd => {
+    const box = gd.closest('[class*="st-key-"]');
+    return box ? Array.from(box.classList).find(c => c.startsWith('st-key-')) : null;
+  };
+  const linked = gd => !!gd.closest('.st-key-linked_3d');
+  const scenes = gd => Object.keys(gd._fullLayout || {}).filter(k => /^scene\\d*$/.test(k));
+  const axes = gd => Object.keys(gd._fullLayout || {}).filter(k => /^[xy]axis\\d*$/.test(k));
+  let applying = 0;
+  function apply(gd, update) {
+    applying += 1;
+    return page.Plotly.relayout(gd, update).finally(() => { applying -= 1; });
+  }
+  function rememberCamera(gd, scene, camera) {
+    const key = keyOf(gd);
+    if (!key) return;
+    const entry = views[key] = views[key] || {scenes: {}};
+    entry.scenes[scene] = {rev: (gd.layout[scene] || {}).uirevision, camera: camera};
+  }
+  function changed(gd, event, live) {
+    if (!mine() || applying || !event) return;
+    Object.keys(event).forEach(k => {
+      const m = k.match(/^(scene\\d*)\\.camera$/);
+      if (!m) return;
+      if (!live) rememberCamera(gd, m[1], event[k]);
+      if (linked(gd)) {
+        plots().filter(o => o !== gd && linked(o) && o._fullLayout && o._fullLayout.scene).forEach(o => {
+          if (!live) rememberCamera(o, 'scene', event[k]);
+          apply(o, {'scene.camera': event[k]});
+        });
+      }
+    });
+    if (!live && Object.keys(event).some(k => /^[xy]axis\\d*\\.(range|autorange)/.test(k))) {
+      const key = keyOf(gd);
+      if (!key) return;
+      const entry = views[key] = views[key] || {scenes: {}};
+      entry.axes = {rev: gd.layout.uirevision, ranges: {}};
+      axes(gd).forEach(a => {
+        const axis = gd._fullLayout[a];
+        if (!axis.autorange) entry.axes.ranges[a] = axis.range.slice();
+      });
+    }
+  }
+  function restore(gd) {
+    const entry = views[keyOf(gd)];
+    if (!entry) return;
+    const update = {};
+    scenes(gd).forEach(s => {
+      const saved = entry.scenes[s];
+      if (saved && saved.rev === (gd.layout[s] || {}).uirevision) update[s + '.camera'] = saved.camera;
+    });
+    if (entry.axes && entry.axes.rev === gd.layout.uirevision) {
+      Object.entries(entry.axes.ranges).forEach(([a, range]) => { update[a + '.range'] = range; });
+    }
+    if (Object.keys(update).length) apply(gd, update);
+  }
+  function attach() {
+    if (!mine() || !page.Plotly) return;
+    plots().forEach(gd => {
+      if (gd.__landscapeToken === token || !gd.on || !gd._fullLayout) return;
+      gd.__landscapeToken = token;
+      gd.on('plotly_relayout', event => changed(gd, event, false));
+      gd.on('plotly_relayouting', event => changed(gd, event, true));
+      restore(gd);
+    });
+  }
+  attach();
+  const timer = setInterval(() => { if (mine()) attach(); else clearInterval(timer); }, 250);
+})();
+</script>"""
 
 
 def results_root(argv: list[str]) -> Path:
@@ -66,29 +219,176 @@ def _chosen(value: str | None) -> str:
     return value
 
 
+# --- pure helpers ---------------------------------------------------------------------------------------------
+
+
+def parse_setting(kind: Any, text: str) -> Any:
+    """A setting from the URL as its kind says; a ValueError for anything else."""
+    if kind == "bool":
+        if text not in ("0", "1"):
+            raise ValueError(text)
+        return text == "1"
+    if kind == "float":
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if kind == "text":
+        if len(text) > 200:
+            raise ValueError(text)
+        return text
+    if text not in kind:
+        raise ValueError(text)
+    return text
+
+
+def format_setting(value: Any) -> str:
+    """A setting as the URL keeps it."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def panel_titles(names: list[str]) -> list[str]:
+    """Titles of surfaces shown together: the file's stem, or its path in the results folder (without the suffix)
+    where two stems are the same."""
+    stems = [Path(n).stem for n in names]
+    return [
+        str(Path(n).with_suffix("")) if stems.count(s) > 1 and names.count(n) == 1 else s for n, s in zip(names, stems)
+    ]
+
+
+def figure_name(surfaces: list[Surface], names: list[str], view: str, metric: str) -> str:
+    """The file name (without suffix) of a downloaded figure: the model(s), the file where it says more, the metric
+    and the view, e.g. 'resnet56_train_loss_contour_lines' or 'resnet56_vs_resnet56_noshort_train_loss_3d_surface'."""
+    parts = []
+    for surface, title in zip(surfaces, panel_titles(names)):
+        model = results.describe(surface).model
+        known = surface.surface_spec is not None and model not in ("", "(paper's code: not recorded)")
+        parts.append(model if known and title == model else f"{model}-{title}" if known else title)
+    stem = "_vs_".join(parts) + f"_{metric}_{view}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.lower()).strip("_")
+
+
+def caption(surface: Surface) -> str:
+    """What the file records about the surface on one line: model, data and image count, precision, directions
+    (seeds, normalization), grid, completion (`results.describe`)."""
+    desc = results.describe(surface)
+    spec = surface.surface_spec
+    if spec is None:
+        return f"{desc.kind} · grid {desc.grid} · completion {desc.completion}"
+    x, y = spec.x, spec.y
+    same = (
+        y is not None
+        and x.kind == y.kind == "random"
+        and (x.norm, x.ignore, x.dir_type)
+        == (
+            y.norm,
+            y.ignore,
+            y.dir_type,
+        )
+    )
+    if same and y is not None:
+        directions = (
+            f"directions random, seeds {x.seed} (α) and {y.seed} (β), norm {x.norm}, ignore {x.ignore} ({x.dir_type})"
+        )
+    else:
+        directions = "; ".join(f"{axis} direction {text}" for axis, text in desc.directions.items())
+    fields = [
+        f"model {desc.model}",
+        f"data {desc.data}",
+        f"evaluation {desc.evaluation}",
+        directions,
+        f"grid {desc.grid}",
+        f"completion {desc.completion}",
+    ]
+    return " · ".join(fields)
+
+
+def colour_range(
+    zmin: float | None, zmax: float | None, data: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The colour range from the two inputs, an empty one taking the data's end; None for the data's own range.
+    A LandscapeError when the minimum is above the maximum."""
+    if zmin is None and zmax is None:
+        return None
+    lo = zmin if zmin is not None else data[0] if data else None
+    hi = zmax if zmax is not None else data[1] if data else None
+    if lo is None or hi is None:
+        return None
+    if lo > hi:
+        raise LandscapeError(f"Colour min {lo:g} is above colour max {hi:g}")
+    return lo, hi
+
+
+# --- settings and the URL -------------------------------------------------------------------------------------
+
+
+def settings_from_url() -> list[str]:
+    """Put the settings named in the URL into the session (on the first run only); what could not be read."""
+    problems = []
+    for key, kind in URL_SETTINGS.items():
+        text = st.query_params.get(key)
+        if text is None:
+            continue
+        try:
+            st.session_state[key] = parse_setting(kind, text)
+        except ValueError:
+            problems.append(f"{key}={text[:40]!r}")
+    return problems
+
+
+def settings_to_url(chosen: list[str]) -> None:
+    """The chosen files and every setting that is not its default, in the URL."""
+    params = dict(zip(("file", "other"), chosen))
+    for key in URL_SETTINGS:
+        value = st.session_state.get(key)
+        if value is not None and value != DEFAULTS.get(key) and key != "mode":
+            params[key] = format_setting(value)
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)
+
+
+def _set_defaults() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+
+
+# --- widgets --------------------------------------------------------------------------------------------------
+
+
 def selection_ui(root: Path, names: list[str]) -> list[str]:
     """The chosen file (or two, to compare); on the first load `?file=NAME&other=NAME` in the URL picks them."""
     if "file" not in st.session_state:
         _defaults_from_url(root, names)
+    for key, default in zip(("file", "other"), default_pair(names)):
+        if st.session_state.get(key) not in names:  # a file that went away, or a widget Streamlit forgot
+            st.session_state[key] = default
     mode = st.sidebar.radio("View", MODES, key="mode", horizontal=True)
     chosen = [_chosen(st.sidebar.selectbox("Surface", names, key="file"))]
     if mode == MODES[1]:
         chosen.append(_chosen(st.sidebar.selectbox("Compare with", names, key="other")))
-    st.query_params.from_dict(dict(zip(("file", "other"), chosen)))
     return chosen
 
 
-def _defaults_from_url(root: Path, names: list[str]) -> None:
+def default_pair(names: list[str]) -> tuple[str, str]:
+    """The files shown first: the ResNet-56 pair of the demo where the folder has it, else the first two."""
     stems = {Path(n).stem: n for n in names}
-    st.session_state["file"] = stems.get(DEMO_PAIR[0], names[0])
-    st.session_state["other"] = stems.get(DEMO_PAIR[1], names[1] if len(names) > 1 else names[0])
+    return stems.get(DEMO_PAIR[0], names[0]), stems.get(DEMO_PAIR[1], names[1] if len(names) > 1 else names[0])
+
+
+def _defaults_from_url(root: Path, names: list[str]) -> None:
+    st.session_state["file"], st.session_state["other"] = default_pair(names)
     for key in ("file", "other"):
         wanted = st.query_params.get(key)
         if wanted is None:
             continue
         if wanted in names:
             st.session_state[key] = wanted
-            st.session_state["mode"] = MODES[1] if key == "other" else st.session_state.get("mode", MODES[0])
+            if key == "other":
+                st.session_state["mode"] = MODES[1]
             continue
         try:
             results.resolve(root, wanted)
@@ -97,55 +397,82 @@ def _defaults_from_url(root: Path, names: list[str]) -> None:
             st.error(str(e))
 
 
-def options_ui(metrics: list[str]) -> PlotOptions:
+def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
     """The plot settings in the sidebar; one set for every figure on the page."""
     sb = st.sidebar
     sb.subheader("Plot")
-    metric = _chosen(
-        sb.selectbox(
-            "Metric",
-            metrics,
-            key="metric",
-            format_func=plots.metric_label,
-            index=metrics.index("train_loss") if "train_loss" in metrics else 0,
-        )
-    )
+    if st.session_state.get("metric") not in metrics:
+        st.session_state["metric"] = "train_loss" if "train_loss" in metrics else metrics[0]
+    metric = _chosen(sb.selectbox("Metric", metrics, key="metric", format_func=plots.metric_label))
     log = sb.checkbox("Log scale", key="log")
     clip = sb.number_input("Clip at (max value)", value=None, min_value=0.0, key="clip", placeholder="no clipping")
     c1, c2 = sb.columns(2)
     zmin = c1.number_input("Colour min", value=None, key="zmin", placeholder="data", format="%g")
     zmax = c2.number_input("Colour max", value=None, key="zmax", placeholder="data", format="%g")
-    levels = levels_ui()
+    levels, spacing = levels_ui()
+    labels = sb.checkbox("Values on the contour lines", key="labels")
     colorscale = _chosen(sb.selectbox("Colours", COLORSCALES, key="colorscale"))
-    center = sb.checkbox("Mark θ* (the centre)", value=True, key="center")
-    return PlotOptions(
+    center = sb.checkbox("Mark θ* (the centre)", key="center")
+    sb.subheader("3D view")
+    camera = _chosen(sb.selectbox("Camera", list(plots.CAMERAS), key="camera", help="Angles as matplotlib's"))
+    zscale = sb.slider("Height (z exaggeration)", 0.2, 2.0, step=0.1, key="zscale")
+    floor = sb.checkbox("Contour lines under the surface", key="floor")
+    aspect = _chosen(
+        sb.radio(
+            "α : β",
+            list(ASPECT_LABELS),
+            key="aspect",
+            horizontal=True,
+            format_func=ASPECT_LABELS.__getitem__,
+            help="one scale: a unit of α is as long as a unit of β (auto: unless the directions are not alike)",
+        )
+    )
+    options = PlotOptions(
         metric=metric,
         log=log,
         clip=clip,
         levels=levels,
+        spacing=spacing,
+        labels=labels,
         colorscale=colorscale,
         mark_center=center,
-        zrange=(zmin, zmax) if zmin is not None and zmax is not None else None,
+        aspect=aspect,
+        zscale=float(zscale),
+        camera=plots.CAMERAS[camera],
+        floor=floor,
     )
+    try:
+        zrange = colour_range(zmin, zmax, plots.value_range(surfaces, options))
+        return replace(options, zrange=zrange)
+    except LandscapeError as e:
+        sb.error(str(e))
+        return options
 
 
-def levels_ui() -> Levels | tuple[float, ...] | None:
+def levels_ui() -> tuple[Levels | tuple[float, ...] | None, str]:
+    """The contour levels (None: automatic) and the spacing of automatic levels."""
     sb = st.sidebar
-    how = sb.radio("Contour levels", ("auto", "start:end:size", "list"), key="levels_mode", horizontal=True)
-    if how == "auto":
-        return None
+    how = sb.radio(
+        "Contour levels",
+        LEVEL_MODES,
+        key="levels_mode",
+        horizontal=True,
+        help="log-spaced: dense near the minimum of a loss (the maximum of an accuracy), as in the paper",
+    )
+    if how in ("log-spaced", "even"):
+        return None, "log" if how == "log-spaced" else "even"
     text = sb.text_input(
         "Levels" + (" (log scale: size in decades)" if how != "list" else ""),
         key=f"levels_{how}",
         placeholder="0.1:5:0.25" if how != "list" else "0.5, 1, 2, 5",
     )
     if not text.strip():
-        return None
+        return None, "log"
     try:
-        return plots.parse_levels(text)
+        return plots.parse_levels(text), "log"
     except LandscapeError as e:
         sb.error(str(e))
-        return None
+        return None, "log"
 
 
 def follow_ui(surfaces: list[Surface]) -> float | None:
@@ -158,12 +485,30 @@ def follow_ui(surfaces: list[Surface]) -> float | None:
     return float(st.sidebar.slider("every (s)", 2, 60, 5, key="refresh"))
 
 
-def downloads_ui(figures: dict[str, go.Figure], stem: str, surface: Surface | None) -> None:
-    """The shown figures as HTML, PNG, SVG and PDF; the data of one surface as CSV and NPZ."""
+def slice_ui(surface: Surface) -> Slice:
+    """Where the 1D slice of a 2D surface runs: a row, a column or a line through θ* (widgets above its plot)."""
+    assert surface.ycoordinates is not None
+    left, right = st.columns([2, 3])
+    along = _chosen(left.radio("Slice along", list(SLICES), key="slice", format_func=SLICES.__getitem__))
+    if along == "angle":
+        angle = right.slider("angle from the α axis (°)", 0.0, 180.0, step=5.0, key="slice_angle")
+        return Slice("angle", float(angle))
+    values = surface.ycoordinates if along == "x" else surface.xcoordinates
+    options = [float(v) for v in values]
+    wanted = float(st.session_state.get("slice_at", 0.0))
+    st.session_state["slice_at"] = options[int(np.argmin(np.abs(np.asarray(options) - wanted)))]
+    at = right.select_slider(
+        "β of the row" if along == "x" else "α of the column", options, key="slice_at", format_func=lambda v: f"{v:.4g}"
+    )
+    return Slice(along, float(at))
+
+
+def downloads_ui(figures: dict[str, go.Figure], names: dict[str, str], surface: Surface | None, stem: str) -> None:
+    """The shown figures as HTML, PNG, SVG and PDF (named after the model); the data of one surface as CSV, NPZ."""
     st.subheader("Downloads")
     label = _chosen(st.selectbox("Figure", list(figures), key="download_figure"))
     fig = figures[label]
-    base = f"{stem}_{label}".replace(" ", "_")
+    base = names[label]
     cols = st.columns(6)
     _download(cols[0], "HTML", lambda: export.figure_bytes(fig, "html"), f"{base}.html")
     fig_json = fig.to_json()
@@ -194,42 +539,118 @@ def _download(where: DeltaGenerator, label: str, data: bytes | Callable[[], byte
     )
 
 
-def caption(surface: Surface) -> str:
-    """What the file records about the surface, on one line (`results.describe`)."""
-    return " · ".join(f"{label} {value}" for label, value in results.describe(surface).fields().items())
+# --- views ------------------------------------------------------------------------------------------------------
+
+
+def _chart(where: DeltaGenerator | None, fig: go.Figure, key: str, file_name: str) -> None:
+    """A plotly chart (in `where`, or in the page) whose camera button saves a PNG named after the model."""
+    config = {"displaylogo": False, "toImageButtonOptions": {"filename": file_name, "scale": 2}}
+    if where is None:
+        st.plotly_chart(fig, key=key, config=config)
+    else:
+        where.plotly_chart(fig, key=key, config=config)
+
+
+def _header(names: list[str], surfaces: list[Surface]) -> None:
+    for name, surface in zip(names, surfaces):
+        st.caption(f"{name}: {caption(surface)}" if len(names) > 1 else caption(surface))
+        with st.expander(f"Everything {name} records", expanded=False):
+            st.table({label: [value] for label, value in results.describe(surface).fields().items()})
+        _progress(surface)
 
 
 def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
     st.subheader(name)
-    st.caption(caption(surface))
-    _progress(surface)
+    _header([name], [surface])
+    model = results.describe(surface).model
+    metric = plots.metric_label(options.metric)
+    figures: dict[str, go.Figure] = {}
     if surface.ndim == 1:
-        figures = {"curves": plots.curve_figure(surface, options)}
-        st.plotly_chart(figures["curves"].update_layout(height=CHART_HEIGHT), key="chart_curves")
-    else:
-        figures = {title: plots.figure(surface, kind, options) for kind, title in VIEWS.items()}
-        for col, (title, fig) in zip(st.columns(len(figures)), figures.items()):
-            fig.update_layout(height=CHART_HEIGHT, title=dict(text=title))
-            col.plotly_chart(fig, key=f"chart_{title}")
-    downloads_ui(figures, Path(name).stem, surface)
+        figures["curves"] = plots.curve_figure(surface, options).update_layout(height=CURVE_HEIGHT)
+        file_names = {"curves": figure_name([surface], [name], "curves", options.metric)}
+        _chart(None, figures["curves"], "chart_curves", file_names["curves"])
+        downloads_ui(figures, file_names, surface, Path(name).stem)
+        return
+    for kind, title in VIEWS.items():
+        fig = plots.figure(surface, kind, options)
+        height = SURFACE_HEIGHT if kind == "surface" else PLANE_HEIGHT
+        figures[title] = fig.update_layout(height=height, title=dict(text=f"{title} · {model} · {metric}"))
+    file_names = {title: figure_name([surface], [name], title, options.metric) for title in figures}
+    _chart(None, figures["3D surface"], "chart_3D surface", file_names["3D surface"])
+    planes = st.container(key="plane_views")  # filled below, once the slice to draw on them is chosen
+    st.subheader("1D slice")
+    line = slice_ui(surface)
+    options = replace(options, line=line)
+    path = plots.slice_path(surface, line)
+    with planes:
+        for col, title in zip(st.columns(2), ("Contour lines", "Heat map")):
+            figures[title].add_trace(_slice_trace(*path))
+            _chart(col, figures[title], f"chart_{title}", file_names[title])
+    curve = plots.curve_figure(surface, options).update_layout(height=CURVE_HEIGHT)
+    figures["1D slice"] = curve
+    file_names["1D slice"] = figure_name([surface], [name], "1d_slice", options.metric)
+    _chart(None, curve, "chart_slice", file_names["1D slice"])
+    downloads_ui(figures, file_names, surface, Path(name).stem)
 
 
 def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions) -> None:
     st.subheader(" vs ".join(names))
-    for name, surface in zip(names, surfaces):
-        st.caption(f"{name}: {caption(surface)}")
-        _progress(surface)
+    _header(names, surfaces)
     if len({s.ndim for s in surfaces}) > 1:
         raise LandscapeError("a 1D and a 2D surface cannot be compared")
-    titles = [Path(n).stem for n in names]
-    kinds = {"1d": "curves"} if surfaces[0].ndim == 1 else VIEWS
-    figures = {title: plots.compare_figure(surfaces, kind, options, titles) for kind, title in kinds.items()}
-    rng = plots.value_range(surfaces, options) if surfaces[0].ndim == 2 else None
+    titles = panel_titles(names)
+    metric = plots.metric_label(options.metric)
+    figures: dict[str, go.Figure] = {}
+    if surfaces[0].ndim == 1:
+        figures["curves"] = plots.compare_figure(surfaces, "1d", options, titles).update_layout(height=CURVE_HEIGHT)
+        file_names = {"curves": figure_name(surfaces, names, "curves", options.metric)}
+        _chart(None, figures["curves"], "compare_curves", file_names["curves"])
+        downloads_ui(figures, file_names, None, "_vs_".join(titles))
+        return
+    rng = plots.value_range(surfaces, options)
+    shared = replace(options, zrange=options.zrange or rng)
     if rng and options.zrange is None:
-        st.caption(f"one colour scale for both: {plots.metric_label(options.metric)} {rng[0]:.4g} .. {rng[1]:.4g}")
-    for title, fig in figures.items():
-        st.plotly_chart(fig.update_layout(height=CHART_HEIGHT, title=dict(text=title)), key=f"compare_{title}")
-    downloads_ui(figures, "_vs_".join(titles), None)
+        st.caption(f"one colour scale for both: {metric} {rng[0]:.4g} .. {rng[1]:.4g}")
+    link = st.toggle("Turn the two 3D views together", key="link")
+    with st.container(key="linked_3d" if link else "unlinked_3d"):
+        for k, (col, surface, title) in enumerate(zip(st.columns(2), surfaces, titles)):
+            fig = plots.surface_figure(surface, shared).update_layout(
+                height=SURFACE_HEIGHT, title=dict(text=f"{title} · {metric}")
+            )
+            _chart(col, fig, f"compare_3d_{k}", figure_name([surface], [names[k]], "3d_surface", options.metric))
+    for kind, title in VIEWS.items():
+        fig = plots.compare_figure(surfaces, kind, options, titles)
+        figures[title] = fig.update_layout(
+            height=SURFACE_HEIGHT if kind == "surface" else PLANE_HEIGHT, title=dict(text=f"{title} · {metric}")
+        )
+    for title in ("Contour lines", "Heat map"):
+        _chart(None, figures[title], f"compare_{title}", figure_name(surfaces, names, title, options.metric))
+    st.subheader("Difference")
+    try:
+        diff = plots.difference_figure(surfaces[0], surfaces[1], options, titles).update_layout(height=PLANE_HEIGHT)
+        figures["Difference"] = diff
+        _chart(None, diff, "compare_difference", figure_name(surfaces, names, "difference", options.metric))
+    except LandscapeError as e:
+        st.info(f"no difference view: {e}")
+    st.subheader("1D slice")
+    line = slice_ui(surfaces[0])
+    curves = plots.compare_figure(surfaces, "1d", replace(options, line=line), titles)
+    figures["1D slice"] = curves.update_layout(height=CURVE_HEIGHT)
+    _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric))
+    file_names = {title: figure_name(surfaces, names, title, options.metric) for title in figures}
+    downloads_ui(figures, file_names, None, "_vs_".join(titles))
+
+
+def _slice_trace(x: np.ndarray, y: np.ndarray) -> go.Scatter:
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="lines",
+        line=dict(color="black", width=1.5, dash="dash"),
+        name="1D slice",
+        showlegend=False,
+        hoverinfo="skip",
+    )
 
 
 def _progress(surface: Surface) -> None:
@@ -256,6 +677,7 @@ def files_ui(root: Path, names: list[str]) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="landscape", layout="wide")
+    st.html(STYLE)
     root = results_root(sys.argv[1:]).resolve()
     st.sidebar.title("landscape")
     try:
@@ -266,17 +688,27 @@ def main() -> None:
     if not names:
         st.info(
             f"No surface files (*.h5) in {root} yet: compute one with "
-            f"`landscape compute --ckpt MODEL.pt --out {root}/NAME.h5`."
+            f"`landscape compute --ckpt MODEL.pt --out {root}/NAME.h5`; this page looks again every "
+            f"{WATCH_SECONDS:g} s."
         )
+        watch(root, names)
         return
+    if "settings_read" not in st.session_state:
+        st.session_state["settings_read"] = True
+        _set_defaults()
+        problems = settings_from_url()
+        if problems:
+            st.warning(f"settings in the URL that were not understood and are left out: {', '.join(problems)}")
+    _set_defaults()
     chosen = selection_ui(root, names)
     try:
         surfaces = [load(root, name) for name in chosen]
         metrics = plots.metric_order([m for m in surfaces[0].metrics if all(m in s.values for s in surfaces)])
-        options = options_ui(metrics)
+        options = options_ui(metrics, surfaces)
     except LandscapeError as e:
         st.error(str(e))
-        files_ui(root, names)
+        settings_to_url(chosen)
+        watch(root, names)
         return
     interval = follow_ui(surfaces)
 
@@ -295,7 +727,36 @@ def main() -> None:
             st.rerun()
 
     view()
-    files_ui(root, names)
+    keep_views()
+    settings_to_url(chosen)
+    watch(root, names)
+
+
+def keep_views() -> None:
+    """The script that keeps each chart's camera and zoom (VIEW_JS), in an invisible frame of the page's origin."""
+    with st.container(key="view_keeper"):
+        if hasattr(st, "iframe"):  # Streamlit >= 1.52
+            st.iframe(VIEW_JS, height=1)
+        else:
+            components.html(VIEW_JS, height=0)
+
+
+def watch(root: Path, names: list[str]) -> None:
+    """The table of the folder's files, redrawn every WATCH_SECONDS (a finished run shows as complete); a new or
+    removed file reruns the whole page, so that it can be chosen."""
+
+    @st.fragment(run_every=WATCH_SECONDS)
+    def table() -> None:
+        try:
+            now = results.list_files(root)
+        except LandscapeError:
+            now = names
+        if now != names:
+            st.rerun()
+        if now:
+            files_ui(root, now)
+
+    table()
 
 
 if __name__ == "__main__":

@@ -592,7 +592,16 @@ def _print_comparison(comparison: Comparison) -> None:
         )
 
 
-@app.command()
+class _LiteralHelp(typer.core.TyperCommand):
+    """A command whose `--help` prints its texts as they are: rich would turn the ':END:' of START:END:SIZE
+    into an emoji."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rich_markup_mode = None
+
+
+@app.command(cls=_LiteralHelp)
 @friendly
 def plot(
     files: Annotated[
@@ -613,7 +622,39 @@ def plot(
         Optional[str], typer.Option(help="Colour (and 3D z) range MIN:MAX, e.g. to match another figure.")
     ] = None,
     levels: Annotated[
-        Optional[str], typer.Option(help="Contour levels START:END:SIZE (SIZE in decades with --log) or a list A,B,C.")
+        Optional[str],
+        typer.Option(
+            help="Contour levels START:END:SIZE (SIZE in decades with --log) or a list A,B,C; "
+            "default: about 20 round levels, --spacing apart."
+        ),
+    ] = None,
+    spacing: Annotated[
+        str,
+        typer.Option(
+            help="Automatic contour levels: log (log-spaced above the minimum of a loss, the maximum of an "
+            "accuracy: dense in the basin) or even."
+        ),
+    ] = "log",
+    labels: Annotated[bool, typer.Option(help="Write the values on the contour lines.")] = False,
+    aspect: Annotated[
+        str,
+        typer.Option(
+            help="equal (α and β to one scale) | free | auto (equal unless the directions differ in kind or norm)."
+        ),
+    ] = "auto",
+    elev: Annotated[float, typer.Option(help="3D view: degrees above the α-β plane (as matplotlib's).")] = 30.0,
+    azim: Annotated[float, typer.Option(help="3D view: degrees from the α axis (as matplotlib's).")] = -60.0,
+    zscale: Annotated[
+        float, typer.Option(help="3D height over the longer of the α and β sides (z exaggeration).")
+    ] = 0.6,
+    floor: Annotated[bool, typer.Option(help="3D: contour lines projected under the surface.")] = True,
+    line: Annotated[
+        Optional[str],
+        typer.Option(
+            "--slice",
+            help="--kind 1d of a 2D surface: x=B (the row nearest β = B, default x=0), y=A (the column nearest "
+            "α = A) or angle=D (the line through θ* at D degrees from α).",
+        ),
     ] = None,
     width: Annotated[str, typer.Option(help="column (3.25 in) | page (6.75 in) | inches.")] = "column",
     height: Annotated[Optional[float], typer.Option(help="Height in inches (default from the width).")] = None,
@@ -623,9 +664,10 @@ def plot(
     center: Annotated[bool, typer.Option(help="Mark θ* at (0, 0).")] = True,
     title: Annotated[Optional[str], typer.Option(help="Figure title (papers usually use the caption).")] = None,
 ) -> None:
-    """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML)."""
+    """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML); a 3D scene is an
+    image at 384 ppi inside PDF and SVG."""
     from .export import FIGURE_FORMATS, write_figure
-    from .plots import SERIF, PlotOptions, compare_figure, figure, paper_layout, parse_levels
+    from .plots import SERIF, Camera, PlotOptions, compare_figure, figure, paper_layout, parse_levels, parse_slice
     from .storage import read_surface
 
     fmt = (fmt or out.suffix.lstrip(".")).lower()
@@ -636,17 +678,24 @@ def plot(
         )
     if out.suffix.lower() != f".{fmt}":
         raise LandscapeError(f"--out {out} does not end in .{fmt}")
-    surfaces = [read_surface(f) for f in files]
-    kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
     options = PlotOptions(
         metric=metric,
         log=log,
         clip=clip,
         zrange=_range(zrange),
         levels=parse_levels(levels) if levels else None,
+        spacing=spacing,
+        labels=labels,
         colorscale=colorscale,
         mark_center=center,
+        aspect=aspect,
+        zscale=zscale,
+        camera=Camera(elev=elev, azim=azim),
+        floor=floor,
+        line=parse_slice(line) if line else parse_slice("x=0"),
     )
+    surfaces = [read_surface(f) for f in files]
+    kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
     fig = paper_layout(
         fig.update_layout(title_text=title),
@@ -659,7 +708,7 @@ def plot(
     typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
 
 
-@app.command()
+@app.command(cls=_LiteralHelp)
 @friendly
 def export(
     file: Annotated[Path, typer.Argument(help="A surface file.")],
@@ -691,7 +740,7 @@ def export(
     typer.echo(f"wrote {path}")
 
 
-@app.command("app")
+@app.command("app", cls=_LiteralHelp)
 @friendly
 def app_command(
     results: Annotated[
@@ -699,11 +748,21 @@ def app_command(
     ] = Path("results"),
     port: Annotated[Optional[int], typer.Option(help="Port of the app (default: Streamlit's, 8501).")] = None,
     address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 opens it to the network.")] = "localhost",
-    headless: Annotated[bool, typer.Option(help="Do not open a browser window.")] = False,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--open/--headless",
+            help="Open the app in a browser window once it serves (where a display is present); "
+            "by default it only serves.",
+        ),
+    ] = False,
 ) -> None:
-    """Browse the surfaces of a results folder in the browser (a Streamlit app; Ctrl-C stops it)."""
+    """Browse the surfaces of a results folder in the browser (a Streamlit app). It never asks anything, sends no
+    usage statistics, and Ctrl-C or SIGTERM stops it and its server."""
     import importlib.util
+    import signal
     import subprocess
+    import threading
 
     if importlib.util.find_spec("streamlit") is None:
         raise LandscapeError("the app needs streamlit: pip install -e '.[app]'")
@@ -718,18 +777,60 @@ def app_command(
         "--server.address",
         address,
         "--server.headless",
-        str(headless).lower(),
+        "true",  # never Streamlit's e-mail prompt nor its own browser: `--open` opens one when the app serves
         "--server.fileWatcherType",
         "none",
         "--browser.gatherUsageStats",
         "false",
     ]
     command += ["--server.port", str(port)] if port else []
-    try:
-        code = subprocess.call(command + ["--", "--results", str(results.resolve())])
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_HEADLESS": "true"}
+    server = subprocess.Popen(command + ["--", "--results", str(results.resolve())], stdin=subprocess.DEVNULL, env=env)
+
+    def forward(signum: int, frame: Any) -> None:
+        if server.poll() is None:
+            server.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    if browser:
+        host = "localhost" if address in ("0.0.0.0", "::", "") else address
+        url = f"http://{host}:{port or 8501}"
+        if _display_present():
+            threading.Thread(target=_open_when_serving, args=(url, server), daemon=True).start()
+        else:
+            typer.echo(f"no display to open a browser on: open {url} yourself", err=True)
+    while True:
+        try:
+            code = server.wait()
+            break
+        except KeyboardInterrupt:  # a signal that arrived before the handlers were installed
+            forward(signal.SIGINT, None)
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
+
+
+def _display_present() -> bool:
+    """Whether a browser window could be shown: macOS and Windows always, elsewhere an X11 or Wayland display."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_when_serving(url: str, server: Any) -> None:
+    """Open `url` in the default browser once the app answers its health check (or give up when it stopped)."""
+    import time
+    import urllib.request
+    import webbrowser
+
+    for _ in range(600):
+        if server.poll() is not None:
+            return
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
+                if reply.read() == b"ok":
+                    webbrowser.open(url)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
 
 
 def _range(text: Optional[str]) -> Optional[tuple[float, float]]:

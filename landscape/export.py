@@ -11,10 +11,12 @@ import asyncio
 import base64
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -29,18 +31,50 @@ FIGURE_FORMATS = IMAGE_FORMATS + ("html",)
 DATA_FORMATS = ("vtp", "table", "csv", "npz")
 DATA_SUFFIXES = {"vtp": ".vtp", "table": ".dat", "csv": ".csv", "npz": ".npz"}
 PNG_DPI = 300
+GL_SCALE = 2  # a figure with WebGL is drawn at twice its size, where kaleido gives WebGL 2 px per px of that
+GL_PPI = 2 * GL_SCALE * PX_PER_INCH  # 384: the resolution of 3D scenes in PDF, SVG and PNG
 _SCREEN_SIZE = (900, 700)  # px, for a figure that sets no size of its own
+_WEBGL_TRACES = {"surface", "scatter3d", "mesh3d", "cone", "streamtube", "isosurface", "volume"}
+LINK_SCENES_JS = """
+// landscape: the 3D scenes of this figure turn together
+(function (gd) {
+  var busy = false;
+  gd.on('plotly_relayout', function (event) {
+    if (busy) return;
+    var moved = Object.keys(event).filter(function (k) { return /^scene\\d*\\.camera$/.test(k); })[0];
+    if (!moved) return;
+    var update = {};
+    Object.keys(gd._fullLayout).filter(function (k) { return /^scene\\d*$/.test(k) && k + '.camera' !== moved; })
+      .forEach(function (k) { update[k + '.camera'] = event[moved]; });
+    if (!Object.keys(update).length) return;
+    busy = true;
+    Plotly.relayout(gd, update).then(function () { busy = false; }, function () { busy = false; });
+  });
+})(document.getElementById('{plot_id}'));
+"""
 
 
 def figure_bytes(fig: go.Figure, fmt: str, scale: float | None = None) -> bytes:
-    """The figure as PDF, SVG, PNG (PNG_DPI unless `scale`) or self-contained interactive HTML."""
+    """The figure as PDF, SVG, PNG (PNG_DPI unless `scale`) or self-contained interactive HTML (whose 3D scenes
+    turn together when one is turned)."""
     if fmt == "html":
-        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+        return fig.to_html(include_plotlyjs=True, full_html=True, post_script=LINK_SCENES_JS).encode()
     return figure_images(fig, [fmt], scale)[fmt]
 
 
+def has_webgl(fig: go.Figure) -> bool:
+    """Whether the figure draws with WebGL (a 3D scene): such parts come as images, even inside PDF and SVG."""
+    return any(key.startswith("scene") for key in fig.layout.to_plotly_json()) or any(
+        trace.type in _WEBGL_TRACES or trace.type.endswith("gl") for trace in fig.data
+    )
+
+
 def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = None) -> dict[str, bytes]:
-    """The figure as static images, all rendered in one browser session."""
+    """The figure as static images, rendered in one headless Chromium (two for a figure with 3D scenes).
+
+    Vector PDF and SVG keep text as text. A WebGL part (a 3D scene, text and all) is an image at GL_PPI (384 ppi)
+    in PDF, SVG and PNG: the SVG is drawn at twice the size and given back its size, and PDF and PNG are made
+    from that SVG."""
     for fmt in formats:
         if fmt not in IMAGE_FORMATS:
             raise LandscapeError(f"unknown figure format '{fmt}': use {', '.join(FIGURE_FORMATS)}")
@@ -54,27 +88,116 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
         raise LandscapeError("static images need kaleido: pip install 'kaleido>=1'") from None
     finally:
         sys.argv = argv
-    size = dict(width=fig.layout.width or _SCREEN_SIZE[0], height=fig.layout.height or _SCREEN_SIZE[1])
+    width, height = fig.layout.width or _SCREEN_SIZE[0], fig.layout.height or _SCREEN_SIZE[1]
     spec = fig.to_plotly_json()
+    webgl = has_webgl(fig)
+    png_scale = scale or PNG_DPI / PX_PER_INCH
 
-    async def render() -> list[bytes]:
+    async def render() -> dict[str, bytes]:
         async with kaleido.Kaleido(mathjax=False) as k:
-            return [
-                await k.calc_fig(
-                    spec, opts=dict(format=fmt, **size, scale=scale or (PNG_DPI / PX_PER_INCH if fmt == "png" else 1))
-                )
-                for fmt in formats
-            ]
+            if webgl:
+                svg = await k.calc_fig(spec, opts=dict(format="svg", width=width, height=height, scale=GL_SCALE))
+                images = {"svg": _resized_svg(svg, width, height)}
+            else:
+                images = {
+                    fmt: await k.calc_fig(
+                        spec,
+                        opts=dict(format=fmt, width=width, height=height, scale=png_scale if fmt == "png" else 1),
+                    )
+                    for fmt in formats
+                }
+        if webgl and ({"pdf", "png"} & set(formats)):
+            images.update(await _from_svg(images["svg"], width, height, formats, png_scale))
+        return {fmt: images[fmt] for fmt in formats}
 
     try:  # in a thread of its own, so that it also works where an event loop already runs (Jupyter)
         with ThreadPoolExecutor(1) as pool:
-            images = pool.submit(asyncio.run, render()).result()
+            return pool.submit(asyncio.run, render()).result()
     except ChromeNotFoundError:
         raise LandscapeError(
             "static images need a headless Chromium: apt-get install chromium "
             "(or set BROWSER_PATH to a Chrome or Chromium binary)"
         ) from None
-    return dict(zip(formats, images))
+
+
+def _resized_svg(svg: bytes, width: float, height: float) -> bytes:
+    """An SVG drawn at a scale given its size back: the root's width and height (its viewBox stays)."""
+    text = svg.decode()
+    root = re.search(r"<svg\b[^>]*>", text)
+    if root is None:
+        raise LandscapeError("kaleido returned no SVG")
+    tag = re.sub(r'\swidth="[^"]*"', f' width="{width:g}"', root.group(0), count=1)
+    tag = re.sub(r'\sheight="[^"]*"', f' height="{height:g}"', tag, count=1)
+    return (text[: root.start()] + tag + text[root.end() :]).encode()
+
+
+async def _from_svg(svg: bytes, width: float, height: float, formats: Sequence[str], png_scale: float) -> dict:
+    """PDF (printed, so that the SVG's text stays text) and PNG (at `png_scale` px per CSS px) of an SVG, from a
+    headless Chromium."""
+    import choreographer
+
+    source = "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
+    page = (
+        f"<!DOCTYPE html><html><head><style>@page {{ size: {width}px {height}px; margin: 0 }} "
+        f"html, body {{ margin: 0; padding: 0; background: white }} "
+        f"img {{ display: block; width: {width}px; height: {height}px }}</style></head>"
+        f"<body><img id='figure' src='{source}'></body></html>"
+    )
+    out = {}
+    async with choreographer.Browser(headless=True) as browser:
+        tab = browser.get_tab()
+        assert tab is not None
+        await _checked(tab.send_command("Page.navigate", params={"url": "about:blank"}))
+        await _checked(
+            tab.send_command(
+                "Runtime.evaluate",
+                params={
+                    "expression": f"document.open(); document.write({json.dumps(page)}); document.close(); "
+                    "document.getElementById('figure').decode().then(() => true)",
+                    "awaitPromise": True,
+                    "returnByValue": True,
+                },
+            )
+        )
+        if "pdf" in formats:
+            reply = await _checked(
+                tab.send_command(
+                    "Page.printToPDF",
+                    params={
+                        "printBackground": True,
+                        "preferCSSPageSize": True,
+                        "marginTop": 0,
+                        "marginBottom": 0,
+                        "marginLeft": 0,
+                        "marginRight": 0,
+                        "pageRanges": "1",
+                    },
+                )
+            )
+            out["pdf"] = base64.b64decode(reply["result"]["data"])
+        if "png" in formats:
+            await _checked(
+                tab.send_command(
+                    "Emulation.setDeviceMetricsOverride",
+                    params=dict(width=int(width), height=int(height), deviceScaleFactor=png_scale, mobile=False),
+                )
+            )
+            reply = await _checked(
+                tab.send_command(
+                    "Page.captureScreenshot",
+                    params={"format": "png", "clip": dict(x=0, y=0, width=width, height=height, scale=1)},
+                )
+            )
+            out["png"] = base64.b64decode(reply["result"]["data"])
+    return out
+
+
+async def _checked(reply: Any) -> dict:
+    """A DevTools reply, or a LandscapeError with the browser's message."""
+    reply = await reply
+    if "error" in reply or "exceptionDetails" in reply.get("result", {}):
+        raise LandscapeError(f"the headless browser failed to draw the figure: {reply}"[:300])
+    return reply
 
 
 def write_figure(fig: go.Figure, path: str | Path, fmt: str | None = None) -> Path:

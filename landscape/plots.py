@@ -3,7 +3,13 @@
 No I/O and no `.show()`: the app shows the figures, `landscape.export` writes them. Points that are not computed
 or not finite (a diverged loss) are gaps; `clip` caps the values at a maximum first (so an infinite loss shows at
 the cap), `log` shows log10 of the values with tick labels in the metric's own units, and one `zrange` colours
-several surfaces on one scale. `compare_figure` puts surfaces side by side on one shared colour axis.
+several surfaces on one scale. `compare_figure` puts surfaces side by side on one shared colour axis,
+`difference_figure` draws A − B on a shared grid and `curve_figure` a 1D slice.
+
+α and β are drawn to one scale (a unit of α is as long as a unit of β, in 2D and 3D) unless the two directions
+are of different kinds or normalizations (`PlotOptions.aspect`). Automatic contour levels are log-spaced above the
+best value (dense in the basin, as in the paper's figures) and the same levels are drawn as lines, filled bands,
+and as lines projected under the 3D surface.
 """
 
 from __future__ import annotations
@@ -23,13 +29,19 @@ from .results import describe
 from .storage import Surface
 
 KINDS = ("surface", "contour", "filled", "heatmap", "1d")
+SPACINGS = ("log", "even")  # automatic contour levels: dense near the best value, or evenly spaced
+ASPECTS = ("auto", "equal", "free")
+ALONG = ("x", "y", "angle")  # a `Slice`: a row, a column, or a line through θ*
 AUTO_LEVELS = 20
+ZSCALE = 0.6  # height of the 3D box over the longer of its α and β sides
 CENTER_NAME = "θ*"
 PAPER_WIDTHS = {"column": 3.25, "page": 6.75}  # inches: one column and the full text width of two-column papers
 SERIF = "Times New Roman, Times, Liberation Serif, Nimbus Roman, serif"
 PX_PER_INCH = 96  # CSS pixels, which is what the headless browser prints to PDF with
+DIVERGING = "RdBu_r"  # colours of a difference: blue where A is below B, red where above
 _SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
-_PLANE_AXES = dict(xaxis=dict(title=dict(text="α")), yaxis=dict(title=dict(text="β")))
+_TAN_HALF_FOVY = 0.44  # plotly's 3D camera sees ±0.44 x distance up and down (measured: a 47.5° field of view)
+_FLOOR_GAP = 0.35  # the floor under the 3D surface, as a fraction of the z range below its minimum
 
 
 @dataclass(frozen=True)
@@ -51,13 +63,57 @@ class Levels:
             )
 
 
+@dataclass(frozen=True)
+class Camera:
+    """A view of the 3D surface in matplotlib's angles: `elev` degrees above the α-β plane, `azim` degrees
+    counter-clockwise from the α axis (Camera(30, -60) is matplotlib's default view); `zoom` > 1 comes closer
+    than the distance at which the whole box fits."""
+
+    elev: float = 30.0
+    azim: float = -60.0
+    zoom: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (-90 <= self.elev <= 90 and math.isfinite(self.azim) and self.zoom > 0):
+            raise LandscapeError(
+                f"a view needs -90 <= elev <= 90 and zoom > 0 (got elev {self.elev}, azim {self.azim})"
+            )
+
+
+CAMERAS = {
+    "oblique": Camera(),
+    "low": Camera(elev=15),
+    "top": Camera(elev=90, azim=-90),
+    "α profile": Camera(elev=0, azim=-90),
+    "β profile": Camera(elev=0, azim=0),
+}
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A line through a 2D surface: `along` 'x' is the grid row nearest β = `at`, 'y' the grid column nearest
+    α = `at`, 'angle' the line through θ* at `at` degrees from the α axis (bilinear between grid points)."""
+
+    along: str = "x"
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.along not in ALONG or not math.isfinite(self.at):
+            raise LandscapeError(f"a slice runs along {', '.join(ALONG)} at a finite value (got {self})")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlotOptions:
     """How a metric is drawn; the same options work for every kind of figure.
 
-    levels: a `Levels` range (one contour trace with a colour bar) or explicit values in the metric's units
-    (one line each, named in the legend); None picks about `AUTO_LEVELS` round levels over the colour range.
+    levels: a `Levels` range or explicit values in the metric's units (one line each, named in the legend);
+    None picks about `AUTO_LEVELS` round levels over the colour range, `spacing` 'log' (log-spaced above the best
+    value: the minimum of a loss, the maximum of an accuracy) or 'even'. labels: write the values on the lines.
     zrange: the colour (and 3D z) range in the metric's units; None takes the data's range after clipping.
+    aspect: 'equal' draws α and β to one scale, 'free' fills the plot, 'auto' is 'equal' unless the two
+    directions differ in kind or normalization. zscale: 3D height over the longer of the α and β sides.
+    floor: the contour lines projected under the 3D surface. line: the 1D slice of a 2D surface that kind '1d'
+    draws (by default its row nearest β = 0).
     """
 
     metric: str = "train_loss"
@@ -65,8 +121,26 @@ class PlotOptions:
     clip: float | None = None
     zrange: tuple[float, float] | None = None
     levels: Levels | tuple[float, ...] | None = None
+    spacing: str = "log"
+    labels: bool = False
     colorscale: str = "Viridis"
     mark_center: bool = True
+    aspect: str = "auto"
+    zscale: float = ZSCALE
+    camera: Camera = Camera()
+    floor: bool = True
+    line: Slice = Slice()
+
+    def __post_init__(self) -> None:
+        if self.spacing not in SPACINGS:
+            raise LandscapeError(f"unknown level spacing '{self.spacing}': use {', '.join(SPACINGS)}")
+        if self.aspect not in ASPECTS:
+            raise LandscapeError(f"unknown aspect '{self.aspect}': use {', '.join(ASPECTS)}")
+        if not (self.zscale > 0 and math.isfinite(self.zscale)):
+            raise LandscapeError(f"the 3D height must be a positive number (got {self.zscale})")
+        if self.zrange is not None and not self.zrange[0] <= self.zrange[1]:
+            lo, hi = self.zrange
+            raise LandscapeError(f"colour range: the minimum {lo:g} is above the maximum {hi:g}")
 
 
 def parse_levels(text: str) -> Levels | tuple[float, ...]:
@@ -83,6 +157,17 @@ def parse_levels(text: str) -> Levels | tuple[float, ...]:
     return values
 
 
+def parse_slice(text: str) -> Slice:
+    """'x=B' (the row nearest β = B), 'y=A' (the column nearest α = A) or 'angle=D' (through θ* at D degrees)."""
+    along, sep, at = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return Slice(along.strip(), float(at))
+    except (ValueError, LandscapeError):
+        raise LandscapeError(f"slice '{text}': use x=BETA, y=ALPHA or angle=DEGREES, e.g. x=0 or angle=45") from None
+
+
 def metric_label(metric: str) -> str:
     """'train_loss' -> 'train loss', 'test_acc' -> 'test accuracy (%)'."""
     split, _, kind = metric.rpartition("_")
@@ -97,6 +182,11 @@ def metric_order(names: Sequence[str]) -> list[str]:
         return {"train": 0, "test": 1}.get(split, 2), split, kind != "loss"
 
     return sorted(names, key=key)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Accuracies have their basin at the maximum, losses at the minimum."""
+    return metric.endswith("_acc")
 
 
 def metric_values(surface: Surface, metric: str) -> np.ndarray:
@@ -129,6 +219,192 @@ def _drawable(surface: Surface, options: PlotOptions, metric: str) -> np.ndarray
     return np.where(np.isfinite(z) & ((z > 0) if options.log else True), z, np.nan)
 
 
+def equal_axes(surface: Surface, options: PlotOptions) -> bool:
+    """Whether α and β are drawn to one scale: `options.aspect`, where 'auto' means yes unless the two directions
+    differ in kind or normalization (a unit of α is then not comparable to a unit of β)."""
+    if options.aspect != "auto":
+        return options.aspect == "equal"
+    spec = surface.surface_spec
+    if spec is None or spec.y is None:
+        return True
+    return spec.x.kind == spec.y.kind and spec.x.norm == spec.y.norm
+
+
+# --- contour levels and lines ------------------------------------------------------------------------------------
+
+
+def auto_levels(
+    lo: float, hi: float, spacing: str = "log", count: int = AUTO_LEVELS, best: str = "min"
+) -> tuple[float, ...]:
+    """About `count` round contour levels strictly inside (lo, hi).
+
+    'even': a 1-2-2.5-5 step. 'log': levels at distances from the best end (`best` 'min' or 'max') that grow
+    geometrically from eps to the whole range, eps being the smaller of 1% of the range and the distance of lo
+    from 0 (so that a loss falling to 1e-3 gets levels in every decade down to it); each is rounded to two
+    significant digits of its distance from the best end.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return ()
+    span = hi - lo
+    if spacing == "even":
+        raw = span / count
+        exponent = 10.0 ** math.floor(math.log10(raw))
+        size = next(m * exponent for m in (1, 2, 2.5, 5, 10) if m * exponent >= raw * (1 - 1e-9))
+        first = math.floor(lo / size + 1e-9) + 1
+        values = [round(k * size, 12) for k in range(first, math.ceil(hi / size - 1e-9))]
+        return tuple(v for v in values if lo < v < hi)
+    if spacing != "log":
+        raise LandscapeError(f"unknown level spacing '{spacing}': use {', '.join(SPACINGS)}")
+    edge = abs(hi) if best == "max" else abs(lo)
+    eps = min(span / 100, edge) if edge > 0 else span / 100
+    levels = []
+    for g in np.geomspace(eps, span, count + 1)[:-1]:
+        step = 10.0 ** (math.floor(math.log10(g)) - 1)
+        distance = round(g / step) * step
+        value = hi - distance if best == "max" else lo + distance
+        levels.append(round(round(value / step) * step, 12))
+    return tuple(sorted({v for v in levels if lo < v < hi}))
+
+
+def contour_levels(crange: tuple[float, float] | None, options: PlotOptions) -> tuple[float, ...]:
+    """The contour levels in the metric's units for a colour range `crange` (in the metric's units)."""
+    if isinstance(options.levels, tuple):
+        values = options.levels
+    elif isinstance(options.levels, Levels):
+        lv = options.levels
+        if options.log:
+            if lv.start <= 0:
+                raise LandscapeError("a log scale needs positive contour levels")
+            steps = np.arange(0, math.log10(lv.end / lv.start) + 1e-9, lv.size)
+            values = tuple(float(f"{lv.start * 10.0**s:.10g}") for s in steps)
+        else:
+            count = math.floor((lv.end - lv.start) / lv.size + 1e-9) + 1
+            if count > 1000:
+                raise LandscapeError(f"{count} contour levels are too many: take a larger size")
+            values = tuple(round(lv.start + k * lv.size, 12) for k in range(count))
+    elif crange is None:
+        return ()
+    else:
+        best = "max" if higher_is_better(options.metric) else "min"
+        values = auto_levels(crange[0], crange[1], options.spacing, AUTO_LEVELS, best)
+    if options.log and any(v <= 0 for v in values):
+        raise LandscapeError("a log scale needs positive contour levels")
+    return tuple(values)
+
+
+def contour_segments(x: np.ndarray, y: np.ndarray, z: np.ndarray, level: float) -> np.ndarray:
+    """The contour line z = level as segments, shape (n, 2, 2): [k, end, (x, y)], by marching squares with
+    linear interpolation along the cell edges. Cells with a NaN corner have no segment; a saddle cell is split by
+    the value at its centre."""
+    z = np.asarray(z, dtype=np.float64)
+    z00, z10, z11, z01 = z[:-1, :-1], z[:-1, 1:], z[1:, 1:], z[1:, :-1]
+    valid = np.isfinite(z00) & np.isfinite(z10) & np.isfinite(z11) & np.isfinite(z01)
+    gx0, gy0 = np.meshgrid(x[:-1], y[:-1])
+    gx1, gy1 = np.meshgrid(x[1:], y[1:])
+
+    def crossing(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = valid & ((a < level) != (b < level))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(hit, (level - a) / (b - a), np.nan)
+        return hit, t
+
+    hb, tb = crossing(z00, z10)  # bottom edge, y = y[j]
+    hr, tr = crossing(z10, z11)  # right edge, x = x[i + 1]
+    ht, tt = crossing(z01, z11)  # top edge, y = y[j + 1]
+    hl, tl = crossing(z00, z01)  # left edge, x = x[i]
+    points = [
+        (hb, np.stack([gx0 + tb * (gx1 - gx0), gy0], -1)),
+        (hr, np.stack([gx1, gy0 + tr * (gy1 - gy0)], -1)),
+        (ht, np.stack([gx0 + tt * (gx1 - gx0), gy1], -1)),
+        (hl, np.stack([gx0, gy0 + tl * (gy1 - gy0)], -1)),
+    ]
+    hits = np.stack([h for h, _ in points])  # (4, ny-1, nx-1)
+    coords = np.stack([p for _, p in points])  # (4, ny-1, nx-1, 2)
+    count = hits.sum(axis=0)
+    segments = []
+    two = count == 2
+    if two.any():
+        order = np.argsort(~hits[:, two], axis=0, kind="stable")[:2]  # the two crossed edges, in edge order
+        chosen = coords[:, two]  # (4, m, 2)
+        m = np.arange(chosen.shape[1])
+        segments.append(np.stack([chosen[order[0], m], chosen[order[1], m]], axis=1))
+    four = count == 4
+    if four.any():
+        center_low = ((z00 + z10 + z11 + z01) / 4 < level)[four]
+        corner_low = (z00 < level)[four]
+        joined = center_low == corner_low  # z00 and z11 connect through the centre: cut off z10 and z01
+        b, r, t, left = (coords[e][four] for e in range(4))
+        first = np.where(joined[:, None], np.stack([b, r], 1).reshape(-1, 4), np.stack([left, b], 1).reshape(-1, 4))
+        second = np.where(joined[:, None], np.stack([left, t], 1).reshape(-1, 4), np.stack([r, t], 1).reshape(-1, 4))
+        segments += [first.reshape(-1, 2, 2), second.reshape(-1, 2, 2)]
+    return np.concatenate(segments) if segments else np.empty((0, 2, 2))
+
+
+def _contour_traces(
+    x: np.ndarray,
+    y: np.ndarray,
+    values: np.ndarray,
+    levels: Sequence[float],
+    options: PlotOptions,
+    crange: tuple[float, float] | None,
+    filled: bool,
+    named: bool,
+    hover: dict[str, Any],
+) -> list[go.Contour]:
+    """One trace per level (lines) or per band (filled: each shades the region at or above its level over the
+    band below), so that any levels are drawn exactly; `values` in the metric's units."""
+    drawn = [math.log10(v) if options.log else v for v in levels]
+    traces = []
+    if filled:
+        finite = values[np.isfinite(values)]
+        bottom = float(finite.min()) - 1 if finite.size else 0.0
+        edges = [bottom, *levels]
+        shades = [*drawn, crange[1] if crange else drawn[-1] if drawn else 0.0]
+        starts = [crange[0] if crange else shades[0], *drawn]
+        for k, (edge, lo, hi) in enumerate(zip(edges, starts, shades)):
+            traces.append(
+                go.Contour(
+                    x=x,
+                    y=y,
+                    z=values,
+                    contours=dict(type="constraint", operation="<", value=edge),
+                    fillcolor=_color_at(options, crange, (lo + hi) / 2),
+                    line=dict(width=0.5 if k else 0, color="rgba(0,0,0,0.35)"),
+                    showlegend=False,
+                    name=f"≥ {edge:g}",
+                    **(hover if k == 0 else dict(hoverinfo="skip")),
+                )
+            )
+        return traces
+    for k, (value, level) in enumerate(zip(levels, drawn)):
+        traces.append(
+            go.Contour(
+                x=x,
+                y=y,
+                z=values,
+                autocontour=False,
+                showscale=False,
+                name=f"{value:g}",
+                legendgroup=f"{value:g}",
+                showlegend=named,
+                contours=dict(
+                    start=value,
+                    end=value,
+                    size=1,
+                    coloring="none",
+                    showlabels=options.labels,
+                    labelformat=".4~g",
+                ),
+                line=dict(color=_color_at(options, crange, level), width=1.5 if named else 1.2),
+                **(hover if k == 0 else dict(hoverinfo="skip")),
+            )
+        )
+    return traces
+
+
+# --- figures ------------------------------------------------------------------------------------------------------
+
+
 def figure(surface: Surface, kind: str, options: PlotOptions) -> go.Figure:
     """The figure of one surface: kind is one of KINDS."""
     makers = {
@@ -144,7 +420,7 @@ def figure(surface: Surface, kind: str, options: PlotOptions) -> go.Figure:
 
 
 def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
-    """The 3D surface, with θ* marked at (0, 0)."""
+    """The 3D surface with the contour lines projected under it and θ* marked on it (a dot joined to the floor)."""
     x, y = _grid(surface)
     z = displayed(surface, options)
     crange = _display_range(surface, options)
@@ -157,33 +433,36 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             name=describe(surface).title,
             customdata=metric_values(surface, options.metric),
             hovertemplate=_hover(options.metric),
+            contours=dict(z=dict(highlight=True, highlightcolor="white", highlightwidth=1)),
+            lighting=dict(ambient=0.75, diffuse=0.6, specular=0.05, roughness=0.9),
         )
     )
-    if options.mark_center and _contains_origin(x, y):
-        z0 = _at_origin(x, y, z)
-        if np.isfinite(z0):
-            fig.add_trace(
-                go.Scatter3d(
-                    x=[0.0],
-                    y=[0.0],
-                    z=[z0],
-                    mode="markers",
-                    name=CENTER_NAME,
-                    showlegend=False,
-                    marker=dict(size=5, color="white", line=dict(color="black", width=2)),
-                    hovertemplate=f"{CENTER_NAME}<extra></extra>",
-                )
-            )
-    zaxis = dict(title=dict(text=metric_label(options.metric)), **_log_ticks(crange, options.log))
+    floor = zaxis_range = None
     if crange is not None:  # padded, so that a flat surface does not lie in the floor of the box
         pad = 0.02 * (crange[1] - crange[0]) or 0.05 * max(abs(crange[0]), 1.0)
-        zaxis["range"] = [crange[0] - pad, crange[1] + pad]
+        floor = crange[0] - (_FLOOR_GAP * (crange[1] - crange[0]) or pad) if options.floor else crange[0] - pad
+        zaxis_range = [floor - pad if options.floor else floor, crange[1] + pad]  # lines above the box's bottom
+    if options.floor and floor is not None:
+        trace = _floor_contours(x, y, metric_values(surface, options.metric), floor, options, crange)
+        if trace is not None:
+            fig.add_trace(trace)
+    if options.mark_center and _contains_origin(x, y):
+        for trace in _center_3d(x, y, z, floor if options.floor else None):
+            fig.add_trace(trace)
+    ticks = _log_ticks(crange, options.log, most=5) if options.log else _linear_ticks(crange, count=4)
+    zaxis = dict(title=dict(text=metric_label(options.metric)), **ticks)
+    if zaxis_range is not None:
+        zaxis["range"] = zaxis_range
+    coloraxis = _coloraxis(options, crange)
+    coloraxis["colorbar"].update(  # under the scene, which can spare height better than width
+        orientation="h", x=0.5, xanchor="center", y=0, yanchor="top", len=0.6, thickness=12
+    )
+    coloraxis["colorbar"]["title"]["side"] = "top"
     fig.update_layout(
-        coloraxis=_coloraxis(options, crange),
-        scene=dict(
-            xaxis_title="α", yaxis_title="β", zaxis=zaxis, camera=dict(eye=dict(x=1.5, y=1.5, z=1.1))
-        ),  # a little further out than plotly's
+        coloraxis=coloraxis,
+        scene=_scene(x, y, options, equal_axes(surface, options), zaxis, describe(surface).title),
         margin=dict(l=0, r=0, t=30, b=0),
+        uirevision=describe(surface).title,
     )
     return fig
 
@@ -191,47 +470,22 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
 def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False) -> go.Figure:
     """Contour lines (or filled bands) at the chosen levels, with θ* marked."""
     x, y = _grid(surface)
-    z = displayed(surface, options)
+    values = _drawable(surface, options, options.metric)
     crange = _display_range(surface, options)
-    common = dict(
-        x=x, y=y, z=z, customdata=metric_values(surface, options.metric), hovertemplate=_hover(options.metric)
-    )
-    fig = go.Figure()
-    if isinstance(options.levels, tuple):
-        if filled:
-            raise LandscapeError(
-                "filled contours take evenly spaced levels (START:END:SIZE); a list of levels draws contour lines"
-            )
-        values = np.asarray(options.levels, dtype=np.float64)
-        if options.log and np.any(values <= 0):
-            raise LandscapeError("a log scale needs positive contour levels")
-        for value, level in zip(values, np.log10(values) if options.log else values):
-            fig.add_trace(
-                go.Contour(
-                    **common,
-                    autocontour=False,
-                    showscale=False,
-                    name=f"{value:g}",
-                    legendgroup=f"{value:g}",
-                    showlegend=True,
-                    contours=dict(start=level, end=level, size=1, coloring="none"),
-                    line=dict(color=_color_at(options, crange, level), width=1.5),
-                )
-            )
-    else:
-        start, end, size = _levels(options, crange)
-        fig.add_trace(
-            go.Contour(
-                **common,
-                coloraxis="coloraxis",
-                autocontour=False,
-                name=describe(surface).title,
-                contours=dict(start=start, end=end, size=size, coloring="fill" if filled else "lines"),
-                line=dict(width=0.5 if filled else 1.5),
-            )
+    levels = contour_levels(_metric_range(crange, options), options)
+    named = isinstance(options.levels, tuple)
+    if named and filled:
+        raise LandscapeError(
+            "filled contours take evenly spaced levels (START:END:SIZE); a list of levels draws contour lines"
         )
+    hover = dict(customdata=metric_values(surface, options.metric), hovertemplate=_hover(options.metric))
+    fig = go.Figure(_contour_traces(x, y, values, levels, options, crange, filled, named, hover))
+    if not named:
+        fig.add_trace(_colorbar_carrier(x, y, crange))
     _add_center(fig, x, y, options)
-    fig.update_layout(coloraxis=_coloraxis(options, crange), **_PLANE_AXES)
+    fig.update_layout(
+        coloraxis=_coloraxis(options, crange), **_plane_axes(equal_axes(surface, options)), uirevision=_title(surface)
+    )
     return fig
 
 
@@ -251,29 +505,79 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
         )
     )
     _add_center(fig, x, y, options)
-    fig.update_layout(coloraxis=_coloraxis(options, crange), **_PLANE_AXES)
+    fig.update_layout(
+        coloraxis=_coloraxis(options, crange), **_plane_axes(equal_axes(surface, options)), uirevision=_title(surface)
+    )
     return fig
 
 
-def curve_figure(surface: Surface, options: PlotOptions, metrics: Sequence[str] | None = None) -> go.Figure:
-    """Losses on the left axis and accuracies (dashed) on the right along α; a 2D surface gives its row nearest
-    β = 0. `options.log` and `options.clip` apply to the losses; `options.zrange` fixes the loss axis range."""
+def slice_values(surface: Surface, line: Slice, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(positions along the line, the metric there with NaN where not computed, the axis title) of a 1D slice;
+    a 1D surface is its own slice."""
+    values = metric_values(surface, metric)
+    if surface.ycoordinates is None:
+        return surface.xcoordinates, values, "α"
+    x, y = surface.xcoordinates, surface.ycoordinates
+    if line.along == "x":
+        return x, values[int(np.argmin(np.abs(y - line.at)))], "α"
+    if line.along == "y":
+        return y, values[:, int(np.argmin(np.abs(x - line.at)))], "β"
+    t, px, py = _angle_line(x, y, line.at)
+    return t, _bilinear(x, y, values, px, py), f"distance from {CENTER_NAME} at {line.at:g}° from α"
+
+
+def slice_path(surface: Surface, line: Slice) -> tuple[np.ndarray, np.ndarray]:
+    """The (α, β) points of a slice of a 2D surface, to draw it on a contour map or heat map."""
+    x, y = _grid(surface)
+    if line.along == "x":
+        row = y[int(np.argmin(np.abs(y - line.at)))]
+        return x, np.full_like(x, row)
+    if line.along == "y":
+        col = x[int(np.argmin(np.abs(x - line.at)))]
+        return np.full_like(y, col), y
+    _, px, py = _angle_line(x, y, line.at)
+    return px, py
+
+
+def slice_title(surface: Surface, line: Slice) -> str:
+    """Where a slice lies, in words: 'β = 0', 'α = 0.5' or 'through θ* at 45°'."""
+    if surface.ycoordinates is None:
+        return ""
+    x, y = surface.xcoordinates, surface.ycoordinates
+    if line.along == "x":
+        return f"β = {y[int(np.argmin(np.abs(y - line.at)))]:.4g}"
+    if line.along == "y":
+        return f"α = {x[int(np.argmin(np.abs(x - line.at)))]:.4g}"
+    return f"through {CENTER_NAME} at {line.at:g}°"
+
+
+def curve_figure(
+    surface: Surface, options: PlotOptions, metrics: Sequence[str] | None = None, line: Slice | None = None
+) -> go.Figure:
+    """Losses on the left axis and accuracies (dashed) on the right along a 1D surface or a `Slice` of a 2D one
+    (`line`, by default `options.line`). `options.log` and `options.clip` apply to the losses; `options.zrange`
+    fixes the loss axis range. The legend sits above the plot, clear of both axes' ticks."""
     metrics = list(metrics or metric_order(surface.metrics))
-    ys = surface.ycoordinates
-    row = None if ys is None else int(np.argmin(np.abs(ys)))
-    title = describe(surface).title + ("" if ys is None or row is None else f" (β = {ys[row]:g})")
+    line = line or options.line
+    where = slice_title(surface, line)
+    title = describe(surface).title + (f" ({where})" if where else "")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     losses = []
+    position = np.empty(0)
+    axis_title = "α"
     for m in metrics:
         split, _, kind = m.rpartition("_")
         is_acc = kind == "acc"
-        values = _drawable(surface, replace(options, log=False, clip=None) if is_acc else options, m)
-        values = values if row is None else values[row]
+        position, values, axis_title = slice_values(surface, line, m)
+        values = np.where(np.isfinite(values), values, np.nan)
         if not is_acc:
+            if options.clip is not None:
+                values = np.minimum(values, options.clip)
+            values = np.where(values > 0, values, np.nan) if options.log else values
             losses.append(values)
         fig.add_trace(
             go.Scatter(
-                x=surface.xcoordinates,
+                x=position,
                 y=values,
                 name=metric_label(m),
                 mode="lines",
@@ -288,12 +592,84 @@ def curve_figure(surface: Surface, options: PlotOptions, metrics: Sequence[str] 
     loss_axis: dict[str, Any] = dict(title_text="loss", type="log" if options.log else "linear")
     if loss_range is not None:
         loss_axis["range"] = [math.log10(v) for v in loss_range] if options.log else list(loss_range)
+    if options.log and finite.size:
+        lo, hi = loss_range or (float(finite.min()), float(finite.max()))
+        loss_axis.update(_log_axis_ticks(math.log10(lo), math.log10(hi)))
     fig.update_yaxes(secondary_y=False, **loss_axis)
-    fig.update_yaxes(secondary_y=True, title_text="accuracy (%)", range=[0, 100], showgrid=False)
-    fig.update_xaxes(title_text="α")
-    if options.mark_center and surface.xcoordinates.min() <= 0 <= surface.xcoordinates.max():
+    fig.update_yaxes(
+        secondary_y=True, title_text="accuracy (%)", range=[0, 100], tickvals=[0, 25, 50, 75, 100], showgrid=False
+    )
+    fig.update_xaxes(title_text=axis_title)
+    if options.mark_center and position.size and position.min() <= 0 <= position.max():
         fig.add_vline(x=0, line=dict(color="grey", width=1, dash="dot"))
-    fig.update_layout(title=dict(text=title), hovermode="x unified")
+    fig.update_layout(
+        title=dict(text=title),
+        hovermode="x unified",
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.05, yanchor="bottom"),
+        uirevision=_title(surface),
+    )
+    return fig
+
+
+def shared_grid(a: Surface, b: Surface, options: PlotOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(α, β, drawn A − drawn B) on A's grid: B is taken as it is where the grids are the same, else linearly
+    interpolated at A's points inside B's grid (NaN outside). Drawn values are clipped and, with `log`, log10, so
+    that the difference is then log10(A / B)."""
+    xa, ya = _grid(a)
+    xb, yb = _grid(b)
+    za, zb = displayed(a, options), displayed(b, options)
+    if xa.shape == xb.shape and ya.shape == yb.shape and np.allclose(xa, xb) and np.allclose(ya, yb):
+        return xa, ya, za - zb
+    gx, gy = np.meshgrid(xa, ya)
+    return xa, ya, za - _bilinear(xb, yb, zb, gx.ravel(), gy.ravel()).reshape(za.shape)
+
+
+def difference_figure(a: Surface, b: Surface, options: PlotOptions, titles: Sequence[str] | None = None) -> go.Figure:
+    """A − B as a heat map on A's grid (`shared_grid`), blue where A is lower, red where higher, on a colour scale
+    symmetric about 0, with the line where they are equal; `options.zrange` is not used."""
+    x, y, diff = shared_grid(a, b, options)
+    names = list(titles or [describe(a).title, describe(b).title])
+    label = metric_label(options.metric)
+    what = f"log10 {label} ratio (A / B)" if options.log else f"{label} difference (A − B)"
+    finite = np.abs(diff[np.isfinite(diff)])
+    reach = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            x=x,
+            y=y,
+            z=diff,
+            coloraxis="coloraxis",
+            name=f"{names[0]} − {names[1]}",
+            hovertemplate=f"α=%{{x:.3g}}<br>β=%{{y:.3g}}<br>{what}=%{{z:.4g}}<extra></extra>",
+        )
+    )
+    if finite.size and np.nanmin(diff) < 0 < np.nanmax(diff):
+        fig.add_trace(
+            go.Contour(
+                x=x,
+                y=y,
+                z=diff,
+                autocontour=False,
+                showscale=False,
+                contours=dict(start=0, end=0, size=1, coloring="none"),
+                line=dict(color="black", width=1.2, dash="dot"),
+                name="A = B",
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+    _add_center(fig, x, y, options)
+    fig.update_layout(
+        title=dict(text=f"{names[0]} − {names[1]} (dotted: equal)"),
+        coloraxis=dict(
+            colorscale=DIVERGING,
+            cmin=-reach,
+            cmax=reach,
+            colorbar=dict(title=dict(text=what, side="right")),
+        ),
+        **_plane_axes(equal_axes(a, options)),
+        uirevision=" − ".join(names),
+    )
     return fig
 
 
@@ -314,14 +690,16 @@ def compare_figure(
             options = replace(options, zrange=value_range(surfaces, options, metrics))
     panels = [figure(s, kind, options) for s in surfaces]
     n = len(panels)
+    equal = kind in ("contour", "filled", "heatmap") and all(equal_axes(s, options) for s in surfaces)
     spec = {"type": "scene"} if kind == "surface" else {"secondary_y": True} if kind == "1d" else {}
+    names = list(titles or [describe(s).title for s in surfaces])
     fig = make_subplots(
         rows=1,
         cols=n,
         specs=[[spec] * n],
-        horizontal_spacing=0.08,
-        subplot_titles=list(titles or [describe(s).title for s in surfaces]),
-        shared_yaxes=kind in ("contour", "filled", "heatmap"),
+        horizontal_spacing=0.06 if kind == "surface" else 0.1 if equal or kind == "1d" else 0.08,
+        subplot_titles=names,
+        shared_yaxes=kind in ("contour", "filled", "heatmap") and not equal,
     )
     for col, panel in enumerate(panels, start=1):
         for trace in panel.data:
@@ -330,17 +708,30 @@ def compare_figure(
         for shape in panel.layout.shapes:
             fig.add_vline(x=shape.x0, line=shape.line, row=1, col=col)
         if kind == "surface":
-            fig.update_layout({f"scene{'' if col == 1 else col}": panel.layout.scene.to_plotly_json()})
+            scene = panel.layout.scene.to_plotly_json()
+            scene.pop("domain", None)
+            fig.update_layout({f"scene{'' if col == 1 else col}": scene})
     first = panels[0].layout
     if kind == "1d":
         fig.update_yaxes(secondary_y=False, **_axis_json(first.yaxis))
         fig.update_yaxes(secondary_y=True, **_axis_json(first.yaxis2))
-        fig.update_layout(hovermode="x unified")
+        fig.update_layout(hovermode="x unified", legend=first.legend)
+        fig.update_layout(legend_y=1.14, margin_t=110)  # above the panels' titles
+        for col in range(1, n + 1):  # each axis title once: loss on the far left, accuracy on the far right
+            fig.update_yaxes(title_text="loss" if col == 1 else None, secondary_y=False, row=1, col=col)
+            fig.update_yaxes(title_text="accuracy (%)" if col == n else None, secondary_y=True, row=1, col=col)
     else:
         fig.update_layout(coloraxis=first.coloraxis)
     if kind != "surface":
-        fig.update_xaxes(title_text="α")
-        fig.update_yaxes(title_text="loss" if kind == "1d" else "β", col=1, secondary_y=False)
+        fig.update_xaxes(title_text="α" if kind != "1d" else first.xaxis.title.text)
+        if kind != "1d":
+            fig.update_yaxes(title_text="β", col=1)
+    if equal:
+        for col in range(1, n + 1):
+            suffix = "" if col == 1 else str(col)
+            fig.update_yaxes(scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain", row=1, col=col)
+            fig.update_xaxes(constrain="domain", row=1, col=col)
+    fig.update_layout(uirevision=" vs ".join(names))
     return fig
 
 
@@ -352,30 +743,355 @@ def paper_layout(
     font_size: float = 8,
 ) -> go.Figure:
     """A copy of `fig` sized for a paper: width 'column' (3.25 in), 'page' (6.75 in) or inches; height in inches
-    (default 0.8 x width for one panel, 0.42 x width for more); fonts in points, serif like LaTeX's text."""
+    (default 0.8 x width for one panel, 0.42 x width for more); fonts in points, serif like LaTeX's text. 3D
+    scenes get room for their axis titles and tick labels, and a legend above the plot its own margin."""
     inches = PAPER_WIDTHS.get(width) if isinstance(width, str) else float(width)
-    if inches is None:
+    if inches is None or not inches > 0:
         raise LandscapeError(f"unknown width '{width}': use {', '.join(PAPER_WIDTHS)} or a number of inches")
     panels = _panel_count(fig)
+    scenes = _scene_names(fig)
     height = height or inches * (0.8 if panels == 1 else 0.42)
     px = font_size * PX_PER_INCH / 72
     out = go.Figure(fig)
-    top = 2.5 if out.layout.title.text or panels > 1 else 1
+    titled = bool(out.layout.title.text) or panels > 1
+    legend_above = out.layout.legend.orientation == "h" and (out.layout.legend.y or 0) > 1
+    titles_under_legend = legend_above and panels > 1  # the panels' titles sit between the legend and the plots
+    top = (2.5 if titled else 1) + (2.3 if legend_above else 0) + (1.4 if titles_under_legend else 0)
     out.update_layout(
         template="simple_white",
         width=round(inches * PX_PER_INCH),
         height=round(height * PX_PER_INCH),
         font=dict(family=font_family, size=px, color="black"),
-        margin=dict(l=round(4.5 * px), r=round(px), t=round(top * px), b=round(3.5 * px)),
+        margin=dict(
+            l=round((1 if scenes else 4.5) * px),
+            r=round(px),
+            t=round(top * px),
+            b=round((1 if scenes else 3.5) * px),
+        ),
     )
+    if out.layout.title.text:
+        out.update_layout(title=dict(x=0.5, xanchor="center", y=1 - 0.3 * px / out.layout.height, yanchor="top"))
+    if legend_above:  # clear of the top tick labels, which reach half a line above the plot
+        plot_h = out.layout.height - out.layout.margin.t - out.layout.margin.b
+        lift = (0.75 + (1.4 if titles_under_legend else 0)) * px / plot_h
+        out.update_layout(legend=dict(y=1 + lift, yanchor="bottom", font_size=px, tracegroupgap=0))
     out.update_annotations(font_size=px)
-    out.update_coloraxes(colorbar_thickness=round(1.2 * px))
+    out.update_coloraxes(colorbar=dict(thickness=round(1.2 * px), len=0.9, ticklen=2, xpad=2))
+    if scenes:
+        _fit_scenes(out, scenes, px)
     return out
+
+
+def _fit_scenes(fig: go.Figure, scenes: list[str], px: float) -> None:
+    """Lay out the 3D scenes of a paper figure in place: the colour bar lies under them (their boxes look wider
+    than high, so that height is what they can spare) and each camera is refit to its scene's size in px, with
+    room for the axis titles and tick labels, whose size in px is fixed (3D text does not scale with the scene)."""
+    margin = fig.layout.margin
+    plot_w = fig.layout.width - margin.l - margin.r
+    plot_h = fig.layout.height - margin.t - margin.b
+    bar = fig.layout.coloraxis
+    strip = 0.0
+    if bar.colorbar is not None and bar.showscale is not False and any(t.type == "surface" for t in fig.data):
+        strip = 3.6 * px / plot_h
+        fig.update_coloraxes(
+            colorbar=dict(
+                orientation="h",
+                x=0.5,
+                xanchor="center",
+                y=0,
+                yanchor="bottom",
+                len=0.5,
+                thickness=round(0.9 * px),
+                ypad=0,
+                title=dict(side="top"),
+            )
+        )
+    for name in scenes:
+        scene = fig.layout[name]
+        x0, x1 = (float(v) for v in (scene.domain.x or (0, 1)))
+        y0, y1 = (float(v) for v in (scene.domain.y or (0, 1)))
+        y0, y1 = strip + y0 * (1 - strip), strip + y1 * (1 - strip)
+        fonts = dict(title=dict(font=dict(size=px)), tickfont=dict(size=0.9 * px))
+        update: dict[str, Any] = {"domain": dict(x=[x0, x1], y=[y0, y1])}
+        update.update({axis: fonts for axis in ("xaxis", "yaxis", "zaxis")})
+        camera = scene.camera.to_plotly_json()
+        if camera.get("eye") and scene.aspectmode == "manual":
+            aspect = (float(scene.aspectratio.x), float(scene.aspectratio.y), float(scene.aspectratio.z))
+            angles = camera_angles(camera)
+            zoom = _distance(camera_view(angles, aspect)) / _distance(camera)
+            update["camera"] = camera_view(
+                replace(angles, zoom=zoom),
+                aspect,
+                (x1 - x0) * plot_w,
+                (y1 - y0) * plot_h,
+                margins=(8 * px, 7 * px, 4.2 * px, 0.6 * px),
+            )
+        fig.update_layout({name: update})
+
+
+def _distance(camera: dict) -> float:
+    eye, center = camera["eye"], camera.get("center") or dict(x=0, y=0, z=0)
+    return math.dist([eye[k] for k in "xyz"], [center[k] for k in "xyz"])
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def camera_view(
+    camera: Camera,
+    aspectratio: tuple[float, float, float],
+    width: float = 400,
+    height: float = 460,
+    margins: tuple[float, float, float, float] = (56, 48, 44, 8),
+) -> dict[str, dict[str, float]]:
+    """Plotly's `scene.camera` for a view in matplotlib's angles that fits the box: the box (plotly's normalized
+    scene units, ±aspectratio / 2) is as large as fits in a viewport of width x height px with `margins` (left,
+    right, bottom, top) px free for tick labels and axis titles; then `camera.zoom`. The defaults suit a scene
+    with 12 px text at least 0.87 times as wide as it is high (plotly's field of view is vertical: how large the
+    box looks in px follows the scene's height)."""
+    ax, ay, az = aspectratio
+    corners = np.array([[i * ax / 2, j * ay / 2, k * az / 2] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+    elev, azim = math.radians(camera.elev), math.radians(camera.azim)
+    direction = np.array([math.cos(elev) * math.cos(azim), math.cos(elev) * math.sin(azim), math.sin(elev)])
+    up = np.array([-math.cos(azim), -math.sin(azim), 0.0]) if abs(camera.elev) > 89 else np.array([0.0, 0.0, 1.0])
+    forward = -direction
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    screen_up = np.cross(right, forward)
+    wide = width / height
+    left, right_px, bottom, top = margins
+    target_x = (-1 + 2 * left / width, 1 - 2 * right_px / width)
+    target_y = (-1 + 2 * bottom / height, 1 - 2 * top / height)
+    center = np.zeros(3)
+    distance = 0.5 * float(np.linalg.norm(aspectratio)) / math.sin(math.atan(_TAN_HALF_FOVY))
+    for _ in range(60):  # perspective makes this a fixed point: centre the box's projection, then scale to fit
+        rel = corners - (center + distance * direction)
+        depth = rel @ forward
+        sx = rel @ right / (depth * _TAN_HALF_FOVY * wide)
+        sy = rel @ screen_up / (depth * _TAN_HALF_FOVY)
+        scale = max(np.ptp(sx) / (target_x[1] - target_x[0]), np.ptp(sy) / (target_y[1] - target_y[0]))
+        shift_x = (sx.max() + sx.min() - sum(target_x)) / 2
+        shift_y = (sy.max() + sy.min() - sum(target_y)) / 2
+        center = center + distance * _TAN_HALF_FOVY * (wide * shift_x * right + shift_y * screen_up)
+        distance *= scale**0.7
+    distance /= camera.zoom
+    eye = center + distance * direction
+    return dict(
+        eye=dict(zip("xyz", (round(float(v), 6) for v in eye))),
+        up=dict(zip("xyz", (float(v) for v in up))),
+        center=dict(zip("xyz", (round(float(v), 6) for v in center))),
+    )
+
+
+def camera_angles(scene_camera: dict) -> Camera:
+    """The `Camera` (elev, azim; zoom 1) that a plotly `scene.camera` dict looks from."""
+    eye, center = scene_camera["eye"], scene_camera.get("center") or dict(x=0, y=0, z=0)
+    d = np.array([eye[k] - center[k] for k in "xyz"], dtype=np.float64)
+    d /= np.linalg.norm(d)
+    return Camera(elev=math.degrees(math.asin(max(-1.0, min(1.0, d[2])))), azim=math.degrees(math.atan2(d[1], d[0])))
+
+
+def _scene(x: np.ndarray, y: np.ndarray, options: PlotOptions, equal: bool, zaxis: dict, title: str) -> dict:
+    sx, sy = float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0
+    ax, ay = (sx / max(sx, sy), sy / max(sx, sy)) if equal else (1.0, 1.0)
+    aspect = (ax, ay, options.zscale)
+    plane = dict(showspikes=False, nticks=5)
+    return dict(
+        xaxis=dict(title=dict(text="α"), **plane),
+        yaxis=dict(title=dict(text="β"), **plane),
+        zaxis=dict(showspikes=False, nticks=5, **zaxis),
+        aspectmode="manual",
+        aspectratio=dict(x=ax, y=ay, z=options.zscale),
+        camera=camera_view(options.camera, aspect),
+        uirevision=f"{title}|{options.camera}|{options.zscale}|{equal}",  # a new view resets the camera
+    )
+
+
+def _plane_axes(equal: bool) -> dict:
+    xaxis: dict[str, Any] = dict(title=dict(text="α"))
+    yaxis: dict[str, Any] = dict(title=dict(text="β"))
+    if equal:
+        xaxis["constrain"] = "domain"
+        yaxis.update(scaleanchor="x", scaleratio=1, constrain="domain")
+    return dict(xaxis=xaxis, yaxis=yaxis)
+
+
+def _floor_contours(
+    x: np.ndarray,
+    y: np.ndarray,
+    values: np.ndarray,
+    floor: float,
+    options: PlotOptions,
+    crange: tuple[float, float] | None,
+) -> go.Scatter3d | None:
+    """The contour lines of `values` (metric units) drawn flat at height `floor`, coloured by level."""
+    if options.clip is not None:
+        values = np.minimum(values, options.clip)
+    values = np.where(np.isfinite(values), values, np.nan)
+    try:
+        levels = contour_levels(_metric_range(crange, options), options)
+    except LandscapeError:
+        return None
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    colors: list[float] = []
+    for level in levels:
+        segments = contour_segments(x, y, values, level)
+        if not len(segments):
+            continue
+        drawn = math.log10(level) if options.log else level
+        for path in _polylines(segments):
+            xs += [float(v) for v in path[:, 0]] + [None]
+            ys += [float(v) for v in path[:, 1]] + [None]
+            colors += [drawn] * (len(path) + 1)
+    if not xs or crange is None:
+        return None
+    return go.Scatter3d(
+        x=xs,
+        y=ys,
+        z=[floor] * len(xs),
+        mode="lines",
+        line=dict(color=colors, colorscale=options.colorscale, cmin=crange[0], cmax=crange[1], width=2),
+        name="contours",
+        showlegend=False,
+        hoverinfo="skip",
+    )
+
+
+def _polylines(segments: np.ndarray) -> list[np.ndarray]:
+    """Segments (n, 2, 2) joined end to end into polylines (marching squares gives neighbouring cells the very
+    same point on their common edge), so that a line is drawn without breaks."""
+    keys = [[tuple(np.round(p, 9)) for p in seg] for seg in segments]
+    ends: dict[tuple, list[int]] = {}
+    for k, (a, b) in enumerate(keys):
+        ends.setdefault(a, []).append(k)
+        ends.setdefault(b, []).append(k)
+    used = np.zeros(len(segments), dtype=bool)
+
+    def walk(k: int, point: tuple) -> list[int]:
+        """Follow the chain from segment k out through its end `point`; the segments in order."""
+        chain: list[int] = []
+        while True:
+            nxt = next((m for m in ends[point] if not used[m]), None)
+            if nxt is None:
+                return chain
+            used[nxt] = True
+            chain.append(nxt)
+            a, b = keys[nxt]
+            point = b if a == point else a
+
+    paths = []
+    for k in range(len(segments)):
+        if used[k]:
+            continue
+        used[k] = True
+        a, b = keys[k]
+        forward, backward = walk(k, b), walk(k, a)
+        points = [a, b]
+        for m in forward:
+            points.append(keys[m][1] if keys[m][0] == points[-1] else keys[m][0])
+        for m in backward:
+            points.insert(0, keys[m][1] if keys[m][0] == points[0] else keys[m][0])
+        paths.append(np.array(points, dtype=np.float64))
+    return paths
+
+
+def _center_3d(x: np.ndarray, y: np.ndarray, z: np.ndarray, floor: float | None) -> list[go.Scatter3d]:
+    """θ* on the surface (a dot a little above it, so that the surface does not hide it) and a drop line to the
+    floor where the projected contours are."""
+    z0 = _at_origin(x, y, z)
+    if not np.isfinite(z0):
+        return []
+    finite = z[np.isfinite(z)]
+    lift = 0.03 * (float(finite.max() - finite.min()) or 1.0)
+    marker = dict(size=4, color="white", line=dict(color="black", width=1))
+    traces = [
+        go.Scatter3d(
+            x=[0.0],
+            y=[0.0],
+            z=[z0 + lift],
+            mode="markers",
+            name=CENTER_NAME,
+            showlegend=False,
+            marker=marker,
+            hovertemplate=f"{CENTER_NAME}<extra></extra>",
+        )
+    ]
+    if floor is not None:
+        traces.append(
+            go.Scatter3d(
+                x=[0.0, 0.0],
+                y=[0.0, 0.0],
+                z=[floor, z0],
+                mode="lines",
+                name=f"{CENTER_NAME} (floor)",
+                showlegend=False,
+                line=dict(color="black", width=2),
+                hoverinfo="skip",
+            )
+        )
+    return traces
+
+
+def _angle_line(x: np.ndarray, y: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signed distances from (0, 0), α, β) of evenly spaced points on the line through (0, 0) at `degrees`
+    from the α axis, inside the grid's rectangle; as many points as the longer side of the grid has."""
+    dx, dy = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    reach = []
+    for d, (lo, hi) in ((dx, (x.min(), x.max())), (dy, (y.min(), y.max()))):
+        if abs(d) > 1e-12:
+            a, b = lo / d, hi / d
+            reach.append((min(a, b), max(a, b)))
+    t0 = max(r[0] for r in reach)
+    t1 = min(r[1] for r in reach)
+    if not (x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max()) or t1 <= t0:
+        raise LandscapeError("a slice at an angle goes through θ*, which is not inside this grid")
+    t = np.linspace(t0, t1, max(len(x), len(y)))
+    return t, t * dx, t * dy
+
+
+def _bilinear(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """z ([j, i] on the grid x, y) linearly interpolated at the points (px, py); NaN outside or next to a gap."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    xo, yo = np.argsort(x), np.argsort(y)
+    interpolate = RegularGridInterpolator(
+        (y[yo], x[xo]), z[np.ix_(yo, xo)], method="linear", bounds_error=False, fill_value=np.nan
+    )
+    return interpolate(np.stack([np.asarray(py, float), np.asarray(px, float)], axis=-1))
+
+
+def _colorbar_carrier(x: np.ndarray, y: np.ndarray, crange: tuple[float, float] | None) -> go.Scatter:
+    """An invisible point on the colour axis, so that contour lines drawn in their own colours get a colour bar."""
+    return go.Scatter(
+        x=[float(x[0])],
+        y=[float(y[0])],
+        mode="markers",
+        marker=dict(color=[crange[0] if crange else 0.0], coloraxis="coloraxis", opacity=0, size=1),
+        hoverinfo="skip",
+        showlegend=False,
+        name="colour scale",
+    )
+
+
+def _title(surface: Surface) -> str:
+    return describe(surface).title
+
+
+def _metric_range(crange: tuple[float, float] | None, options: PlotOptions) -> tuple[float, float] | None:
+    """A colour range in drawn units back in the metric's units."""
+    if crange is None:
+        return None
+    return (10 ** crange[0], 10 ** crange[1]) if options.log else crange
 
 
 def _panel_count(fig: go.Figure) -> int:
     keys = fig.layout.to_plotly_json()
     return max(1, sum(k.startswith("scene") for k in keys) or sum(k.startswith("xaxis") for k in keys))
+
+
+def _scene_names(fig: go.Figure) -> list[str]:
+    return sorted(k for k in fig.layout.to_plotly_json() if k.startswith("scene"))
 
 
 def _axis_json(axis: go.layout.YAxis) -> dict:
@@ -411,45 +1127,43 @@ def _coloraxis(options: PlotOptions, crange: tuple[float, float] | None) -> dict
     return axis
 
 
-def _log_ticks(crange: tuple[float, float] | None, log: bool) -> dict:
-    """Ticks labelled in the metric's units: every mantissa, 1-2-5 or decades, the densest that gives at most 7
-    ticks (decades beyond that); the two ends when not even two of those fall in the range."""
+def _log_ticks(crange: tuple[float, float] | None, log: bool, most: int = 7) -> dict:
+    """Ticks labelled in the metric's units: every mantissa, 1-2-5 or decades, the densest that gives at most
+    `most` ticks (decades beyond that); the two ends when not even two of those fall in the range."""
     if not log or crange is None:
         return {}
-    lo, hi = crange
-    values: list[float] = []
-    for mantissas in (range(1, 10), (1, 2, 5), (1,)):
-        values = [m * 10.0**e for e in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
-        values = [float(f"{v:.6g}") for v in values if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
-        if 2 <= len(values) <= 7:
-            break
-    if len(values) < 2:
-        values = [float(f"{10**lo:.3g}"), float(f"{10**hi:.3g}")]
+    values = _log_tick_values(*crange, most=most)
     return dict(tickvals=[math.log10(v) for v in values], ticktext=[f"{v:g}" for v in values])
 
 
-def _levels(options: PlotOptions, crange: tuple[float, float] | None) -> tuple[float, float, float]:
-    """start, end, size of the contour levels in drawn units."""
-    if isinstance(options.levels, Levels):
-        lv = options.levels
-        if not options.log:
-            return lv.start, lv.end, lv.size
-        if lv.start <= 0:
-            raise LandscapeError("a log scale needs positive contour levels")
-        return math.log10(lv.start), math.log10(lv.end), lv.size
-    if crange is None:
-        return 0.0, 1.0, 1.0
+def _linear_ticks(crange: tuple[float, float] | None, count: int = 5) -> dict:
+    """At most `count` ticks on round values (a 1-2-2.5-5 step) inside the range, none on the floor below it."""
+    if crange is None or not crange[1] > crange[0]:
+        return {}
     lo, hi = crange
-    if hi <= lo:
-        return lo, lo, 1.0
-    raw = (hi - lo) / AUTO_LEVELS
+    raw = (hi - lo) / count
     exponent = 10.0 ** math.floor(math.log10(raw))
-    size = next(m * exponent for m in (1, 2, 2.5, 5, 10) if m * exponent >= raw * (1 - 1e-9))
-    return (
-        round(math.ceil(lo / size - 1e-9) * size, 12),
-        round(math.floor(hi / size + 1e-9) * size, 12),
-        round(size, 12),
-    )
+    step = next(m * exponent for m in (1, 2, 2.5, 5, 10) if (hi - lo) / (m * exponent) <= count)
+    values = [round(k * step, 12) for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+    return dict(tickvals=values, ticktext=[f"{v:g}" for v in values])
+
+
+def _log_tick_values(lo: float, hi: float, most: int = 7) -> list[float]:
+    values: list[float] = []
+    for mantissas in (range(1, 10), (1, 2, 5), (1, 3), (1,)):
+        values = [m * 10.0**e for e in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
+        values = [float(f"{v:.6g}") for v in values if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
+        if 2 <= len(values) <= most:
+            break
+    if len(values) < 2:
+        values = [float(f"{10**lo:.3g}"), float(f"{10**hi:.3g}")]
+    return values
+
+
+def _log_axis_ticks(lo: float, hi: float) -> dict:
+    """The ticks of a plotly log axis (range in log10) on round values in the metric's units."""
+    values = _log_tick_values(lo, hi)
+    return dict(tickvals=values, ticktext=[f"{v:g}" for v in values])
 
 
 def _color_at(options: PlotOptions, crange: tuple[float, float] | None, level: float) -> str:

@@ -1,9 +1,17 @@
-"""Smoke test: `landscape app` served on localhost and loaded in Debian's headless Chromium (driven over the
-DevTools protocol by choreographer, which kaleido brings), with a screenshot that must show the plots drawn."""
+"""`landscape app` served on localhost and driven in Debian's headless Chromium (over the DevTools protocol, by
+choreographer, which kaleido brings): the one-surface page at two window widths, where no element may overlap
+another (checked from the DOM boxes) and a screenshot is kept in the test's tmp folder; a rotated 3D view that
+survives a change of setting; two 3D views that turn together; new and finished files noticed without a reload;
+no request leaving localhost; and the `landscape app` process itself: it serves without a prompt and SIGTERM
+stops its server."""
+
+from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -12,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +31,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); CI installs it"
 )
-WINDOW = (1400, 1000)
+GRID = np.linspace(-1, 1, 21)
 
 
 def _free_port() -> int:
@@ -30,93 +40,297 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path):
-    """`landscape app` on a free port over two 21 x 21 demo surfaces; yields its URL."""
-    grid = np.linspace(-1, 1, 21)
-    write_surface(tmp_path / "resnet56.h5", bowl(grid, grid), x=grid, y=grid)
-    steep = {k: 3 * v if k.endswith("_loss") else v for k, v in bowl(grid, grid).items()}
-    write_surface(tmp_path / "resnet56_noshort.h5", steep, x=grid, y=grid, arch="resnet56_noshort")
+def _serve(folder: Path, log: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`landscape app` on a free port in a session of its own; its URL once it answers."""
     port = _free_port()
-    log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "landscape.cli", "app", "--results", str(tmp_path), "--port", str(port), "--headless"],
-        stdout=log,
+        [sys.executable, "-m", "landscape.cli", "app", "--results", str(folder), "--port", str(port), *extra],
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
+    url = f"http://localhost:{port}"
+    deadline = time.monotonic() + 90
+    while not _healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"the app did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    return proc, url
+
+
+def _healthy(url: str) -> bool:
     try:
-        url = f"http://localhost:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the app did not start: {(tmp_path / 'app.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+            return reply.read() == b"ok"
+    except OSError:
+        return False
 
 
 def _stop(proc: subprocess.Popen) -> None:
     """End the app: the `landscape app` process and the Streamlit server it started (its process group)."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    if not _group_gone(proc.pid, 10):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            os.killpg(proc.pid, 0)
+            os.killpg(pgid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    return False
 
 
-async def _screenshot(url: str, plots: int, timeout: float = 60) -> tuple[bytes, dict]:
-    """Load `url`, wait until `plots` plotly figures are drawn, return a PNG of the window and page facts."""
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    write_surface(root / "resnet56.h5", bowl(GRID, GRID), x=GRID, y=GRID)
+    steep = {k: 3 * v if k.endswith("_loss") else v for k, v in bowl(GRID, GRID).items()}
+    write_surface(root / "resnet56_noshort.h5", steep, x=GRID, y=GRID, arch="resnet56_noshort")
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(folder) -> Iterator[str]:
+    proc, url = _serve(folder, folder.parent / "app.log", "--headless")
+    try:
+        yield url
+    finally:
+        _stop(proc)
+
+
+class Page:
+    """A tab of the headless browser: evaluate JavaScript, wait for a condition, click, drag, screenshot."""
+
+    def __init__(self, tab):
+        self.tab = tab
+        self.requests: list[str] = []
+
+    async def js(self, expression: str):
+        reply = await self.tab.send_command(
+            "Runtime.evaluate", params={"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
+        return reply["result"].get("result", {}).get("value")
+
+    async def until(self, expression: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.js(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"page never satisfied: {expression[:200]}")
+
+    async def mouse(self, kind: str, x: float, y: float, **extra) -> None:
+        await self.tab.send_command("Input.dispatchMouseEvent", params={"type": kind, "x": x, "y": y, **extra})
+
+    async def click(self, x: float, y: float) -> None:
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.mouse(kind, x, y, button="left", clickCount=1)
+
+    async def drag(self, x: float, y: float, dx: float, dy: float) -> None:
+        await self.mouse("mouseMoved", x, y)
+        await self.mouse("mousePressed", x, y, button="left", clickCount=1)
+        for k in range(1, 11):
+            await self.mouse("mouseMoved", x + dx * k / 10, y + dy * k / 10, button="left", buttons=1)
+            await asyncio.sleep(0.03)
+        await self.mouse("mouseReleased", x + dx, y + dy, button="left", clickCount=1)
+
+    async def screenshot(self) -> bytes:
+        shot = await self.tab.send_command("Page.captureScreenshot", params={"format": "png"})
+        return base64.b64decode(shot["result"]["data"])
+
+
+def _in_browser(url: str, size: tuple[int, int], script) -> object:
+    """Open `url` in a window of `size` (width, height) and run `await script(page)`."""
     import choreographer
 
-    async with choreographer.Browser(path=CHROMIUM, headless=True) as browser:
-        tab = browser.get_tab()
-        await tab.send_command(
-            "Emulation.setDeviceMetricsOverride",
-            params={"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False},
-        )
-        await tab.send_command("Page.navigate", params={"url": url})
-        probe = (
-            "({plots: document.querySelectorAll('.js-plotly-plot .main-svg').length / 2, "
-            "webgl: document.querySelectorAll('.js-plotly-plot canvas').length, "
-            "errors: document.querySelectorAll('[data-testid=stException], [data-testid=stAlert]').length})"
-        )
-        deadline = time.monotonic() + timeout
-        facts: dict = {}
-        while time.monotonic() < deadline:
-            reply = await tab.send_command("Runtime.evaluate", params={"expression": probe, "returnByValue": True})
-            facts = reply["result"]["result"].get("value", {})
-            if facts.get("plots", 0) >= plots:
-                break
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1.5)  # let WebGL finish the 3D surfaces
-        shot = await tab.send_command("Page.captureScreenshot", params={"format": "png"})
-        return base64.b64decode(shot["result"]["data"]), facts
+    async def main():
+        async with choreographer.Browser(path=CHROMIUM, headless=True) as browser:
+            page = Page(browser.get_tab())
+
+            async def record(event):
+                page.requests.append(event["params"]["request"]["url"])
+
+            page.tab.subscribe("Network.requestWillBeSent", record)
+            await page.tab.send_command("Network.enable")
+            await page.tab.send_command(
+                "Emulation.setDeviceMetricsOverride",
+                params={"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False},
+            )
+            await page.tab.send_command("Page.navigate", params={"url": url})
+            return await script(page)
+
+    return asyncio.run(main())
 
 
-def test_the_app_shows_two_surfaces_side_by_side_in_a_real_browser(served, tmp_path):
+PLOTS_DRAWN = "document.querySelectorAll('.js-plotly-plot .main-svg').length / 2 >= {n}"
+# The boxes of the page's leaf elements in the main area (Streamlit's element containers holding no other one),
+# of each chart and of the colour bars drawn inside each chart.
+BOXES = """(() => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+  const leaves = [...main.querySelectorAll('[data-testid="stElementContainer"]')]
+    .filter(e => !e.querySelector('[data-testid="stElementContainer"]') && !e.closest('.st-key-view_keeper'))
+    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })
+    .filter(e => e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}) && !e.closest('details:not([open])'))
+    .map(e => ({box: box(e), what: (e.className.match(/st-key-\\S+/) || [e.firstElementChild?.dataset.testid])[0]}));
+  const charts = [...main.querySelectorAll('.stPlotlyChart')].map(c => ({
+    box: box(c), key: c.closest('[class*="st-key-"]')?.className.match(/st-key-\\S+/)[0],
+    bars: [...c.querySelectorAll('.colorbar')].map(box),
+  }));
+  return JSON.stringify({main: box(main), width: window.innerWidth, leaves, charts});
+})()"""
+
+
+def _overlap(a: list[float], b: list[float]) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (800, 1000)])
+def test_the_one_surface_page_lays_out_without_overlaps(served, tmp_path, size):
+    async def look(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=4))
+        await asyncio.sleep(2)  # WebGL and the last layout pass
+        facts = json.loads(await page.js(BOXES))
+        facts["webgl"] = await page.js("document.querySelectorAll('.js-plotly-plot canvas').length")
+        facts["errors"] = await page.js("document.querySelectorAll('[data-testid=stException]').length")
+        return facts, await page.screenshot(), page.requests
+
+    facts, png, requests = _in_browser(f"{served}/?file=resnet56.h5", size, look)
+    shot = tmp_path / f"one_surface_{size[0]}px.png"  # kept for CI to upload
+    shot.write_bytes(png)
+    assert facts["errors"] == 0 and facts["webgl"] >= 1
+    leaves = facts["leaves"]
+    for i, a in enumerate(leaves):
+        for b in leaves[i + 1 :]:
+            assert _overlap(a["box"], b["box"]) < 1, f"{a['what']} overlaps {b['what']} at {size[0]} px, see {shot}"
+    main_left, _, main_right, _ = facts["main"]
+    charts = {c["key"]: c for c in facts["charts"]}
+    assert list(charts) == ["st-key-chart_3D-surface", "st-key-chart_Contour-lines", "st-key-chart_Heat-map"] + [
+        "st-key-chart_slice"
+    ]
+    for chart in charts.values():
+        left, _, right, _ = chart["box"]
+        assert left >= main_left - 1 and right <= min(main_right, facts["width"]) + 1, f"cut off: {chart['key']}"
+        for bar in chart["bars"]:  # colour bars stay inside their own plot
+            assert bar[0] >= left - 1 and bar[2] <= right + 1, f"colour bar out of {chart['key']}"
+    surface, contour, heat = (charts[f"st-key-chart_{k}"]["box"] for k in ("3D-surface", "Contour-lines", "Heat-map"))
+    content = max(c["box"][2] for c in charts.values()) - min(c["box"][0] for c in charts.values())
+    assert surface[2] - surface[0] >= 0.95 * content  # the 3D view has a row of its own, the whole width
+    if size[0] > 1100:
+        assert contour[1] == pytest.approx(heat[1], abs=1) and heat[0] >= contour[2] - 1  # side by side
+    else:
+        assert heat[1] >= contour[3] - 1 and heat[0] == pytest.approx(contour[0], abs=1)  # stacked
+    from urllib.parse import urlsplit
+
+    outside = [u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")]
+    outside = [u for u in outside if urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
+    assert requests and not outside  # no usage statistics, no fonts or scripts from the network
     from PIL import Image
 
-    png, facts = asyncio.run(_screenshot(f"{served}/?file=resnet56.h5&other=resnet56_noshort.h5", plots=3))
-    (tmp_path / "screenshot.png").write_bytes(png)
-    assert facts["plots"] >= 3 and facts["errors"] == 0, facts
-    assert facts["webgl"] >= 1  # the 3D figure has its canvas
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    assert image.shape == (WINDOW[1], WINDOW[0], 3)
-    main = image[:, 320:]  # right of the sidebar
-    colourful = (main.max(axis=2) - main.min(axis=2)) > 50  # viridis colours; the page itself is white and grey
-    assert colourful.mean() > 0.02, f"plot area looks blank ({colourful.mean():.2%} coloured), see {tmp_path}"
-    columns = np.flatnonzero(colourful.sum(axis=0) > 20) + 320
-    assert columns.max() - columns.min() > WINDOW[0] / 2  # coloured on both sides: two surfaces side by side
+    x0, y0, x1, y1 = (round(v) for v in surface)
+    region = image[max(y0, 0) : min(y1, size[1]), x0:x1]
+    colourful = (region.max(axis=2) - region.min(axis=2)) > 50  # viridis on a white and grey page
+    assert colourful.mean() > 0.03, f"the 3D view looks blank, see {shot}"
+
+
+CAMERAS = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot')]
+  .filter(g => g._fullLayout && g._fullLayout.scene).map(g => g._fullLayout.scene.camera.eye))"""
+LOG_TICKS = """(() => {
+  const g = [...document.querySelectorAll('.js-plotly-plot')].filter(g => g._fullLayout && g._fullLayout.scene);
+  return g.length === 2 && g.every(x => (x.layout.scene.zaxis.ticktext || []).includes('0.1'));
+})()"""
+
+
+def test_a_turned_3d_view_survives_a_setting_and_turns_its_twin(served, tmp_path):
+    async def turn(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=6))
+        await asyncio.sleep(2)
+        before = json.loads(await page.js(CAMERAS))
+        box = json.loads(
+            await page.js("JSON.stringify(document.querySelector('.js-plotly-plot').getBoundingClientRect())")
+        )
+        await page.drag(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 150, 40)
+        await asyncio.sleep(1.5)
+        turned = json.loads(await page.js(CAMERAS))
+        label = json.loads(
+            await page.js(
+                "JSON.stringify([...document.querySelectorAll('label')]"
+                ".find(l => l.innerText.trim() === 'Log scale').getBoundingClientRect())"
+            )
+        )
+        await page.click(label["x"] + 10, label["y"] + label["height"] / 2)
+        await page.until(LOG_TICKS)
+        await asyncio.sleep(2)
+        after = json.loads(await page.js(CAMERAS))
+        (tmp_path / "turned.png").write_bytes(await page.screenshot())
+        return before, turned, after
+
+    before, turned, after = _in_browser(f"{served}/?file=resnet56.h5&other=resnet56_noshort.h5", (1400, 1000), turn)
+    assert len(before) == len(turned) == len(after) == 2
+    assert turned[0] != pytest.approx(before[0], abs=1e-3)  # the drag turned the first view
+    assert turned[1] == pytest.approx(turned[0], abs=1e-6)  # and its twin with it
+    assert after[0] == pytest.approx(turned[0], abs=1e-6) and after[1] == pytest.approx(turned[0], abs=1e-6)
+
+
+TABLE = "[...document.querySelectorAll('[data-testid=stDataFrame] [role=gridcell]')].map(e => e.innerText)"
+
+
+def test_new_files_and_finished_runs_show_without_a_reload(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    computed = np.zeros((len(GRID), len(GRID)), dtype=bool)
+    computed[:5] = True
+    write_surface(folder / "running.h5", bowl(GRID, GRID), x=GRID, y=GRID, computed=computed)
+    proc, url = _serve(folder, tmp_path / "app.log", "--headless")
+
+    async def follow(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=4))
+        await page.until(f"{TABLE}.includes('23.8% (105/441)')")
+        write_surface(folder / "late.h5", bowl(GRID, GRID), x=GRID, y=GRID)  # a new file
+        done = write_surface(tmp_path / "done.h5", bowl(GRID, GRID), x=GRID, y=GRID)
+        os.replace(done, folder / "running.h5")  # the run finishes
+        await page.until(f"{TABLE}.includes('late.h5')")
+        await page.until(f"{TABLE}.filter(t => t === '100.0% (441/441)').length === 2")
+        await page.until("document.body.innerText.includes('completion 100.0% (441/441)')")  # the shown caption
+        return await page.js("performance.getEntriesByType('navigation').length")
+
+    try:
+        navigations = _in_browser(f"{url}/?file=running.h5", (1400, 1000), follow)
+    finally:
+        _stop(proc)
+    assert navigations == 1  # one page load: no reload
+
+
+def test_landscape_app_serves_without_a_prompt_and_sigterm_stops_its_server(tmp_path, folder):
+    """No --headless, a home that never ran Streamlit (whose first run asks for an e-mail), stdin closed, no
+    display: it serves anyway. SIGTERM to `landscape app` alone stops the Streamlit server too."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["HOME"] = str(home)
+    log = tmp_path / "app.log"
+    proc, url = _serve(folder, log, "--open", env=env)
+    try:
+        assert "Email" not in log.read_text()
+        assert not (home / ".streamlit" / "credentials.toml").exists()
+        proc.send_signal(signal.SIGTERM)  # to `landscape app` only, not to its group
+        assert proc.wait(timeout=30) == 0
+        assert _group_gone(proc.pid, 20), "Streamlit is still running after SIGTERM to landscape app"
+        assert not _healthy(url)
+        assert "no display to open a browser on" in log.read_text()
+    finally:
+        _stop(proc)

@@ -2,6 +2,7 @@
 from a headless Chromium; and the `landscape plot` / `landscape export` commands, bad input included."""
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -13,14 +14,32 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 from typer.testing import CliRunner
 
 from landscape import read_surface
 from landscape.cli import app
-from landscape.export import csv_text, figure_images, npz_bytes, table_text, vtp_text
-from landscape.plots import PlotOptions, contour_figure, paper_layout
+from landscape.export import (
+    GL_PPI,
+    LINK_SCENES_JS,
+    csv_text,
+    figure_bytes,
+    figure_images,
+    has_webgl,
+    npz_bytes,
+    table_text,
+    vtp_text,
+)
+from landscape.plots import (
+    PX_PER_INCH,
+    PlotOptions,
+    compare_figure,
+    contour_figure,
+    paper_layout,
+    surface_figure,
+)
 
 needs_browser = pytest.mark.skipif(
     not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")),
@@ -189,6 +208,10 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
         (["plot", "{good}", "--levels", "1:2", "--out", "{out}.pdf"], "contour levels '1:2'"),
         (["plot", "{good}", "--zrange", "5:1", "--out", "{out}.pdf"], "MIN must be below MAX"),
         (["plot", "{good}", "--metric", "valid_loss", "--out", "{out}.pdf"], "no metric 'valid_loss'"),
+        (["plot", "{good}", "--kind", "1d", "--slice", "z=1", "--out", "{out}.pdf"], "slice 'z=1'"),
+        (["plot", "{good}", "--spacing", "quadratic", "--out", "{out}.pdf"], "unknown level spacing"),
+        (["plot", "{good}", "--aspect", "square", "--out", "{out}.pdf"], "unknown aspect"),
+        (["plot", "{good}", "--kind", "surface", "--elev", "100", "--out", "{out}.pdf"], "-90 <= elev <= 90"),
         (["plot", "{good}", "--out", "{tmp}/missing/fig.pdf"], "does not exist"),
         (["export", "{good}"], "choose one of --vtp, --table, --csv, --npz"),
         (["export", "{good}", "--vtp", "--csv"], "choose one of"),
@@ -215,3 +238,214 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def _scene_pngs(svg: bytes) -> list[np.ndarray]:
+    """The 3D scenes of an SVG from kaleido: the PNG images embedded in it, as RGB arrays."""
+    from PIL import Image
+
+    out = []
+    for data in re.findall(rb'href="data:image/png;base64,([^"]+)"', svg):
+        image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGBA")
+        white = Image.new("RGBA", image.size, "white")
+        out.append(np.asarray(Image.alpha_composite(white, image).convert("RGB")).astype(int))  # text on white
+    return out
+
+
+def _render_svgs(figs) -> list[bytes]:
+    """SVGs of several figures at export's 3D scale, in one kaleido session."""
+    import asyncio
+
+    import kaleido
+
+    from landscape.export import GL_SCALE
+
+    async def render():
+        async with kaleido.Kaleido(mathjax=False) as k:
+            return [
+                await k.calc_fig(
+                    f.to_plotly_json(),
+                    opts=dict(format="svg", width=f.layout.width, height=f.layout.height, scale=GL_SCALE),
+                )
+                for f in figs
+            ]
+
+    return asyncio.run(render())
+
+
+@needs_browser
+@pytest.mark.parametrize("width", ["column", "page"])
+def test_exported_3d_figures_carry_axis_titles_and_z_ticks_unclipped(tmp_path, width):
+    """Each axis title and the z tick labels of every 3D scene are drawn, and inside the scene's image (3D text is
+    part of the WebGL image, so this compares the figure with one without that text, pixel by pixel)."""
+    a = read_surface(write_surface(tmp_path / "a.h5"))
+    doubled = {k: 2 * v if k.endswith("_loss") else v for k, v in bowl(X, Y).items()}
+    b = read_surface(write_surface(tmp_path / "b.h5", doubled))
+    fig = surface_figure(a, PlotOptions()) if width == "column" else compare_figure([a, b], "surface", PlotOptions())
+    fig = paper_layout(fig, width)
+    scenes = [k for k in fig.layout.to_plotly_json() if k.startswith("scene")]
+    variants = {
+        "α title": {"xaxis.title.text": ""},
+        "β title": {"yaxis.title.text": ""},
+        "z title": {"zaxis.title.text": ""},
+        "z ticks": {"zaxis.showticklabels": False},
+    }
+    figs = [fig]
+    for change in variants.values():
+        figs.append(go.Figure(fig).update_layout({f"{s}.{k}": v for s in scenes for k, v in change.items()}))
+    svgs = _render_svgs(figs)
+    full = _scene_pngs(svgs[0])
+    assert len(full) == len(scenes)
+    for what, svg in zip(variants, svgs[1:]):
+        for scene, with_it, without in zip(scenes, full, _scene_pngs(svg)):
+            drawn = np.abs(with_it - without).max(axis=2) > 40
+            assert drawn.sum() > 30, f"{width}: {what} of {scene} is not drawn"
+            rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+            h, w = drawn.shape
+            assert rows.min() > 0 and cols.min() > 0 and rows.max() < h - 1 and cols.max() < w - 1, (
+                f"{width}: {what} of {scene} touches the scene's edge (clipped)"
+            )
+
+
+@needs_browser
+def test_3d_figures_are_vector_with_the_scene_at_384_ppi(tmp_path):
+    fig = paper_layout(surface_figure(read_surface(write_surface(tmp_path / "s.h5")), PlotOptions()))
+    assert has_webgl(fig) and not has_webgl(contour_figure(read_surface(tmp_path / "s.h5"), PlotOptions()))
+    images = figure_images(fig, ["pdf", "svg", "png"])
+    pdf = images["pdf"]
+    box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]*)\]", pdf).group(1).split()]
+    assert box[2:] == pytest.approx([3.25 * 72, 250 * 0.75], abs=0.5)  # the figure's size, not the render's
+    (image_width,) = {int(w) for w in re.findall(rb"/Subtype\s*/Image\s*/Width\s+(\d+)", pdf)}
+    scene = fig.layout.scene.domain.x
+    plot_w = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    inches = (scene[1] - scene[0]) * plot_w / PX_PER_INCH
+    assert image_width / inches == pytest.approx(GL_PPI, rel=0.02) and GL_PPI >= 300
+    assert b"/Font" in pdf  # the colour bar's text stays text
+    svg = ET.fromstring(images["svg"])
+    assert (svg.get("width"), svg.get("height"), svg.get("viewBox")) == ("312", "250", "0 0 312 250")
+    (scene_png,) = _scene_pngs(images["svg"])
+    assert scene_png.shape[1] / inches == pytest.approx(GL_PPI, rel=0.02)
+    assert struct.unpack(">II", images["png"][16:24]) == (975, 781)  # 300 dpi
+
+
+def test_html_turns_the_3d_scenes_together(tmp_path):
+    a = read_surface(write_surface(tmp_path / "a.h5"))
+    html = figure_bytes(compare_figure([a, a], "surface", PlotOptions()), "html").decode()
+    assert "landscape: the 3D scenes of this figure turn together" in html and "{plot_id}" not in html
+    assert LINK_SCENES_JS.split("{plot_id}")[0].strip()[:40] in html
+
+
+@needs_browser
+def test_plot_command_draws_a_3d_figure_from_a_chosen_angle(tmp_path):
+    source = write_surface(tmp_path / "s.h5")
+    out = tmp_path / "s.pdf"
+    args = [
+        "plot",
+        str(source),
+        "--kind",
+        "surface",
+        "--elev",
+        "45",
+        "--azim",
+        "30",
+        "--zscale",
+        "0.8",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"%PDF-") and result.output.strip() == f"wrote {out} (3.25 x 2.60 in)"
+
+
+def test_plot_view_options_reach_the_figure(tmp_path, monkeypatch):
+    written = {}
+    monkeypatch.setattr("landscape.export.write_figure", lambda fig, out, fmt=None: written.update(fig=fig))
+    source = write_surface(tmp_path / "s.h5")
+    result = runner.invoke(
+        app,
+        ["plot", str(source), "--kind", "surface", "--elev", "45", "--azim", "30", "--zscale", "0.8"]
+        + ["--aspect", "free", "--no-floor", "--out", str(tmp_path / "s.pdf")],
+    )
+    assert result.exit_code == 0, result.output
+    scene = written["fig"].layout.scene
+    from landscape.plots import camera_angles
+
+    angles = camera_angles(scene.camera.to_plotly_json())
+    assert (angles.elev, angles.azim) == pytest.approx((45, 30), abs=1e-3)
+    assert (scene.aspectratio.x, scene.aspectratio.y, scene.aspectratio.z) == (1, 1, 0.8)
+    assert "contours" not in [t.name for t in written["fig"].data]
+    result = runner.invoke(
+        app, ["plot", str(source), "--kind", "1d", "--slice", "y=0.5", "--out", str(tmp_path / "c.pdf")]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(written["fig"].data[0].y, 0.1 + 0.25 + 4 * Y**2)  # the column at α = 0.5
+
+
+@pytest.mark.parametrize("command", ["plot", "export", "app"])
+def test_help_prints_its_texts_literally(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "🔚" not in result.output and "\ufe0f" not in result.output
+    if command == "plot":
+        assert "START:END:SIZE" in result.output and "--elev" in result.output and "--azim" in result.output
+    if command == "app":
+        assert "--open / --headless" in result.output
+
+
+@needs_browser
+def test_html_3d_scenes_turn_together_in_a_browser(tmp_path):
+    """The exported HTML of a comparison: turning one 3D scene turns the other (its own script, no app)."""
+    import asyncio
+    import time
+
+    import choreographer
+
+    a = read_surface(write_surface(tmp_path / "a.h5"))
+    page = tmp_path / "pair.html"
+    page.write_bytes(figure_bytes(compare_figure([a, a], "surface", PlotOptions()).update_layout(width=900), "html"))
+    cameras = (
+        "JSON.stringify(['scene', 'scene2']"
+        ".map(s => document.querySelector('.js-plotly-plot')._fullLayout[s].camera.eye))"
+    )
+
+    async def turn():
+        async with choreographer.Browser(headless=True) as browser:
+            tab = browser.get_tab()
+            await tab.send_command("Page.navigate", params={"url": page.as_uri()})
+
+            async def js(expression):
+                reply = await tab.send_command(
+                    "Runtime.evaluate", params={"expression": expression, "returnByValue": True}
+                )
+                return reply["result"].get("result", {}).get("value")
+
+            deadline = time.monotonic() + 60
+            while not await js("!!document.querySelector('.js-plotly-plot canvas')") and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(1)
+            before = json.loads(await js(cameras))
+            box = json.loads(
+                await js("JSON.stringify(document.querySelector('.js-plotly-plot').getBoundingClientRect())")
+            )
+            x, y = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5
+            await tab.send_command("Input.dispatchMouseEvent", params={"type": "mouseMoved", "x": x, "y": y})
+            await tab.send_command(
+                "Input.dispatchMouseEvent",
+                params={"type": "mousePressed", "x": x, "y": y, "button": "left", "clickCount": 1},
+            )
+            for k in range(1, 11):
+                await tab.send_command(
+                    "Input.dispatchMouseEvent",
+                    params={"type": "mouseMoved", "x": x + 12 * k, "y": y, "button": "left", "buttons": 1},
+                )
+            await tab.send_command(
+                "Input.dispatchMouseEvent",
+                params={"type": "mouseReleased", "x": x + 120, "y": y, "button": "left", "clickCount": 1},
+            )
+            await asyncio.sleep(1)
+            return before, json.loads(await js(cameras))
+
+    before, after = asyncio.run(turn())
+    assert after[0] != pytest.approx(before[0], abs=1e-3)  # the drag turned the first scene
+    assert after[1] == pytest.approx(after[0], abs=1e-6)  # and the second followed

@@ -1,6 +1,9 @@
-"""Figures of known analytic surfaces: trace types, z values and ranges after clipping and log, contour levels,
-a shared colour axis, the centre mark, paper sizes; and the reading of the paper's legacy files."""
+"""Figures of known analytic surfaces: trace types, z values and ranges after clipping and log, contour levels
+(log-spaced, even, chosen) and the lines they give (marching squares exact on a plane), one scale for α and β,
+the camera that fits the box, slices and differences, a shared colour axis, the centre mark, paper sizes; and the
+reading of the paper's legacy files."""
 
+import json
 import math
 from pathlib import Path
 
@@ -10,17 +13,31 @@ from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 
 from landscape import LandscapeError, read_surface
 from landscape.plots import (
+    CAMERAS,
     PX_PER_INCH,
+    Camera,
     Levels,
     PlotOptions,
+    Slice,
+    auto_levels,
+    camera_angles,
+    camera_view,
     compare_figure,
     contour_figure,
+    contour_levels,
+    contour_segments,
     curve_figure,
+    difference_figure,
+    equal_axes,
     figure,
     heatmap_figure,
     metric_order,
     paper_layout,
     parse_levels,
+    parse_slice,
+    shared_grid,
+    slice_path,
+    slice_values,
     surface_figure,
     value_range,
 )
@@ -44,18 +61,44 @@ def _trace_types(fig):
     return [t.type for t in fig.data]
 
 
+def _by_name(fig, name):
+    (trace,) = [t for t in fig.data if t.name == name]
+    return trace
+
+
 def test_surface_figure_draws_the_values_on_the_grid_with_the_center_marked(surface):
     fig = surface_figure(surface, PlotOptions())
-    assert _trace_types(fig) == ["surface", "scatter3d"]
+    assert [(t.type, t.name) for t in fig.data] == [
+        ("surface", "bowl"),
+        ("scatter3d", "contours"),
+        ("scatter3d", "θ*"),
+        ("scatter3d", "θ* (floor)"),
+    ]
     s = fig.data[0]
     np.testing.assert_allclose(s.z, LOSS)
     np.testing.assert_allclose(s.x, X)
     np.testing.assert_allclose(s.y, Y)
     assert s.coloraxis == "coloraxis"
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == pytest.approx((0.1, 2.1))
-    assert tuple(fig.layout.scene.zaxis.range) == pytest.approx((0.06, 2.14))  # padded by 2 %
-    center = fig.data[1]
-    assert (center.x[0], center.y[0], center.z[0]) == pytest.approx((0.0, 0.0, 0.1))
+    floor = 0.1 - 0.35 * 2.0  # the projected contours lie this far under the minimum
+    assert tuple(fig.layout.scene.zaxis.range) == pytest.approx((floor - 0.04, 2.14))  # padded by 2 %
+    assert fig.layout.scene.zaxis.tickvals == (0.5, 1.0, 1.5, 2.0)  # round, and none on the floor under the data
+    assert fig.layout.scene.xaxis.title.text == "α" and fig.layout.scene.yaxis.title.text == "β"
+    assert fig.layout.scene.zaxis.title.text == "train loss"
+    center = _by_name(fig, "θ*")  # a little above the surface, so that the surface cannot hide it
+    assert (center.x[0], center.y[0]) == (0.0, 0.0) and center.z[0] == pytest.approx(0.1 + 0.03 * 2.0)
+    assert tuple(_by_name(fig, "θ* (floor)").z) == pytest.approx((floor, 0.1))
+
+
+def test_contours_are_projected_under_the_3d_surface(surface):
+    fig = surface_figure(surface, PlotOptions(levels=(0.5, 1.0)))
+    lines = _by_name(fig, "contours")
+    points = np.array([(x, y) for x, y in zip(lines.x, lines.y) if x is not None])
+    np.testing.assert_allclose(lines.z, 0.1 - 0.35 * 2.0)  # flat, on the floor
+    loss = 0.1 + points[:, 0] ** 2 + 4 * points[:, 1] ** 2
+    near = np.minimum(np.abs(loss - 0.5), np.abs(loss - 1.0))  # on one of the two levels, up to the grid's
+    assert near.max() < 0.3 and len(points) > 10  # linear interpolation of a parabola between grid points
+    assert [t.name for t in surface_figure(surface, PlotOptions(floor=False)).data] == ["bowl", "θ*"]
 
 
 def test_clipping_caps_values_and_the_colour_range(surface):
@@ -89,20 +132,46 @@ def test_points_not_computed_and_diverged_points_are_gaps(tmp_path):
     assert clipped[0, 0] == 2.0 and np.isnan(clipped[0, 1])  # an infinite loss is above any cap; NaN stays a gap
 
 
-def test_automatic_contour_levels_are_round_numbers_over_the_range(surface):
+def _levels_of(fig):
+    return [t.contours.start for t in fig.data if t.type == "contour"]
+
+
+def test_automatic_contour_levels_are_log_spaced_into_the_basin(surface):
+    levels = auto_levels(0.1, 2.1)
+    assert levels == (0.12, 0.125, 0.132, 0.14, 0.15, 0.163, 0.18, 0.2, 0.23, 0.26, 0.3, 0.35, 0.42, 0.5, 0.6, 0.73)[
+        :16
+    ] + (0.9, 1.1, 1.4, 1.7)
+    assert sum(v < 0.6 for v in levels) > len(levels) / 2  # most lines where the loss is within 0.5 of its minimum
+    assert auto_levels(0.1, 2.1, "even") == tuple(round(0.1 * k, 12) for k in range(2, 21))
+    accuracy = auto_levels(20, 100, best="max")  # an accuracy's basin is at its maximum
+    assert sum(v > 90 for v in accuracy) > len(accuracy) / 2 and max(accuracy) < 100
+    small = auto_levels(0.001, 30)  # a loss that falls to 1e-3 gets lines in every decade down to it
+    assert min(small) < 0.003 and all(any(10**-e <= v < 10 ** (1 - e) for v in small) for e in range(3))
+    assert auto_levels(1.0, 1.0) == ()
     fig = contour_figure(surface, PlotOptions())
-    assert _trace_types(fig) == ["contour", "scatter"]
-    c = fig.data[0].contours
-    assert (c.start, c.end, c.size) == pytest.approx((0.1, 2.1, 0.1)) and c.coloring == "lines"
-    assert fig.data[0].autocontour is False
+    assert [t.type for t in fig.data] == ["contour"] * 20 + ["scatter", "scatter"]  # lines, colour bar, θ*
+    assert _levels_of(fig) == list(levels)
+    assert all(t.contours.coloring == "none" and t.autocontour is False for t in fig.data[:20])
+    assert fig.data[20].marker.coloraxis == "coloraxis"  # carries the colour bar of the lines' colours
+    assert _levels_of(contour_figure(surface, PlotOptions(spacing="even"))) == list(auto_levels(0.1, 2.1, "even"))
 
 
 def test_chosen_levels_lines_and_filled(surface):
-    c = contour_figure(surface, PlotOptions(levels=Levels(0.5, 2.0, 0.5))).data[0].contours
-    assert (c.start, c.end, c.size, c.coloring) == (0.5, 2.0, 0.5, "lines")
-    assert figure(surface, "filled", PlotOptions(levels=Levels(0.5, 2.0, 0.5))).data[0].contours.coloring == "fill"
-    c = contour_figure(surface, PlotOptions(log=True, levels=Levels(0.1, 10, 0.25))).data[0].contours
-    assert (c.start, c.end, c.size) == pytest.approx((-1.0, 1.0, 0.25))
+    assert _levels_of(contour_figure(surface, PlotOptions(levels=Levels(0.5, 2.0, 0.5)))) == [0.5, 1.0, 1.5, 2.0]
+    logged = contour_figure(surface, PlotOptions(log=True, levels=Levels(0.1, 10, 0.25)))
+    assert _levels_of(logged) == pytest.approx([10 ** (k / 4) for k in range(-4, 5)])  # in the metric's units
+    filled = figure(surface, "filled", PlotOptions(levels=Levels(0.5, 2.0, 0.5)))
+    bands = [t for t in filled.data if t.type == "contour"]
+    assert [t.contours.type for t in bands] == ["constraint"] * 5
+    assert [t.contours.value for t in bands] == [pytest.approx(-0.9), 0.5, 1.0, 1.5, 2.0]  # each shades z >= value
+    assert {t.contours.operation for t in bands} == {"<"}
+    assert len({t.fillcolor for t in bands}) == 5
+
+
+def test_values_on_the_lines(surface):
+    assert {t.contours.showlabels for t in contour_figure(surface, PlotOptions()).data[:20]} == {False}
+    labelled = contour_figure(surface, PlotOptions(labels=True))
+    assert {t.contours.showlabels for t in labelled.data[:20]} == {True}
 
 
 def test_a_list_of_levels_gives_one_named_line_each(surface):
@@ -111,10 +180,28 @@ def test_a_list_of_levels_gives_one_named_line_each(surface):
     assert [t.name for t in lines] == ["0.5", "1", "2"]
     assert [(t.contours.start, t.contours.end) for t in lines] == [(0.5, 0.5), (1.0, 1.0), (2.0, 2.0)]
     assert len({t.line.color for t in lines}) == 3 and all(t.contours.coloring == "none" for t in lines)
+    assert all(t.showlegend for t in lines) and "scatter" not in [t.type for t in fig.data[:-1]]  # legend, no bar
     logged = contour_figure(surface, PlotOptions(log=True, levels=(0.5, 1.0, 2.0)))
-    assert [t.contours.start for t in logged.data[:3]] == pytest.approx(np.log10([0.5, 1.0, 2.0]))
+    assert [t.contours.start for t in logged.data[:3]] == [0.5, 1.0, 2.0]  # lines of the values, labelled in units
     with pytest.raises(LandscapeError, match="filled contours"):
         contour_figure(surface, PlotOptions(levels=(0.5, 1.0)), filled=True)
+    with pytest.raises(LandscapeError, match="positive contour levels"):
+        contour_levels((0.1, 2.0), PlotOptions(log=True, levels=(0.0, 1.0)))
+
+
+def test_marching_squares_is_exact_on_a_plane_and_leaves_gaps_out():
+    x, y = np.linspace(-1, 1, 7), np.linspace(-0.5, 0.5, 4)
+    gx, gy = np.meshgrid(x, y)
+    plane = 1 + gx + 2 * gy
+    segments = contour_segments(x, y, plane, 1.3)
+    assert segments.shape[1:] == (2, 2) and len(segments) >= 5
+    np.testing.assert_allclose(1 + segments[..., 0] + 2 * segments[..., 1], 1.3)  # every end on the line
+    gappy = plane.copy()
+    gappy[1, 3] = np.nan
+    assert len(contour_segments(x, y, gappy, 1.3)) < len(segments)
+    assert len(contour_segments(x, y, plane, 99.0)) == 0
+    saddle = np.array([[1.0, 0.0], [0.0, 1.0]])  # one cell, corners alternately above and below 0.5
+    assert len(contour_segments(np.array([0.0, 1.0]), np.array([0.0, 1.0]), saddle, 0.5)) == 2
 
 
 def test_center_mark_is_optional(surface):
@@ -133,15 +220,17 @@ def test_accuracy_and_test_metrics(surface):
 
 
 def test_compare_shares_one_colour_axis_and_z_range(surface, double):
-    fig = compare_figure([surface, double], "surface", PlotOptions())
+    fig = compare_figure([surface, double], "surface", PlotOptions(floor=False))
     assert _trace_types(fig) == ["surface", "scatter3d", "surface", "scatter3d"]
     assert [t.coloraxis for t in fig.data if t.type == "surface"] == ["coloraxis", "coloraxis"]
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == pytest.approx((0.1, 4.2))
     assert tuple(fig.layout.scene.zaxis.range) == tuple(fig.layout.scene2.zaxis.range) == pytest.approx((0.018, 4.282))
     assert [a.text for a in fig.layout.annotations] == ["bowl", "double"]
     contours = compare_figure([surface, double], "contour", PlotOptions())
-    levels = {(t.contours.start, t.contours.end, t.contours.size) for t in contours.data if t.type == "contour"}
-    assert levels == {(0.25, 4.0, 0.25)}  # one set of levels over the shared range 0.1 .. 4.2
+    panels = [
+        [t.contours.start for t in contours.data if t.type == "contour" and t.xaxis == axis] for axis in ("x", "x2")
+    ]
+    assert panels[0] == panels[1] == list(auto_levels(0.1, 4.2))  # one set of levels over the shared range
     assert value_range([surface, double], PlotOptions(clip=3.0)) == pytest.approx((0.1, 3.0))
 
 
@@ -228,3 +317,201 @@ def test_compare_curves_share_the_loss_axis(tmp_path):
     assert len(fig.data) == 8 and sum(t.showlegend is not False for t in fig.data) == 4
     assert tuple(fig.layout.yaxis.range) == tuple(fig.layout.yaxis3.range) == pytest.approx((0.1, 4.4))
     assert tuple(fig.layout.yaxis2.range) == tuple(fig.layout.yaxis4.range) == (0, 100)
+
+
+def _with_directions(tmp_path, name, **y_direction):
+    """The bowl in a file whose y direction is changed as given (a target, another normalization)."""
+    import h5py
+
+    path = write_surface(tmp_path / name)
+    with h5py.File(path, "r+") as f:
+        spec = json.loads(f.attrs["spec"])
+        spec["y"].update(y_direction)
+        f.attrs["spec"] = json.dumps(spec)
+    return read_surface(path)
+
+
+def test_alpha_and_beta_are_drawn_to_one_scale(surface, tmp_path):
+    """The grid is 2 wide in α and 1 in β: drawn 2:1 in 2D and 3D, unless asked to fill, or unless the two
+    directions are not alike (then a unit of α is not comparable to a unit of β)."""
+    assert equal_axes(surface, PlotOptions())
+    fig = surface_figure(surface, PlotOptions())
+    assert (fig.layout.scene.aspectratio.x, fig.layout.scene.aspectratio.y) == (1.0, 0.5)
+    assert fig.layout.scene.aspectratio.z == pytest.approx(0.6) and fig.layout.scene.aspectmode == "manual"
+    for kind in ("contour", "filled", "heatmap"):
+        plane = figure(surface, kind, PlotOptions())
+        assert (plane.layout.yaxis.scaleanchor, plane.layout.yaxis.scaleratio) == ("x", 1)
+    free = surface_figure(surface, PlotOptions(aspect="free", zscale=1.5))
+    assert (free.layout.scene.aspectratio.x, free.layout.scene.aspectratio.y, free.layout.scene.aspectratio.z) == (
+        1.0,
+        1.0,
+        1.5,
+    )
+    assert heatmap_figure(surface, PlotOptions(aspect="free")).layout.yaxis.scaleanchor is None
+    other_norm = _with_directions(tmp_path, "layer.h5", norm="layer")
+    assert not equal_axes(other_norm, PlotOptions()) and equal_axes(other_norm, PlotOptions(aspect="equal"))
+    both = compare_figure([surface, surface], "heatmap", PlotOptions())
+    assert (both.layout.yaxis.scaleanchor, both.layout.yaxis2.scaleanchor) == ("x", "x2")
+
+
+def _project(camera, aspect, width, height):
+    """Where the box's corners land on the screen (-1..1 both ways) for a plotly camera: plotly's perspective."""
+    eye, center, up = (np.array([camera[k][c] for c in "xyz"]) for k in ("eye", "center", "up"))
+    forward = (center - eye) / np.linalg.norm(center - eye)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    screen_up = np.cross(right, forward)
+    corners = np.array(
+        [[i * aspect[0], j * aspect[1], k * aspect[2]] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)]
+    )
+    rel = corners / 2 - eye
+    depth = rel @ forward
+    return rel @ right / (depth * 0.44 * width / height), rel @ screen_up / (depth * 0.44)
+
+
+@pytest.mark.parametrize("camera", list(CAMERAS.values()) + [Camera(elev=50, azim=135)])
+@pytest.mark.parametrize("size", [(400, 460), (900, 460), (250, 200)])
+def test_the_camera_fits_the_box_with_room_for_the_labels(camera, size):
+    aspect = (1.0, 0.5, 0.6)
+    margins = (40, 30, 30, 10)
+    view = camera_view(camera, aspect, *size, margins=margins)
+    sx, sy = _project(view, aspect, *size)
+    left, right = -1 + 2 * margins[0] / size[0], 1 - 2 * margins[1] / size[0]
+    bottom, top = -1 + 2 * margins[2] / size[1], 1 - 2 * margins[3] / size[1]
+    assert sx.min() >= left - 1e-3 and sx.max() <= right + 1e-3
+    assert sy.min() >= bottom - 1e-3 and sy.max() <= top + 1e-3
+    fill = max(np.ptp(sx) / (right - left), np.ptp(sy) / (top - bottom))
+    assert fill == pytest.approx(1, abs=0.01)  # as large as fits
+    back = camera_angles(view)
+    assert back.elev == pytest.approx(camera.elev, abs=1e-3)
+    if abs(camera.elev) < 89:  # looking straight down, the azimuth is in `up`
+        assert back.azim % 360 == pytest.approx(camera.azim % 360, abs=1e-3)
+    closer = camera_view(Camera(camera.elev, camera.azim, zoom=2), aspect, *size, margins=margins)
+    distance = [np.linalg.norm([v["eye"][c] - v["center"][c] for c in "xyz"]) for v in (view, closer)]
+    assert distance[1] == pytest.approx(distance[0] / 2, rel=1e-4)
+
+
+def test_the_view_is_kept_until_the_view_itself_changes(surface, double):
+    """uirevision: a figure redrawn with other settings keeps the user's camera and zoom; another camera preset,
+    height or file starts from its own view."""
+    a = surface_figure(surface, PlotOptions())
+    assert a.layout.uirevision == "bowl" and heatmap_figure(surface, PlotOptions(log=True)).layout.uirevision == "bowl"
+    same = {surface_figure(surface, o).layout.scene.uirevision for o in (PlotOptions(log=True), PlotOptions(clip=1))}
+    assert same == {a.layout.scene.uirevision}
+    others = {
+        surface_figure(surface, PlotOptions(camera=CAMERAS["top"])).layout.scene.uirevision,
+        surface_figure(surface, PlotOptions(zscale=1.2)).layout.scene.uirevision,
+        surface_figure(double, PlotOptions()).layout.scene.uirevision,
+    }
+    assert a.layout.scene.uirevision not in others and len(others) == 3
+    top = surface_figure(surface, PlotOptions(camera=CAMERAS["top"])).layout.scene.camera
+    assert (top.eye.x, top.eye.y) == pytest.approx((top.center.x, top.center.y)) and top.eye.z > 0  # straight down
+
+
+def test_slices_of_a_plane_along_rows_columns_and_angles(tmp_path):
+    x, y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 5)
+    gx, gy = np.meshgrid(x, y)
+    values = {k: 1 + gx + 2 * gy + (0 if k.endswith("loss") else 50) for k in bowl(x, y)}
+    plane = read_surface(write_surface(tmp_path / "plane.h5", values, x=x, y=y))
+    t, v, title = slice_values(plane, Slice("x", 0.4), "train_loss")  # nearest row: β = 0.5
+    np.testing.assert_allclose(t, x)
+    np.testing.assert_allclose(v, 1 + x + 2 * 0.5)
+    assert title == "α"
+    t, v, title = slice_values(plane, Slice("y", -0.5), "train_loss")
+    np.testing.assert_allclose(v, 1 - 0.5 + 2 * y)
+    assert title == "β"
+    t, v, title = slice_values(plane, Slice("angle", 45), "train_loss")  # bilinear: exact on a plane
+    np.testing.assert_allclose(v, 1 + t * (np.cos(np.pi / 4) + 2 * np.sin(np.pi / 4)))
+    assert t.min() == pytest.approx(-np.sqrt(2)) and t.max() == pytest.approx(np.sqrt(2))  # corner to corner
+    assert "45°" in title
+    xs, ys = slice_path(plane, Slice("angle", 90))
+    np.testing.assert_allclose(xs, 0, atol=1e-12)
+    np.testing.assert_allclose(ys, np.linspace(-1, 1, 9))
+    fig = curve_figure(plane, PlotOptions(line=Slice("y", 0.0)))
+    assert fig.layout.title.text == "plane (α = 0)" and fig.layout.xaxis.title.text == "β"
+    np.testing.assert_allclose(fig.data[0].y, 1 + 2 * y)
+    assert parse_slice("angle=30") == Slice("angle", 30.0) and parse_slice("x=-0.5") == Slice("x", -0.5)
+    for bad in ("z=1", "x", "x=a", "angle=inf"):
+        with pytest.raises(LandscapeError, match="slice"):
+            parse_slice(bad)
+
+
+def test_difference_on_a_shared_grid(surface, double, tmp_path):
+    x, y, diff = shared_grid(surface, double, PlotOptions())
+    np.testing.assert_allclose(diff, -LOSS)  # A - 2A
+    _, _, ratio = shared_grid(surface, double, PlotOptions(log=True))
+    np.testing.assert_allclose(ratio, np.log10(0.5))
+    fig = difference_figure(surface, double, PlotOptions())
+    assert fig.layout.coloraxis.colorscale[0][1] == "rgb(5,48,97)"  # RdBu_r: blue where A is lower
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax == pytest.approx(-2.1)
+    assert fig.layout.title.text.startswith("bowl − double")
+    xf, yf = np.linspace(-1, 1, 9), np.linspace(-0.5, 0.5, 5)  # B on a finer grid: linear interpolation
+    gx, gy = np.meshgrid(xf, yf)
+    plane = {k: 1 + gx + 2 * gy for k in bowl(xf, yf)}
+    b = read_surface(write_surface(tmp_path / "fine.h5", plane, x=xf, y=yf))
+    _, _, diff = shared_grid(surface, b, PlotOptions())
+    gx, gy = np.meshgrid(X, Y)
+    np.testing.assert_allclose(diff, LOSS - (1 + gx + 2 * gy))
+    small = read_surface(write_surface(tmp_path / "small.h5", bowl(X[1:4], Y), x=X[1:4], y=Y))
+    _, _, part = shared_grid(surface, small, PlotOptions())
+    assert np.isnan(part[:, [0, 4]]).all() and np.isfinite(part[:, 1:4]).all()  # outside B's grid: no difference
+
+
+def test_curve_legend_above_and_round_log_ticks(tmp_path):
+    x = np.linspace(-1, 1, 9)
+    s = read_surface(write_surface(tmp_path / "line.h5", bowl(x, np.zeros(1)), x=x, y=None))
+    fig = curve_figure(s, PlotOptions(log=True))
+    assert (fig.layout.legend.orientation, fig.layout.legend.yanchor) == ("h", "bottom") and fig.layout.legend.y > 1
+    assert fig.layout.yaxis.tickvals == (0.1, 0.2, 0.5, 1, 2)
+    assert fig.layout.yaxis.ticktext == ("0.1", "0.2", "0.5", "1", "2")
+    assert fig.layout.yaxis2.tickvals == (0, 25, 50, 75, 100)
+    paper = paper_layout(fig)
+    plot_h = paper.layout.height - paper.layout.margin.t - paper.layout.margin.b
+    px = 8 * PX_PER_INCH / 72
+    assert (paper.layout.legend.y - 1) * plot_h >= 0.7 * px  # clear of the top tick label's upper half
+    both = compare_figure([s, s], "1d", PlotOptions())
+    assert [both.layout[a].title.text for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")] == [
+        "loss",
+        None,
+        None,
+        "accuracy (%)",
+    ]
+
+
+def test_settings_are_checked():
+    with pytest.raises(LandscapeError, match="minimum 2 is above the maximum 1"):
+        PlotOptions(zrange=(2.0, 1.0))
+    with pytest.raises(LandscapeError, match="level spacing"):
+        PlotOptions(spacing="quadratic")
+    with pytest.raises(LandscapeError, match="aspect"):
+        PlotOptions(aspect="square")
+    with pytest.raises(LandscapeError, match="positive"):
+        PlotOptions(zscale=0)
+    with pytest.raises(LandscapeError, match="elev"):
+        Camera(elev=100)
+
+
+def test_paper_3d_figures_make_room_for_titles_and_ticks(surface, double):
+    px = 8 * PX_PER_INCH / 72
+    for fig, width in (
+        (surface_figure(surface, PlotOptions()), "column"),
+        (compare_figure([surface, double], "surface", PlotOptions()), "page"),
+    ):
+        paper = paper_layout(fig, width)
+        bar = paper.layout.coloraxis.colorbar
+        assert (bar.orientation, bar.y, bar.yanchor) == ("h", 0, "bottom")  # under the scenes, not beside them
+        plot_h = paper.layout.height - paper.layout.margin.t - paper.layout.margin.b
+        plot_w = paper.layout.width - paper.layout.margin.l - paper.layout.margin.r
+        for name in [k for k in paper.layout.to_plotly_json() if k.startswith("scene")]:
+            scene = paper.layout[name]
+            assert scene.domain.y[0] * plot_h == pytest.approx(3.6 * px)  # the colour bar's strip
+            for axis in (scene.xaxis, scene.yaxis, scene.zaxis):
+                assert axis.title.text and axis.title.font.size == pytest.approx(px)
+                assert axis.tickfont.size == pytest.approx(0.9 * px)
+            width_px = (scene.domain.x[1] - scene.domain.x[0]) * plot_w
+            height_px = (scene.domain.y[1] - scene.domain.y[0]) * plot_h
+            aspect = (scene.aspectratio.x, scene.aspectratio.y, scene.aspectratio.z)
+            sx, sy = _project(scene.camera.to_plotly_json(), aspect, width_px, height_px)
+            assert (1 + sx.min()) * width_px / 2 >= 8 * px - 0.5  # room for the z title and ticks on the left
+            assert (1 - sx.max()) * width_px / 2 >= 7 * px - 0.5  # and for β's on the right
+            assert (1 + sy.min()) * height_px / 2 >= 4.2 * px - 0.5  # and for α's below

@@ -196,8 +196,17 @@ class Channel:
             raise RunStopped(message, reported=True)
 
     def check_alive(self, ranks: Iterable[int], beats: dict[int, tuple[int, float]], timeout: float) -> None:
-        """Raise RunStopped when one of `ranks` (not yet finished) has not beaten for `timeout` seconds."""
+        """Raise RunStopped when one of `ranks` (not yet finished) has not beaten for `timeout` seconds.
+
+        `beats` holds what this rank saw: rank -> (count, when it last changed), and under -1 when it last looked.
+        If this rank itself was not looking for a while (the whole job suspended, or starved of CPU), every clock
+        restarts: a silence it could not have observed proves nothing."""
         now = time.monotonic()
+        last_look = beats.get(-1, (0, now))[1]
+        beats[-1] = (0, now)
+        if now - last_look > timeout / 2:
+            for rank, (count, _) in list(beats.items()):
+                beats[rank] = (count, now)
         for rank in ranks:
             if rank == self.world.rank or self.store.check([f"finished/{rank}"]):
                 continue

@@ -283,3 +283,41 @@ def test_workers_refused_under_torchrun(tmp_path: Path, resnet20_ckpt: Path, dat
     )
     assert result.returncode == 2
     assert error_lines(result.stderr) == ["error: --workers starts its own ranks: leave it out under torchrun"]
+
+
+def test_heartbeat_watch_tells_a_lost_rank_from_a_suspended_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    from landscape import distributed
+
+    clock = [0.0]
+    monkeypatch.setattr(distributed.time, "monotonic", lambda: clock[0])
+    store = dist.HashStore()
+    channel = distributed.Channel(store, World(0, 2, 0))
+
+    def look(at: float, beats: dict) -> None:
+        clock[0] = at
+        channel.check_alive([1], beats, timeout=10)
+
+    beats: dict = {}
+    for at in (0, 4, 8):  # rank 1 silent, but not yet for 10 s
+        look(at, beats)
+    store.add("beat/1", 1)  # a beat restarts its clock
+    for at in (12, 16, 20):
+        look(at, beats)
+    with pytest.raises(distributed.RunStopped, match="rank 1 stopped responding"):
+        look(24, beats)  # silent since 12
+    assert store.get("abort").decode().startswith("rank 1 stopped responding")
+
+    store.delete_key("abort")
+    beats = {}
+    look(0, beats)
+    look(60, beats)  # this rank did not look for 60 s (the job was suspended): nothing can be concluded
+    look(64, beats)
+    look(68, beats)
+    with pytest.raises(distributed.RunStopped):
+        look(72, beats)  # 12 s of observed silence
+    store.delete_key("abort")
+    store.set("finished/1", "1")  # a rank that finished its work is not expected to beat
+    look(200, {})
+    look(204, beats)

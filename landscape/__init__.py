@@ -9,14 +9,15 @@ from .errors import LandscapeError
 from .evaluate import EvalSpec, PointEvaluator, RunOptions
 from .grid import Axis, GridSpec
 from .models import create_model, list_models, register_model
-from .spec import CheckpointSpec, SurfaceSpec
+from .spec import CheckpointSpec, CurvatureMapSpec, SurfaceSpec
 from .storage import Surface, read_surface
-from .surface import compute_surface
+from .surface import compute_convexity, compute_surface
 
 __all__ = [
     "Axis",
     "Checkpoint",
     "CheckpointSpec",
+    "CurvatureMapSpec",
     "DataSpec",
     "DirectionSpec",
     "EvalSpec",
@@ -28,6 +29,7 @@ __all__ = [
     "Surface",
     "SurfaceSpec",
     "build_model",
+    "compute_convexity",
     "compute_surface",
     "create_model",
     "list_models",

@@ -334,16 +334,24 @@ def _print_trajectory(surface: Any) -> None:
 def _run_compute(
     spec: Any, out: Path, options: Any, overwrite: bool, workers: Optional[str], rank_timeout: float
 ) -> Any:
-    """One process, `--workers` local ranks, or this rank of a torchrun job; the surface (None off rank 0)."""
+    """The surface of `spec` into `out` (`_run_work`)."""
+    from .surface import surface_work
+
+    return _run_work(surface_work(spec, out, overwrite=overwrite), options, workers, rank_timeout)
+
+
+def _run_work(work: Any, options: Any, workers: Optional[str], rank_timeout: float) -> Any:
+    """A surface's per-point work (the loss, or the convexity map) in one process, `--workers` local ranks, or this
+    rank of a torchrun job; the surface (None off rank 0)."""
     from .distributed import (
         RunStopped,
         WorkersFailed,
         World,
-        compute_surface_distributed,
         launch_workers,
         parse_workers,
+        run_distributed,
     )
-    from .surface import compute_surface
+    from .surface import run_work
 
     world = World.from_env()
     if rank_timeout <= 0:
@@ -353,12 +361,10 @@ def _run_compute(
             raise LandscapeError("--workers starts its own ranks: leave it out under torchrun")
         try:
             with progress_bar() as progress:
-                return compute_surface_distributed(
-                    spec,
-                    out,
+                return run_distributed(
+                    work,
                     options,
                     world,
-                    overwrite=overwrite,
                     progress=progress if world.rank == 0 else None,
                     rank_timeout=rank_timeout,
                 )
@@ -373,13 +379,13 @@ def _run_compute(
     count = parse_workers(workers, options.device) if workers is not None else 1
     if count > 1:
         try:
-            return launch_workers(spec, out, options, count, overwrite=overwrite, rank_timeout=rank_timeout)
+            return launch_workers(work, options, count, rank_timeout=rank_timeout)
         except WorkersFailed as e:
             if e.reported:
                 raise typer.Exit(e.exit_code) from None
             raise
     with progress_bar() as progress:
-        return compute_surface(spec, out, options, overwrite=overwrite, progress=progress)
+        return run_work(work, options, progress)
 
 
 class progress_bar:
@@ -434,6 +440,8 @@ def info(
     if description.sessions:
         typer.echo(f"  {'sessions':<11} {description.sessions}")
     _print_summary(surface)
+    if surface.curvature is not None:
+        _print_convexity(surface)
     if as_json and not surface.legacy:
         typer.echo(json.dumps(surface.spec, indent=2))
 
@@ -912,6 +920,10 @@ def hessian(
     tol: Annotated[float, typer.Option(help="Relative accuracy of the eigenvalues (ARPACK's tol).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of the Lanczos start vector and the trace's vectors.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per double-backward pass.")] = 128,
+    keep_graph: Annotated[
+        bool,
+        typer.Option(help="Keep the gradient graphs between products: each costs one backward pass; more memory."),
+    ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report (with the spec) here.")] = None,
     eigenvectors: Annotated[
@@ -961,6 +973,7 @@ def hessian(
         batch_size=batch_size,
         eigenvectors=eigenvectors,
         checkpoint_sha256=checkpoint.sha256,
+        keep_graph=keep_graph,
     )
     report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
     typer.echo(
@@ -983,6 +996,83 @@ def hessian(
         typer.echo(f"wrote {json_out}")
     if eigenvectors is not None:
         typer.echo(f"wrote {eigenvectors}")
+
+
+@app.command()
+@friendly
+def convexity(
+    surface: Annotated[Path, typer.Option(help="Surface file of `landscape compute`: the map is added to it.")],
+    stride: Annotated[
+        int, typer.Option(help="Every stride-th grid point along each axis, from the middle one (5 on 51: 11x11).")
+    ] = 1,
+    images: Annotated[
+        int, typer.Option(help="Images the Hessian averages over: a draw from the surface's own (0: all of them).")
+    ] = 0,
+    split: Annotated[str, typer.Option(help="train | test: which of the surface's images.")] = "train",
+    steps: Annotated[int, typer.Option(help="Lanczos steps (Hessian-vector products) per point, at most.")] = 20,
+    tol: Annotated[
+        float, typer.Option(help="Stop a point once λmin and λmax are each accurate to tol, relatively (0: --steps).")
+    ] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the image draw and the Lanczos start vector.")] = 0,
+    ckpt: Annotated[
+        Optional[Path], typer.Option(help="The surface's checkpoint, when not at its recorded path (same sha256).")
+    ] = None,
+    arch: Annotated[
+        Optional[str], typer.Option(help="Only for an architecture that names code (module:callable) you trust.")
+    ] = None,
+    data_root: Annotated[
+        Optional[str],
+        typer.Option(help="Data folder, when not at the recorded one (default: it, else $LANDSCAPE_DATA_ROOT)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per double-backward pass (default 128 on the CPU).")
+    ] = None,
+    keep_graph: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the gradient graphs between the products of a point: each costs one backward pass; more memory."
+        ),
+    ] = False,
+    workers: Annotated[
+        Optional[str],
+        typer.Option(help="Local ranks on torch.distributed, as for compute (N or auto); under torchrun, its ranks."),
+    ] = None,
+    rank_timeout: Annotated[
+        float, typer.Option(help="Several ranks: stop the run when a rank sends no heartbeat for this many seconds.")
+    ] = 60.0,
+) -> None:
+    """Convexity map (Li et al. Fig. 7): λmin and λmax of the loss Hessian at the surface's grid points, stored in
+    the surface file next to the loss. Resumable like compute; runs in one process, --workers N or under torchrun."""
+    from .evaluate import RunOptions
+    from .spec import CurvatureMapSpec
+    from .surface import convexity_work
+
+    curvature = CurvatureMapSpec(stride=stride, images=images, split=split, steps=steps, tol=tol, seed=seed)
+    options = RunOptions(device=device, batch_size=batch_size, keep_graph=keep_graph)
+    work = convexity_work(surface, curvature, checkpoint=ckpt, data_root=data_root, arch=arch)
+    result = _run_work(work, options, workers, rank_timeout)
+    if result is not None:
+        _print_convexity(result)
+
+
+def _print_convexity(surface: Any) -> None:
+    curvature = surface.curvature
+    settings = curvature.curvature_spec
+    selected, done = curvature.selected, curvature.computed & curvature.selected
+    typer.echo(
+        f"{surface.path}: convexity map, {int(done.sum())}/{int(selected.sum())} points computed (stride "
+        f"{settings.stride}, {len(curvature.indices)} {settings.split} images, at most {settings.steps} Lanczos steps, "
+        f"tol {settings.tol:g}, seed {settings.seed})"
+    )
+    if done.any():
+        ratio = curvature.ratio[done]
+        typer.echo(
+            f"  λmax {curvature.largest[done].min():.4g} .. {curvature.largest[done].max():.4g}, "
+            f"λmin {curvature.smallest[done].min():.4g} .. {curvature.smallest[done].max():.4g}, "
+            f"|λmin/λmax| {np.nanmin(ratio):.3g} .. {np.nanmax(ratio):.3g}, "
+            f"{int(curvature.products[done].sum())} Hessian-vector products"
+        )
 
 
 def main() -> None:

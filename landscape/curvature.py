@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,10 @@ class HessianVectorProduct:
     """v ↦ H v for the mean cross-entropy of `model` over `images`, on flat vectors of the model's dtype.
 
     The model is put in eval mode and is not otherwise changed. `count` is the number of products computed.
+    Each product runs, batch by batch, a forward pass, the gradient with its graph (`create_graph`) and a backward
+    pass through that graph. `keep_graph`: build the batches' gradient graphs once, at the first product, and keep
+    them for the next ones, which then cost one backward pass each (PyHessian's single-batch mode); memory grows with
+    the images. Call `reset()` after changing the model's tensors: until then the kept graphs are the old weights'.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class HessianVectorProduct:
         std: tuple[float, ...],
         *,
         batch_size: int = 128,
+        keep_graph: bool = False,
     ) -> None:
         if batch_size < 1:
             raise LandscapeError(f"the batch size must be positive, got {batch_size}")
@@ -72,24 +77,43 @@ class HessianVectorProduct:
         self.images = images.to(self.device)
         self.scale, self.shift = normalizer(mean, std, self.device, self.dtype)
         self.batch_size = batch_size
+        self.keep_graph = keep_graph
         self.count = 0
+        self._kept: list[tuple[torch.Tensor, ...]] | None = None
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         if vector.shape != (self.dim,):
             raise ValueError(f"expected a vector of {self.dim} entries, got shape {tuple(vector.shape)}")
         pieces = self.unflatten(vector.to(self.device, self.dtype))
+        tangent = [pieces[name] for name in self.names]
         total = [torch.zeros_like(p) for p in self.parameters]
+        for grads in self._gradients():
+            products = torch.autograd.grad(grads, self.parameters, grad_outputs=tangent, retain_graph=self.keep_graph)
+            torch._foreach_add_(total, [p.detach() for p in products])
+        self.count += 1
+        return torch.cat([t.reshape(-1) for t in total])
+
+    def reset(self) -> None:
+        """Forget the kept gradient graphs (`keep_graph`): the model's tensors have changed."""
+        self._kept = None
+
+    def _gradients(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Each batch's gradient of its share of the loss (sum / all images), with its graph."""
+        if self._kept is not None:
+            yield from self._kept
+            return
+        kept = []
         n = len(self.images)
         for start in range(0, n, self.batch_size):
             x = self.images.images[start : start + self.batch_size].to(self.dtype) * self.scale + self.shift
             y = self.images.labels[start : start + self.batch_size]
             loss = F.cross_entropy(self.model(x), y, reduction="sum") / n
             grads = torch.autograd.grad(loss, self.parameters, create_graph=True)
-            dot = torch.stack([(g * pieces[name]).sum() for g, name in zip(grads, self.names)]).sum()
-            products = torch.autograd.grad(dot, self.parameters)
-            torch._foreach_add_(total, [p.detach() for p in products])
-        self.count += 1
-        return torch.cat([t.reshape(-1) for t in total])
+            if self.keep_graph:
+                kept.append(grads)
+            yield grads
+        if self.keep_graph:
+            self._kept = kept
 
     def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """A flat vector as tensors keyed by parameter name, shaped like the parameters (views, not copies)."""
@@ -155,6 +179,16 @@ def hutchinson_trace(hvp: MatVec, dim: int, samples: int, seed: int = 0) -> Trac
 def lanczos(hvp: MatVec, dim: int, steps: int, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lanczos from `start` with full reorthogonalization: the diagonal (m,) and off-diagonal (m - 1,) of the
     tridiagonal matrix T, m = `steps`, or fewer when the Krylov space closes (an invariant subspace: T is exact)."""
+    *_, (alphas, betas, _) = lanczos_steps(hvp, dim, steps, start)  # the state after the last step
+    return np.array(alphas), np.array(betas)
+
+
+def lanczos_steps(
+    hvp: MatVec, dim: int, steps: int, start: np.ndarray
+) -> Iterator[tuple[list[float], list[float], float]]:
+    """`lanczos` one product at a time: after each step, the diagonal and off-diagonal of T so far and the norm of
+    the next Lanczos vector before normalization (0 when the Krylov space closed), which bounds the residuals of the
+    Ritz pairs (`ritz`). The lists grow in place: copy them to keep a step's state."""
     if not 1 <= steps <= dim:
         raise LandscapeError(f"the Lanczos steps must be in 1..{dim} (the number of parameters), got {steps}")
     basis = np.empty((steps, dim))
@@ -168,11 +202,75 @@ def lanczos(hvp: MatVec, dim: int, steps: int, start: np.ndarray) -> tuple[np.nd
         for _ in range(2):  # twice is enough (Parlett): the basis stays orthogonal to rounding
             w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
         beta = float(np.linalg.norm(w))
-        if j == steps - 1 or beta <= 1e-10 * max(abs(a) for a in alphas + betas + [1e-300]):
-            break
+        closed = beta <= 1e-10 * max(abs(a) for a in alphas + betas + [1e-300])
+        yield alphas, betas, 0.0 if closed else beta
+        if j == steps - 1 or closed:
+            return
         betas.append(beta)
         basis[j + 1] = w / beta
-    return np.array(alphas), np.array(betas)
+
+
+def ritz(alphas: list[float], betas: list[float], beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ritz values (ascending) of a Lanczos state and their residual norms ‖H y − θ y‖ = β |last entry of T's
+    eigenvector|: each Ritz value lies within its residual of an eigenvalue of H (exact arithmetic)."""
+    k = len(alphas)
+    tridiagonal = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
+    theta, vectors = np.linalg.eigh(tridiagonal)
+    return theta, beta * np.abs(vectors[-1])
+
+
+@dataclass(frozen=True)
+class LanczosEstimate:
+    """Extreme Ritz values of a Lanczos run and their residual bounds; `products`: Hessian-vector products used."""
+
+    smallest: float
+    largest: float
+    smallest_residual: float
+    largest_residual: float
+    products: int
+
+
+def lanczos_extremes(
+    hvp: MatVec, dim: int, steps: int, start: np.ndarray, *, tol: float = 0.0, ends: str = "both"
+) -> LanczosEstimate:
+    """Lanczos from `start` until the extreme Ritz values are accurate to `tol` relative to themselves, at most
+    `steps` products, fewer when the Krylov space closes. tol = 0: always `steps` products (or closure).
+
+    ends = "largest": stop once the top Ritz value's residual is below tol x it (ARPACK's criterion). ends = "both":
+    once, at each end, the residual and the change since the previous step are below tol x that end's Ritz value, so
+    that |λmin/λmax| is accurate to about 2 tol relative. The low end needs both tests and its own scale: in the first
+    steps the smallest Ritz value sits in the dense bulk of eigenvalues near 0, close to some eigenvalue (a small
+    residual on the scale of λmax) but not yet to λmin, towards which it keeps moving (by interlacing, the smallest
+    Ritz value only decreases and the largest only increases, step by step)."""
+    if tol < 0:
+        raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
+    if ends not in ("both", "largest"):
+        raise ValueError(f"ends must be 'both' or 'largest', not {ends!r}")
+    theta, residual = np.zeros(1), np.zeros(1)
+    previous: np.ndarray | None = None
+    for alphas, betas, beta in lanczos_steps(hvp, dim, steps, start):
+        theta, residual = ritz(alphas, betas, beta)
+        extremes = theta[[0, -1]]
+        bounds = tol * np.abs(extremes)
+        if ends == "largest":
+            done = residual[-1] <= bounds[1]
+        else:
+            moved = np.abs(extremes - previous) if previous is not None else np.full(2, np.inf)
+            done = bool(np.all(residual[[0, -1]] <= bounds) and np.all(moved <= bounds))
+        if tol > 0 and done:
+            break
+        previous = extremes
+    return LanczosEstimate(
+        float(theta[0]), float(theta[-1]), float(residual[0]), float(residual[-1]), products=len(theta)
+    )
+
+
+def top_eigenvalue(hvp: MatVec, dim: int, tol: float = 1e-3, seed: int = 0, max_steps: int = 100) -> LanczosEstimate:
+    """The largest eigenvalue by Lanczos from a Gaussian start vector drawn from `seed`, stopped as soon as its Ritz
+    value's residual is below `tol` times it (ARPACK's criterion, without ARPACK's minimum of 20 products per cycle);
+    at most `max_steps` products. `.largest` is the estimate, `.products` what it cost."""
+    start = np.random.default_rng(seed).standard_normal(dim)
+    return lanczos_extremes(hvp, dim, min(max_steps, dim), start, tol=tol, ends="largest")
 
 
 @dataclass(frozen=True)
@@ -224,12 +322,80 @@ def spectral_density(hvp: MatVec, dim: int, steps: int, samples: int = 1, seed: 
     return SpectralDensity(nodes, weights)
 
 
-def extreme_eigenvalues(hvp: MatVec, dim: int, steps: int, seed: int = 0) -> tuple[float, float]:
-    """Estimates of λmin and λmax: the extreme Ritz values of `steps` Lanczos steps from a Gaussian start vector
-    drawn from `seed`. They converge first and from inside the spectrum (exact once the Krylov space closes)."""
-    alphas, betas = lanczos(hvp, dim, min(steps, dim), np.random.default_rng(seed).standard_normal(dim))
-    ritz = np.linalg.eigvalsh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
-    return float(ritz[0]), float(ritz[-1])
+def extreme_eigenvalues(hvp: MatVec, dim: int, steps: int, seed: int = 0, tol: float = 0.0) -> tuple[float, float]:
+    """Estimates of λmin and λmax: the extreme Ritz values of at most `steps` Lanczos steps from a Gaussian start
+    vector drawn from `seed` (fewer once both are accurate to `tol` relative to themselves, `lanczos_extremes`). They
+    converge first and from inside the spectrum (exact once the Krylov space closes)."""
+    start = np.random.default_rng(seed).standard_normal(dim)
+    found = lanczos_extremes(hvp, dim, min(steps, dim), start, tol=tol)
+    return found.smallest, found.largest
+
+
+class CurvatureEvaluator:
+    """λmin and λmax of the loss Hessian at points θ* + Σ_k c_k d_k, the convexity map's counterpart of
+    `PointEvaluator`: `evaluate(coefficients)` returns float64 arrays (K,) keyed as in the surface file,
+    `hessian_min`, `hessian_max` and `hessian_products` (the products each point took).
+
+    At each point, one Lanczos run from the same start vector (drawn from `seed`) gives both ends of the spectrum
+    (`lanczos_extremes`: at most `steps` products, fewer once both are accurate to `tol`). The directions may move
+    parameters and floating-point buffers (BatchNorm statistics for `states` directions); the products are with
+    respect to the trainable parameters, BatchNorm in eval mode. θ* is restored after each call, also on an exception.
+    `keep_graph`: the products of a point share its gradient graphs (`HessianVectorProduct`), rebuilt at each point.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        center: Direction,
+        directions: list[Direction],
+        images: ImageSet,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        steps: int,
+        tol: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 128,
+        device: torch.device | str | None = None,
+        keep_graph: bool = False,
+    ) -> None:
+        if device is not None:
+            model = model.to(device)
+        state = model.state_dict()
+        for d in directions:
+            if d.keys() != center.keys() or not set(center) <= set(state):
+                raise LandscapeError("a curvature map's directions must be keyed like θ*, by the model's tensor names")
+        self.model = model
+        self.names = list(center)
+        self.targets = [state[n] for n in self.names]
+        self.center = [center[n].to(torch.float64) for n in self.names]
+        self.directions = [[d[n].to(torch.float64) for n in self.names] for d in directions]
+        self.saved = [t.detach().clone() for t in self.targets]
+        self.hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size, keep_graph=keep_graph)
+        self.steps, self.tol = min(steps, self.hvp.dim), tol
+        self.start = np.random.default_rng(seed).standard_normal(self.hvp.dim)
+
+    def evaluate(self, coefficients: np.ndarray) -> dict[str, np.ndarray]:
+        coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(coefficients), -1)
+        if coefficients.shape[1] != len(self.directions):
+            raise ValueError(f"expected {len(self.directions)} coefficients per point, got {coefficients.shape[1]}")
+        out = {name: np.empty(len(coefficients)) for name in ("hessian_min", "hessian_max", "hessian_products")}
+        try:
+            for row, c in enumerate(coefficients):
+                with torch.no_grad():
+                    for target, center, *dirs in zip(self.targets, self.center, *self.directions):
+                        moved = center + sum(float(ck) * d for ck, d in zip(c, dirs))
+                        target.copy_(moved.to(target.device, target.dtype))
+                self.hvp.reset()
+                found = lanczos_extremes(self.hvp.numpy(), self.hvp.dim, self.steps, self.start, tol=self.tol)
+                out["hessian_min"][row], out["hessian_max"][row] = found.smallest, found.largest
+                out["hessian_products"][row] = found.products
+        finally:
+            with torch.no_grad():
+                for target, saved in zip(self.targets, self.saved):
+                    target.copy_(saved)
+            self.hvp.reset()
+        return out
 
 
 def curvature_map(
@@ -245,35 +411,14 @@ def curvature_map(
     seed: int = 0,
     batch_size: int = 128,
 ) -> np.ndarray:
-    """(points, 2): λmin and λmax (`extreme_eigenvalues`) of the loss Hessian at θ* + Σ_k c_k d_k for each row c of
-    `coefficients`, the paper's convexity map (Fig. 7: |λmin/λmax|) at those points.
-
-    The directions move parameters only (weights directions; BN statistics stay θ*'s, BN in eval mode); the model's
-    parameters are restored afterwards, also on an exception.
-    """
-    parameters = dict(model.named_parameters())
-    for d in directions:
-        if d.keys() != center.keys() or not set(center) <= set(parameters):
-            raise LandscapeError("a curvature map moves the parameters only: directions of type weights, keyed like θ*")
-    coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(coefficients), len(directions))
-    hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size)
-    saved = {n: p.detach().clone() for n, p in parameters.items()}
-    out = np.empty((len(coefficients), 2))
-    try:
-        for row, c in enumerate(coefficients):
-            with torch.no_grad():
-                for name, p in parameters.items():
-                    if name in center:
-                        moved = center[name].double() + sum(
-                            float(ck) * d[name].double() for ck, d in zip(c, directions)
-                        )
-                        p.copy_(moved.to(p.device, p.dtype))
-            out[row] = extreme_eigenvalues(hvp.numpy(), hvp.dim, steps, seed)
-    finally:
-        with torch.no_grad():
-            for name, p in parameters.items():
-                p.copy_(saved[name])
-    return out
+    """(points, 2): λmin and λmax (`extreme_eigenvalues`, `steps` products) of the loss Hessian at θ* + Σ_k c_k d_k
+    for each row c of `coefficients`, the paper's convexity map (Fig. 7: |λmin/λmax|) at those points; a
+    `CurvatureEvaluator` without early stop. θ* is restored afterwards, also on an exception."""
+    evaluator = CurvatureEvaluator(
+        model, center, directions, images, mean, std, steps=steps, seed=seed, batch_size=batch_size
+    )
+    found = evaluator.evaluate(coefficients)
+    return np.stack([found["hessian_min"], found["hessian_max"]], axis=1)
 
 
 def eigenvector_file_sha256(path: str | Path, checkpoint_sha256: str | None) -> str:
@@ -422,6 +567,7 @@ def hessian_report(
     batch_size: int = 128,
     eigenvectors: str | Path | None = None,
     checkpoint_sha256: str | None = None,
+    keep_graph: bool = False,
 ) -> dict[str, Any]:
     """Top eigenvalues and (optionally) the trace and the eigenvalue density of the loss Hessian at the model's
     weights, as a JSON-able dict.
@@ -429,14 +575,14 @@ def hessian_report(
     The model is moved to `device` in fp32 and put in eval mode. `eigenvectors`: an .npz file to write the
     eigenvectors to, one array (top_k, *shape) per parameter name, in the order of the eigenvalues, with the
     eigenvalues (`#eigenvalues`) and `checkpoint_sha256` (`#checkpoint_sha256`, when given: the file is then refused
-    as directions of another checkpoint's surface).
+    as directions of another checkpoint's surface). `keep_graph`: see `HessianVectorProduct`.
     """
     spec.validate()
     if eigenvectors is not None and Path(eigenvectors).suffix != ".npz":
         raise LandscapeError(f"the eigenvectors are written as .npz: name the file *.npz, not {eigenvectors}")
     started = time.perf_counter()
     model = model.to(device=device, dtype=torch.float32)
-    hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size)
+    hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size, keep_graph=keep_graph)
     matvec = hvp.numpy()
     values, vectors = top_eigenvalues(matvec, hvp.dim, spec.top_k, spec.tol, spec.seed)
     trace = hutchinson_trace(matvec, hvp.dim, spec.trace_samples, spec.seed) if spec.trace_samples else None

@@ -1,5 +1,9 @@
 """One surface computed by the ranks of a torch.distributed job: `torchrun`, `srun ... torchrun`, or `--workers N`.
 
+The work is a `surface.Work`: the loss and accuracy of `landscape compute`, or the convexity map of
+`landscape convexity` (λmin, λmax of the Hessian at the points of an existing surface file); the same plan, claims,
+result channel, writer and faults serve both.
+
 How the work is split: rank 0 takes the file's writer lock, creates or resumes the file exactly as one process
 does, and publishes a plan in the job's c10d store (the TCP key-value store that torchrun already runs): the
 resolved spec, the directions, the image indices and the pending points. Every rank, rank 0 included, then
@@ -41,9 +45,9 @@ import torch.distributed as dist
 from .directions import Direction, center_of, check_same_keys, direction_names
 from .errors import LandscapeError
 from .evaluate import RunOptions
-from .spec import SurfaceSpec, comparable_fields, spec_differences
+from .spec import CurvatureMapSpec, SurfaceSpec
 from .storage import Surface, read_surface, write_points, writer_lock
-from .surface import Job, Progress, check_out_folder, chunks, load_images, load_model, prepare_job
+from .surface import Job, Progress, Work, check_out_folder, chunks, job_images, surface_work, work_from_description
 
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.02
@@ -117,7 +121,13 @@ class Channel:
         buffer = io.BytesIO()
         np.savez(buffer, **{k: np.asarray(v, dtype=np.int64) for k, v in indices.items()})  # type: ignore[arg-type]
         self.store.set("indices", buffer.getvalue())  # type: ignore[arg-type]
-        plan = {"spec": spec_dict, "todo": job.todo.tolist(), "total": job.total, "points_per_pass": points_per_pass}
+        plan = {
+            "spec": spec_dict,
+            "curvature": None if job.curvature is None else json.loads(json.dumps(job.curvature.to_dict())),
+            "todo": job.todo.tolist(),
+            "total": job.total,
+            "points_per_pass": points_per_pass,
+        }
         self.store.set("plan", json.dumps(plan))
 
     def wait_plan(self, timeout: float) -> dict[str, Any]:
@@ -274,12 +284,26 @@ def compute_surface_distributed(
     Rank 0 returns the surface read back; the other ranks return None. Raises LandscapeError (RunStopped on
     the ranks that stop because of another one) when the run cannot finish; finished points stay in the file.
     """
+    work = surface_work(spec, out, overwrite=overwrite)
+    return run_distributed(work, options, world, progress=progress, rank_timeout=rank_timeout)
+
+
+def run_distributed(
+    work: Work,
+    options: RunOptions,
+    world: World,
+    *,
+    progress: Progress | None = None,
+    rank_timeout: float = RANK_TIMEOUT,
+) -> Surface | None:
+    """`surface.run_work` spread over the ranks of `world` (the loss surface, or the convexity map of a surface
+    file): call it in every rank with the same work. Rank 0 returns the surface read back, the others None."""
     options.validate()
     device = rank_device(options.device, world)
     options = dataclasses.replace(options, device=str(device)).resolved()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    out = Path(out)
+    out = work.out
     store = join_world(world, device)
     channel = Channel(store, world)
     try:
@@ -287,8 +311,8 @@ def compute_surface_distributed(
             dist.barrier()  # every rank is up before rank 0 takes the lock and starts the clock on heartbeats
             try:
                 if world.rank == 0:
-                    return _lead(channel, spec, out, options, overwrite, progress, rank_timeout)
-                _follow(channel, spec, options, rank_timeout)
+                    return _lead(channel, work, options, progress, rank_timeout)
+                _follow(channel, work, options, rank_timeout)
                 return None
             except (RunStopped, KeyboardInterrupt):
                 with contextlib.suppress(Exception):
@@ -314,17 +338,15 @@ def _as_rank_error(error: BaseException, world: World, out: Path, working: bool)
 
 def _lead(
     channel: Channel,
-    spec: SurfaceSpec,
-    out: Path,
+    work: Work,
     options: RunOptions,
-    overwrite: bool,
     progress: Progress | None,
     rank_timeout: float,
 ) -> Surface:
-    check_out_folder(out)
-    spec, model = load_model(spec)
+    out = work.out
+    spec, model = work.load()
     with writer_lock(out):
-        job = prepare_job(spec, model, out, options, overwrite)
+        job = work.prepare(spec, model, options)
         spec_dict = json.loads(json.dumps(job.spec.to_dict()))
         channel.publish_plan(job, spec_dict, options.points_per_pass)
         channel.working = True
@@ -346,7 +368,8 @@ def _lead(
                         arrived.append(channel.result(slot, beats, rank_timeout))
                         slot += 1
                     indices = np.concatenate([groups[group] for group, _ in arrived])
-                    write_points(out, indices, {k: np.concatenate([v[k] for _, v in arrived]) for k in arrived[0][1]})
+                    values = {k: np.concatenate([v[k] for _, v in arrived]) for k in arrived[0][1]}
+                    write_points(out, indices, values, mask=job.mask)
                     done += len(indices)
                     if progress:
                         progress(done, job.total)
@@ -376,21 +399,19 @@ def _stopped_line(cause: str, out: Path) -> str:
     return f"{cause}; the run stopped: finished points are saved in {out}, run the same command again to resume"
 
 
-def _follow(channel: Channel, spec: SurfaceSpec, options: RunOptions, rank_timeout: float) -> None:
-    own_spec, model = load_model(spec)
+def _follow(channel: Channel, work: Work, options: RunOptions, rank_timeout: float) -> None:
     plan = channel.wait_plan(rank_timeout)
-    own = json.loads(json.dumps(own_spec.to_dict()))
-    differences = spec_differences(comparable_fields(own), comparable_fields(plan["spec"]))
-    if differences:
-        raise LandscapeError(f"this rank was given another surface than rank 0: {'; '.join(differences[:3])}")
+    own_spec, model = work.rank_model(plan)
     lead_spec = SurfaceSpec.from_dict(plan["spec"])
     if lead_spec.checkpoint.sha256 != own_spec.checkpoint.sha256:
         raise LandscapeError(f"{own_spec.checkpoint.path} on this rank is not the checkpoint rank 0 read")
+    curvature = None if plan["curvature"] is None else CurvatureMapSpec.from_dict(plan["curvature"])
     center = center_of(model, direction_names(model, own_spec.x.dir_type))
-    datasets, bn_set = load_images(own_spec, channel.indices())
+    datasets, bn_set = job_images(own_spec, curvature, channel.indices())
     channel.working = True
     todo = np.asarray(plan["todo"], dtype=np.int64)
-    job = Job(own_spec, model, center, channel.directions(center), datasets, bn_set, todo, int(plan["total"]))
+    directions = channel.directions(center)
+    job = Job(own_spec, model, center, directions, datasets, bn_set, todo, int(plan["total"]), curvature=curvature)
     _work(channel, job, options, chunks(todo, int(plan["points_per_pass"])))
     channel.wait_complete(rank_timeout)
 
@@ -440,16 +461,15 @@ def parse_workers(text: str, device: str) -> int:
 
 
 def launch_workers(
-    spec: SurfaceSpec,
-    out: str | Path,
+    work: Work,
     options: RunOptions,
     workers: int,
     *,
-    overwrite: bool = False,
     show_progress: bool = True,
     rank_timeout: float = RANK_TIMEOUT,
 ) -> Surface:
-    """Compute the surface with `workers` local ranks started by torch's elastic launcher (as torchrun does).
+    """Run `work` (the surface, or a convexity map) with `workers` local ranks started by torch's elastic launcher
+    (as torchrun does).
 
     On the CPU the cores are split between the ranks (OMP_NUM_THREADS). The job goes to the ranks as a JSON file
     in a private temporary folder; they run `python -m landscape.distributed JOB`. Returns the surface read back.
@@ -458,16 +478,13 @@ def launch_workers(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    spec.validate()
     options.validate()
-    out = Path(out)
+    out = work.out
     check_out_folder(out)
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     job = {
-        "spec": spec.to_dict(),
-        "out": str(out.resolve()),
+        "work": {**work.description, "out": str(out.resolve())},
         "options": dataclasses.asdict(options),
-        "overwrite": overwrite,
         "progress": show_progress,
         "rank_timeout": rank_timeout,
         "threads": threads,
@@ -556,15 +573,13 @@ def run_job_file(path: str) -> int:
     job = json.loads(Path(path).read_text())
     torch.set_num_threads(int(job["threads"]))
     try:
-        spec = SurfaceSpec.from_dict(job["spec"])
+        work = work_from_description(job["work"])
         options = RunOptions(**job["options"])
         with progress_bar() as progress:
-            compute_surface_distributed(
-                spec,
-                job["out"],
+            run_distributed(
+                work,
                 options,
                 world,
-                overwrite=bool(job["overwrite"]),
                 progress=progress if job["progress"] and world.rank == 0 else None,
                 rank_timeout=float(job["rank_timeout"]),
             )

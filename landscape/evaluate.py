@@ -113,6 +113,7 @@ class RunOptions:
     fold_bn: bool = True
     compile: bool = False
     points_per_pass: int = 1
+    keep_graph: bool = False  # convexity maps: the Hessian products of a point share its gradient graphs
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)

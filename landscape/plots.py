@@ -1199,3 +1199,69 @@ def _add_center(fig: go.Figure, x: np.ndarray, y: np.ndarray, options: PlotOptio
 def _at_origin(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
     """z bilinearly interpolated at (0, 0) (NaN next to a gap)."""
     return float(np.interp(0.0, y, [np.interp(0.0, x, row) for row in z]))
+
+
+def convexity_figure(
+    surfaces: Sequence[Surface], titles: Sequence[str] | None = None, zmax: float | None = None
+) -> go.Figure:
+    """The convexity maps of surfaces side by side, as the paper's Fig. 7: |λmin/λmax| of the loss Hessian at the
+    points of each map (`Surface.curvature`), one colour scale from 0 (dark: no negative curvature within the
+    Lanczos estimate) to `zmax` (default: the largest ratio; bright: strongly non-convex), each cell labelled
+    with its ratio, θ*'s cell outlined. Points not computed are gaps."""
+    maps = [s.curvature for s in surfaces]
+    if not surfaces or any(m is None for m in maps):
+        raise LandscapeError("a convexity figure needs surfaces with convexity maps (landscape convexity)")
+    panels = []
+    for surface, curvature in zip(surfaces, maps):
+        assert curvature is not None
+        selected = curvature.selected
+        if selected.ndim != 2:
+            raise LandscapeError(f"{describe(surface).title}: a convexity figure draws 2D surfaces")
+        rows, cols = np.flatnonzero(selected.any(axis=1)), np.flatnonzero(selected.any(axis=0))
+        x, y = _grid(surface)
+        panels.append((x[cols], y[rows], curvature.ratio[np.ix_(rows, cols)]))
+    finite = [r[np.isfinite(r)] for _, _, r in panels]
+    top = zmax if zmax is not None else max((float(r.max()) for r in finite if r.size), default=1.0)
+    names = list(titles or [describe(s).title for s in surfaces])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=names, horizontal_spacing=0.08)
+    for col, (x, y, ratio) in enumerate(panels, start=1):
+        fig.add_trace(
+            go.Heatmap(
+                x=x,
+                y=y,
+                z=ratio,
+                coloraxis="coloraxis",
+                text=np.where(np.isfinite(ratio), np.char.mod("%.2f", np.nan_to_num(ratio)), ""),
+                texttemplate="%{text}",
+                hovertemplate="α=%{x:.3g}<br>β=%{y:.3g}<br>|λmin/λmax|=%{z:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        if _contains_origin(x, y):  # θ*: its cell outlined (the cells carry their values)
+            dx = float(np.diff(x).min()) if len(x) > 1 else 1.0
+            dy = float(np.diff(y).min()) if len(y) > 1 else 1.0
+            fig.add_shape(
+                type="rect",
+                x0=-dx / 2,
+                x1=dx / 2,
+                y0=-dy / 2,
+                y1=dy / 2,
+                line=dict(color="white", width=2),
+                fillcolor="rgba(0,0,0,0)",
+                opacity=1,
+                layer="above",
+                row=1,
+                col=col,
+            )
+        suffix = "" if col == 1 else str(col)
+        fig.update_yaxes(scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain", row=1, col=col)
+        fig.update_xaxes(constrain="domain", title_text="α", row=1, col=col)
+    fig.update_yaxes(title_text="β", col=1)
+    fig.update_layout(
+        coloraxis=dict(
+            colorscale="Viridis", cmin=0.0, cmax=top if top > 0 else 1.0, colorbar=dict(title="|λmin/λmax|")
+        ),
+        uirevision=" vs ".join(names),
+    )
+    return fig

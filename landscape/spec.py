@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .data import DataSpec
 from .directions import DirectionSpec
 from .errors import LandscapeError
@@ -124,6 +126,61 @@ class SurfaceSpec:
         """Rebuild a spec read back from JSON; a `LandscapeError` naming the field for anything mistyped."""
         spec = _from_dict(cls, d, "spec")
         assert isinstance(spec, SurfaceSpec)
+        return spec
+
+
+MAX_CURVATURE_STEPS = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvatureMapSpec:
+    """A convexity map of a surface (Li et al. 2018, Fig. 7): λmin and λmax of the loss Hessian at grid points,
+    stored in the surface file next to the loss (its `curvature` attribute; docs/file-format.md).
+
+    stride: every stride-th grid point along each axis, counted from the middle one (5 on a 51-point axis: 11
+    points, the ends included; 10: 5 points, -0.8..0.8 on -1:1). images: how many of the surface's evaluated
+    images of `split` the Hessian averages over, drawn with `seed` (0: all of them). steps: Lanczos steps, one
+    Hessian-vector product each, per point at most; tol: a point stops early once λmin and λmax are each accurate to
+    tol relative to themselves (residual bound and last change; 0: always `steps`). seed: also the Lanczos start
+    vector, the same at every point. The Hessian is that of the mean cross-entropy with respect to the trainable
+    parameters, fp32, BatchNorm in eval mode, whatever precision the loss was computed in.
+    """
+
+    stride: int = 1
+    images: int = 0
+    split: str = "train"
+    steps: int = 20
+    tol: float = 1e-3
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.stride < 1:
+            raise LandscapeError(f"--stride must be at least 1, got {self.stride}")
+        if self.images < 0:
+            raise LandscapeError(f"--images must be 0 (all of the surface's) or positive, got {self.images}")
+        if self.split not in ("train", "test"):
+            raise LandscapeError(f"the Hessian's split must be train or test, not {self.split!r}")
+        if not 2 <= self.steps <= MAX_CURVATURE_STEPS:
+            raise LandscapeError(f"--steps must be in 2..{MAX_CURVATURE_STEPS}, got {self.steps}")
+        if not (math.isfinite(self.tol) and 0 <= self.tol < 1):
+            raise LandscapeError(f"--tol must be in [0, 1), got {self.tol}")
+        if self.seed < 0:
+            raise LandscapeError(f"--seed must be >= 0, got {self.seed}")
+
+    def selected(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Boolean mask of the grid points of the map: every stride-th along each axis from the middle one."""
+        axes = [(np.arange(n) - (n - 1) // 2) % self.stride == 0 for n in shape]
+        return axes[0] if len(axes) == 1 else np.logical_and.outer(axes[0], axes[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CurvatureMapSpec:
+        """Settings read back from JSON, every field type-checked and validated; one LandscapeError otherwise."""
+        spec = _from_dict(cls, d, "curvature")
+        assert isinstance(spec, CurvatureMapSpec)
+        spec.validate()
         return spec
 
 

@@ -34,7 +34,7 @@ import torch
 from .directions import Direction
 from .errors import LandscapeError
 from .grid import MAX_POINTS
-from .spec import SurfaceSpec
+from .spec import CurvatureMapSpec, SurfaceSpec
 
 FORMAT = "landscape-surface"
 FORMAT_VERSION = 2  # 2: provenance in the preallocated `runs` dataset; 1: in a `runs` attribute (still read)
@@ -44,6 +44,11 @@ RUN_BYTES = 2048  # one session's record, JSON
 MAX_SPEC_BYTES = 1 << 20
 MAX_INDICES = 50_000_000  # images per split (ImageNet's training set is 1.28 million)
 MAX_DIRECTION_VALUES = 2_000_000_000
+# The convexity map (`landscape convexity`): its arrays, the mask of its finished points, and its settings.
+CURVATURE_ARRAYS = ("hessian_min", "hessian_max", "hessian_products")
+CURVATURE_MASK = "computed_hessian"
+CURVATURE_ATTRIBUTE = "curvature"
+CURVATURE_INDICES = "indices/hessian"
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Surface:
     runs: list[dict[str, Any]] = field(default_factory=list)
     legacy: bool = False
     runs_error: str | None = None  # why the provenance could not be read (the results still were)
+    curvature: CurvatureMap | None = None  # the convexity map, when the file holds one
 
     @property
     def surface_spec(self) -> SurfaceSpec | None:
@@ -84,6 +90,41 @@ class Surface:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
+
+
+@dataclass
+class CurvatureMap:
+    """The convexity map of a surface: λmin (`smallest`) and λmax (`largest`) of the loss Hessian at the grid points
+    `spec.selected(shape)` ([j, i] as the loss), the Hessian-vector products each took, which are `computed`, and the
+    indices of the images the Hessian averages over. Points not (yet) computed hold NaN."""
+
+    spec: dict[str, Any]
+    smallest: np.ndarray
+    largest: np.ndarray
+    products: np.ndarray
+    computed: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def curvature_spec(self) -> CurvatureMapSpec:
+        return CurvatureMapSpec.from_dict(self.spec)
+
+    @property
+    def selected(self) -> np.ndarray:
+        """The grid points the map covers (every stride-th), as a boolean mask of the grid."""
+        return self.curvature_spec.selected(self.computed.shape)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """|λmin / λmax| (the paper's Fig. 7) where computed, NaN elsewhere."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.computed, np.abs(self.smallest / self.largest), np.nan)
+
+    @property
+    def completion(self) -> float:
+        """Fraction of the map's points computed."""
+        selected = self.selected
+        return float(self.computed[selected].mean()) if selected.any() else 0.0
 
 
 def metric_names(splits: list[str] | tuple[str, ...]) -> list[str]:
@@ -134,6 +175,40 @@ def create_surface_file(
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
     finally:
         with contextlib.suppress(OSError):  # e.g. EROFS: the clean error above is what the user sees
+            tmp.unlink(missing_ok=True)
+
+
+def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarray, run: dict[str, Any]) -> None:
+    """Give a surface file its convexity map: the preallocated (NaN) `hessian_min`, `hessian_max`, the products per
+    point, their own mask `computed_hessian`, the Hessian's image indices and the settings (`curvature` attribute),
+    and record the session. Atomic: a copy of the file gets them and is renamed into place, so a kill or a full disk
+    leaves the file as it was. Afterwards, as for the loss, points are written in place and nothing grows.
+
+    Call it holding `writer_lock(path)`; temporary files of earlier runs killed while doing it are removed.
+    """
+    path = Path(path)
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        orphan.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+", locking=False) as f:
+            _check_format(f, path)
+            if CURVATURE_ATTRIBUTE in f.attrs or any(n in f for n in (*CURVATURE_ARRAYS, CURVATURE_MASK)):
+                raise LandscapeError(f"{path} already holds a convexity map")
+            shape = _dataset(f, "computed", path, MAX_POINTS).shape
+            for name in CURVATURE_ARRAYS[:2]:
+                f.create_dataset(name, data=np.full(shape, np.nan))
+            f.create_dataset(CURVATURE_ARRAYS[2], data=np.zeros(shape, dtype=np.int32))
+            f.create_dataset(CURVATURE_MASK, data=np.zeros(shape, dtype=np.uint8))
+            f.create_dataset(CURVATURE_INDICES, data=np.asarray(indices, dtype=np.int64))
+            f.attrs[CURVATURE_ATTRIBUTE] = json.dumps(curvature, sort_keys=True)
+        append_run(tmp, run)
+        tmp.replace(path)
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+    finally:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
 
 
@@ -257,14 +332,19 @@ def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], st
         return [], f"unreadable runs ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
 
 
-def write_points(path: str | Path, flat_indices: np.ndarray, values: dict[str, np.ndarray]) -> None:
+def write_points(
+    path: str | Path, flat_indices: np.ndarray, values: dict[str, np.ndarray], *, mask: str = "computed"
+) -> None:
     """Store values[name][k] in the file's array `name` at flat grid index flat_indices[k] for every k, then mark
-    those points computed (all in place). `values` must name exactly the file's metric arrays (`metric_names`)."""
+    those points in `mask` (all in place). `values` must name exactly the arrays that `mask` marks: the metric
+    arrays for `computed` (`metric_names`), `CURVATURE_ARRAYS` for the convexity map's `computed_hessian`."""
     flat_indices = np.asarray(flat_indices).reshape(-1)
     try:
         with _open(path, "r+") as f:
-            shape = f["computed"].shape
-            stored = [name for name in f if name.endswith(tuple(f"_{metric}" for metric in METRICS))]
+            if mask not in f:
+                raise LandscapeError(f"cannot write {path}: it has no {mask} mask (no convexity map was started)")
+            shape = f[mask].shape
+            stored = _marked_arrays(f, mask)
             unknown = sorted(set(values) - set(stored))
             if unknown:
                 raise LandscapeError(
@@ -284,14 +364,21 @@ def write_points(path: str | Path, flat_indices: np.ndarray, values: dict[str, n
                     dataset[np.unravel_index(int(flat), shape)] = value
             f.flush()
             for flat in flat_indices:
-                f["computed"][np.unravel_index(int(flat), shape)] = 1
+                f[mask][np.unravel_index(int(flat), shape)] = 1
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
 
 
-def read_computed(path: str | Path) -> np.ndarray:
+def _marked_arrays(f: h5py.File, mask: str) -> list[str]:
+    """The arrays whose points `mask` marks as finished."""
+    if mask == CURVATURE_MASK:
+        return list(CURVATURE_ARRAYS)
+    return [name for name in f if name.endswith(tuple(f"_{metric}" for metric in METRICS))]
+
+
+def read_computed(path: str | Path, mask: str = "computed") -> np.ndarray:
     with _open(path) as f:
-        return np.asarray(_dataset(f, "computed", path, MAX_POINTS)[()], dtype=bool)
+        return np.asarray(_dataset(f, mask, path, MAX_POINTS)[()], dtype=bool)
 
 
 def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
@@ -356,7 +443,54 @@ def read_surface(path: str | Path) -> Surface:
         if computed.shape != shape:
             raise LandscapeError(f"{path} is damaged: computed has shape {computed.shape}, the grid {shape}")
         runs, runs_error = _read_runs(f, path)
-        return Surface(str(path), spec, x, y, values, np.asarray(computed[()], dtype=bool), runs, runs_error=runs_error)
+        curvature = _read_curvature(f, path, shape)
+        return Surface(
+            str(path),
+            spec,
+            x,
+            y,
+            values,
+            np.asarray(computed[()], dtype=bool),
+            runs,
+            runs_error=runs_error,
+            curvature=curvature,
+        )
+
+
+def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> CurvatureMap | None:
+    """The convexity map, each part checked like the loss (plain datasets of this file, the grid's shape, numbers
+    of the right kind, settings that pass `CurvatureMapSpec.from_dict`); None when the file has none."""
+    parts = (CURVATURE_ATTRIBUTE in f.attrs, *(name in f for name in (*CURVATURE_ARRAYS, CURVATURE_MASK)))
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise LandscapeError(f"{path} is damaged: its convexity map lacks some of its parts")
+    try:
+        settings = json.loads(_attribute(f, CURVATURE_ATTRIBUTE, path))
+    except ValueError:
+        raise LandscapeError(f"{path} has a damaged curvature attribute (not JSON)") from None
+    try:
+        CurvatureMapSpec.from_dict(settings)
+    except LandscapeError as e:
+        raise LandscapeError(f"{path} has damaged convexity-map settings: {e}") from None
+    arrays = {}
+    for name, kinds in zip((*CURVATURE_ARRAYS, CURVATURE_MASK), ("f", "f", "iu", "biu")):
+        ds = _dataset(f, name, path, MAX_POINTS)
+        if ds.shape != shape or ds.dtype.kind not in kinds:
+            raise LandscapeError(f"{path} is damaged: {name} is {ds.dtype} {ds.shape}, the grid {shape}")
+        arrays[name] = ds[()]
+    group = _group(f, "indices", path)
+    indices = _dataset(group, "hessian", path, MAX_INDICES) if group is not None else None
+    if indices is None or indices.ndim != 1 or indices.dtype.kind not in "iu":
+        raise LandscapeError(f"{path} is damaged: the convexity map's image indices are not a list of integers")
+    return CurvatureMap(
+        spec=settings,
+        smallest=np.asarray(arrays["hessian_min"], dtype=np.float64),
+        largest=np.asarray(arrays["hessian_max"], dtype=np.float64),
+        products=np.asarray(arrays["hessian_products"], dtype=np.int64),
+        computed=np.asarray(arrays[CURVATURE_MASK], dtype=bool),
+        indices=np.asarray(indices[()], dtype=np.int64),
+    )
 
 
 def _read_spec(f: h5py.File, path: str | Path) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Compute a loss surface: resolve the spec, create or resume the HDF5 file, evaluate the missing points.
 
-`compute_surface(SurfaceSpec(...), "out.h5")` is the Python API behind `landscape compute`.
+`compute_surface(SurfaceSpec(...), "out.h5")` is the Python API behind `landscape compute`, and
+`compute_convexity("out.h5", CurvatureMapSpec(...))` the one behind `landscape convexity`: the convexity map, a second
+kind of per-point work on the same file (`Work`), run by the same point loop (`run_work`) and, on many ranks, by
+`landscape.distributed.run_distributed`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from . import __version__
 from .checkpoints import Checkpoint, build_model, file_sha256, load_checkpoint
-from .curvature import eigenvector_file_sha256, hessian_direction
+from .curvature import CurvatureEvaluator, eigenvector_file_sha256, hessian_direction
 from .data import DEFAULT_NORMALIZATION, ImageSet, load_split, resolve_root
 from .directions import (
     Direction,
@@ -33,9 +36,17 @@ from .directions import (
 )
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, RunOptions
-from .spec import CheckpointSpec, SurfaceSpec, comparable_fields, spec_differences  # noqa: F401 (re-exported)
+from .spec import (  # noqa: F401 (CheckpointSpec re-exported)
+    CheckpointSpec,
+    CurvatureMapSpec,
+    SurfaceSpec,
+    comparable_fields,
+    spec_differences,
+)
 from .storage import (
+    CURVATURE_MASK,
     Surface,
+    add_curvature,
     append_run,
     create_surface_file,
     is_surface_file,
@@ -117,6 +128,13 @@ def build_direction(spec: DirectionSpec, model: torch.nn.Module, center: Directi
 Progress = Callable[[int, int], None]
 
 
+class Evaluator(Protocol):
+    """What a job evaluates at grid points: `PointEvaluator` (loss, accuracy) or `CurvatureEvaluator` (λmin, λmax);
+    one float64 array (K,) per array of the file, for K rows of coefficients."""
+
+    def evaluate(self, coefficients: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
 @dataclass
 class Job:
     """Everything needed to evaluate the missing points of one surface file, built once per process."""
@@ -128,15 +146,38 @@ class Job:
     datasets: dict[str, ImageSet]
     bn_set: ImageSet | None
     todo: np.ndarray  # flat grid indices of the points still to compute, in grid order
-    total: int  # points of the grid
+    total: int  # points of the grid (of the convexity map: its selected points)
+    curvature: CurvatureMapSpec | None = None  # None: loss and accuracy; else the convexity map's λmin and λmax
 
     @property
     def coefficients(self) -> np.ndarray:
         """(points, axes) coefficients of every grid point, by flat index."""
         return self.spec.grid.coefficients()
 
-    def evaluator(self, options: RunOptions) -> PointEvaluator:
+    @property
+    def mask(self) -> str:
+        """The file's mask of the points this work finishes (`write_points`)."""
+        return "computed" if self.curvature is None else CURVATURE_MASK
+
+    def evaluator(self, options: RunOptions) -> Evaluator:
         assert self.spec.checkpoint.mean is not None and self.spec.checkpoint.std is not None  # resolve_spec
+        if self.curvature is not None:
+            (images,) = self.datasets.values()
+            assert options.batch_size is not None  # resolved
+            return CurvatureEvaluator(
+                self.model,
+                self.center,
+                [self.directions[axis] for axis in sorted(self.directions)],
+                images,
+                self.spec.checkpoint.mean,
+                self.spec.checkpoint.std,
+                steps=self.curvature.steps,
+                tol=self.curvature.tol,
+                seed=self.curvature.seed,
+                batch_size=options.batch_size,
+                device=options.resolved_device(),
+                keep_graph=options.keep_graph,
+            )
         return PointEvaluator(
             self.model,
             self.center,
@@ -160,6 +201,102 @@ def load_model(spec: SurfaceSpec) -> tuple[SurfaceSpec, torch.nn.Module]:
     return spec, build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
 
 
+@dataclass(frozen=True)
+class Work:
+    """One kind of per-point work on a surface file, in the form both execution paths run (one process:
+    `run_work`; the ranks of a torch.distributed job: `landscape.distributed.run_distributed`): the loss and
+    accuracy of `landscape compute` (`surface_work`) or the convexity map of `landscape convexity`
+    (`convexity_work`). Both are a `Job`: pending grid points, an evaluator, and the file's mask they fill.
+
+    load: the spec and the model, before the file's writer lock is taken (in one process or rank 0);
+    prepare: create or resume the file, holding the lock, and list the pending points;
+    rank_model: the spec and model of every other rank, given rank 0's plan (and checked against it);
+    description: JSON from which `work_from_description` rebuilds this work (for the ranks of `--workers`).
+    """
+
+    out: Path
+    load: Callable[[], tuple[SurfaceSpec, torch.nn.Module]]
+    prepare: Callable[[SurfaceSpec, torch.nn.Module, RunOptions], Job]
+    rank_model: Callable[[dict[str, Any]], tuple[SurfaceSpec, torch.nn.Module]]
+    description: dict[str, Any]
+
+
+def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False) -> Work:
+    """The loss surface of `spec` into `out` (created, or resumed when it holds the same spec)."""
+    spec.validate()
+    out = Path(out)
+
+    def load() -> tuple[SurfaceSpec, torch.nn.Module]:
+        check_out_folder(out)
+        return load_model(spec)
+
+    def prepare(resolved: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
+        return prepare_job(resolved, model, out, options, overwrite)
+
+    def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:
+        own_spec, model = load_model(spec)
+        own = json.loads(json.dumps(own_spec.to_dict()))
+        differences = spec_differences(comparable_fields(own), comparable_fields(plan["spec"]))
+        if differences:
+            raise LandscapeError(f"this rank was given another surface than rank 0: {'; '.join(differences[:3])}")
+        return own_spec, model
+
+    description = {"kind": "surface", "spec": spec.to_dict(), "out": str(out), "overwrite": overwrite}
+    return Work(out, load, prepare, rank_model, description)
+
+
+def convexity_work(
+    surface: str | Path,
+    curvature: CurvatureMapSpec,
+    *,
+    checkpoint: str | Path | None = None,
+    data_root: str | Path | None = None,
+    arch: str | None = None,
+) -> Work:
+    """The convexity map of the surface file `surface`, added to it (or resumed when it holds one of the same
+    settings). The model, data and directions are the surface's own: its recorded checkpoint (or `checkpoint`, which
+    must be the same file by sha256), its images (under `data_root`, else the recorded root), its directions;
+    `arch` only for an architecture that names code (`surface_model`)."""
+    out = Path(surface)
+    curvature.validate()
+
+    def load() -> tuple[SurfaceSpec, torch.nn.Module]:
+        return surface_model(SurfaceSpec.from_dict(read_spec(out)), checkpoint, data_root, arch)
+
+    def prepare(spec: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
+        return prepare_curvature_job(spec, model, out, curvature, options)
+
+    def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:
+        if plan["curvature"] != json.loads(json.dumps(curvature.to_dict())):
+            raise LandscapeError("this rank was given other convexity-map settings than rank 0")
+        return surface_model(SurfaceSpec.from_dict(plan["spec"]), checkpoint, data_root, arch)
+
+    description = {
+        "kind": "convexity",
+        "out": str(out),
+        "curvature": curvature.to_dict(),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "data_root": None if data_root is None else str(data_root),
+        "arch": arch,
+    }
+    return Work(out, load, prepare, rank_model, description)
+
+
+def work_from_description(description: dict[str, Any]) -> Work:
+    """The work of a `Work.description` (read back from the job file of `--workers`)."""
+    if description["kind"] == "convexity":
+        return convexity_work(
+            description["out"],
+            CurvatureMapSpec.from_dict(description["curvature"]),
+            checkpoint=description["checkpoint"],
+            data_root=description["data_root"],
+            arch=description["arch"],
+        )
+    return surface_work(
+        SurfaceSpec.from_dict(description["spec"]), description["out"], overwrite=bool(description["overwrite"])
+    )
+
+
 def compute_surface(
     spec: SurfaceSpec,
     out: str | Path,
@@ -175,24 +312,44 @@ def compute_surface(
     LandscapeError at once). `landscape.distributed.compute_surface_distributed` spreads the same work over
     the ranks of a torch.distributed job.
     """
+    return run_work(surface_work(spec, out, overwrite=overwrite), options, progress)
+
+
+def compute_convexity(
+    surface: str | Path,
+    curvature: CurvatureMapSpec = CurvatureMapSpec(),
+    options: RunOptions = RunOptions(),
+    *,
+    checkpoint: str | Path | None = None,
+    data_root: str | Path | None = None,
+    arch: str | None = None,
+    progress: Progress | None = None,
+) -> Surface:
+    """Compute the convexity map of the surface file `surface` into it (`convexity_work`), resuming a map of the
+    same settings; returns the surface read back, its map in `.curvature`. Point by point, like the loss:
+    `progress(done, total)` counts the map's points."""
+    work = convexity_work(surface, curvature, checkpoint=checkpoint, data_root=data_root, arch=arch)
+    return run_work(work, options, progress)
+
+
+def run_work(work: Work, options: RunOptions, progress: Progress | None = None) -> Surface:
+    """`work` in this process: load, take the writer lock, prepare, evaluate the pending points; the surface."""
     options.validate()
     options = options.resolved()
-    out = Path(out)
-    check_out_folder(out)
-    spec, model = load_model(spec)
-    with writer_lock(out):
-        job = prepare_job(spec, model, out, options, overwrite)
+    spec, model = work.load()
+    with writer_lock(work.out):
+        job = work.prepare(spec, model, options)
+        done = job.total - len(job.todo)
         if progress:
-            progress(job.total - len(job.todo), job.total)
+            progress(done, job.total)
         if len(job.todo):
             evaluator = job.evaluator(options)
-            done = job.total - len(job.todo)
             for chunk in chunks(job.todo, options.points_per_pass):
-                write_points(out, chunk, evaluator.evaluate(job.coefficients[chunk]))
+                write_points(work.out, chunk, evaluator.evaluate(job.coefficients[chunk]), mask=job.mask)
                 done += len(chunk)
                 if progress:
                     progress(done, job.total)
-        return read_surface(out)
+        return read_surface(work.out)
 
 
 def chunks(todo: np.ndarray, size: int) -> list[np.ndarray]:
@@ -280,6 +437,104 @@ def load_images(spec: SurfaceSpec, indices: dict[str, np.ndarray]) -> tuple[dict
         bn_data = dataclasses.replace(spec.data, subset=spec.evaluation.bn_images, seed=spec.data.seed + 1)
         bn_set = load_split(bn_data, "train", indices.get("bn"))
     return datasets, bn_set
+
+
+def surface_model(
+    spec: SurfaceSpec, checkpoint: str | Path | None, data_root: str | Path | None, arch: str | None = None
+) -> tuple[SurfaceSpec, torch.nn.Module]:
+    """The model of a stored surface spec, from its recorded checkpoint or `checkpoint` (the same file: its sha256
+    is the recorded one), and the spec with these paths and the data root (`data_root`, else the recorded one,
+    else $LANDSCAPE_DATA_ROOT when the recorded folder is not here). Nothing else the spec names is opened: the
+    directions are in the file. The file is untrusted: a recorded arch that names code to import
+    (`module:callable`) is refused unless the user's own `arch` names it."""
+    recorded = spec.checkpoint.arch or ""
+    if arch is None and ":" in recorded and not recorded.startswith("torchvision:"):
+        raise LandscapeError(
+            f"the surface records arch {recorded[:80]!r}, which names code to import: only your own --arch may do "
+            "that (pass --arch with it if you trust the file)"
+        )
+    if arch is not None:
+        spec = dataclasses.replace(spec, checkpoint=dataclasses.replace(spec.checkpoint, arch=arch))
+    path = str(checkpoint) if checkpoint is not None else spec.checkpoint.path
+    loaded = load_checkpoint(path)
+    if loaded.sha256 != spec.checkpoint.sha256:
+        raise LandscapeError(
+            f"{path} is not the checkpoint of this surface (sha256 {loaded.sha256[:12]}..., the surface records "
+            f"{str(spec.checkpoint.sha256)[:12]}...): pass the right one with --ckpt"
+        )
+    if data_root is not None:
+        root = resolve_root(data_root)
+    elif Path(spec.data.root).is_dir():
+        root = Path(spec.data.root)
+    else:
+        root = resolve_root(None)  # $LANDSCAPE_DATA_ROOT, or a clear error
+    spec = dataclasses.replace(
+        spec,
+        checkpoint=dataclasses.replace(spec.checkpoint, path=path),
+        data=dataclasses.replace(spec.data, root=str(root.resolve())),
+    )
+    return spec, build_model(loaded, spec.checkpoint.arch, spec.checkpoint.num_classes)
+
+
+def prepare_curvature_job(
+    spec: SurfaceSpec, model: torch.nn.Module, out: Path, curvature: CurvatureMapSpec, options: RunOptions
+) -> Job:
+    """Give the surface file `out` its convexity map (or check that the one it holds has these settings), load the
+    Hessian's images and list the map's points still to compute. Call it holding `writer_lock(out)`."""
+    surface = read_surface(out)  # everything checked, the map included
+    _check_layout(surface, spec)
+    if spec.evaluation.bn != "eval":
+        raise LandscapeError(
+            f"{out} was computed with --bn {spec.evaluation.bn}: a convexity map takes the Hessian with the stored "
+            "BatchNorm statistics (eval mode), which this surface's loss does not use"
+        )
+    if curvature.split not in spec.data.splits:
+        raise LandscapeError(f"{out} holds no {curvature.split} images (its split is {spec.data.split})")
+    names = direction_names(model, spec.x.dir_type)
+    center = center_of(model, names)
+    directions = {axis: read_directions(out, axis, like=center) for axis in (["x"] if spec.y is None else ["x", "y"])}
+    device = torch.device(options.device)
+    record = {**run_record(options, device), "work": "convexity map"}
+    resume = surface.curvature is not None
+    if surface.curvature is None:
+        stored = read_indices(out)
+        if curvature.split not in stored:
+            raise LandscapeError(f"{out} is damaged: it lacks the indices of its {curvature.split} images")
+        indices = hessian_indices(stored[curvature.split], curvature)
+        add_curvature(out, json.loads(json.dumps(curvature.to_dict())), indices, record)
+    else:
+        differences = spec_differences(curvature.to_dict(), surface.curvature.spec)
+        if differences:
+            raise LandscapeError(
+                f"{out} holds a convexity map of other settings: {'; '.join(differences[:4])}. Resume it with "
+                "its settings, or compute the other map on a copy of the file"
+            )
+        indices = surface.curvature.indices
+    datasets, _ = job_images(spec, curvature, {curvature.split: indices})
+    selected = curvature.selected(spec.grid.shape).ravel()
+    todo = np.flatnonzero(selected & ~read_computed(out, CURVATURE_MASK).ravel())
+    if resume and len(todo):
+        append_run(out, record)
+    return Job(spec, model, center, directions, datasets, None, todo, int(selected.sum()), curvature=curvature)
+
+
+def hessian_indices(indices: np.ndarray, curvature: CurvatureMapSpec) -> np.ndarray:
+    """The Hessian's images: `curvature.images` of the surface's `indices` drawn with its seed (sorted), or all."""
+    if curvature.images > len(indices):
+        raise LandscapeError(f"--images {curvature.images}: the surface evaluated {len(indices)} images")
+    if curvature.images in (0, len(indices)):
+        return np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng(curvature.seed)
+    return np.sort(rng.choice(np.asarray(indices, dtype=np.int64), size=curvature.images, replace=False))
+
+
+def job_images(
+    spec: SurfaceSpec, curvature: CurvatureMapSpec | None, indices: dict[str, np.ndarray]
+) -> tuple[dict[str, ImageSet], ImageSet | None]:
+    """The images a job evaluates, by the indices rank 0 found (`load_images`; the convexity map: its own)."""
+    if curvature is None:
+        return load_images(spec, indices)
+    return {curvature.split: load_split(spec.data, curvature.split, indices[curvature.split])}, None
 
 
 def _check_layout(surface: Surface, spec: SurfaceSpec) -> None:

@@ -424,3 +424,22 @@ def test_curvature_map_gives_the_extreme_eigenvalues_at_each_point():
     few = curvature_map(model, images, MEAN, STD, center, directions, points[:1], steps=8)
     exact = np.linalg.eigvalsh(exact_hessian(model, images))
     assert exact[0] - 1e-12 <= few[0, 0] < 0 < few[0, 1] <= exact[-1] + 1e-12  # from inside the spectrum
+
+
+def test_kept_gradient_graphs_give_the_same_products_until_the_model_changes():
+    model, images = tiny_mlp(n=10)
+    v = torch.randn(51, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    fresh = HessianVectorProduct(model, images, MEAN, STD, batch_size=4)
+    kept = HessianVectorProduct(model, images, MEAN, STD, batch_size=4, keep_graph=True)
+    for _ in range(3):  # built at the first product, reused by the next ones
+        torch.testing.assert_close(kept(v), fresh(v), rtol=0, atol=0)
+    assert kept._kept is not None and len(kept._kept) == 3
+    before = fresh(v)
+    with torch.no_grad():
+        model[1].weight.mul_(1.5)
+    torch.testing.assert_close(kept(v), before, rtol=0, atol=0)  # the kept graphs are the old weights' ...
+    assert not torch.equal(fresh(v), before)
+    kept.reset()  # ... until reset
+    torch.testing.assert_close(kept(v), fresh(v), rtol=0, atol=0)
+    h = exact_hessian(model, images)
+    np.testing.assert_allclose(kept.numpy()(v.numpy()), h @ v.numpy(), rtol=0, atol=1e-10)

@@ -343,9 +343,9 @@ def run_work(work: Work, options: RunOptions, progress: Progress | None = None) 
         if progress:
             progress(done, job.total)
         if len(job.todo):
-            evaluator = job.evaluator(options)
+            evaluator, coefficients = job.evaluator(options), job.coefficients  # the grid, built once
             for chunk in chunks(job.todo, options.points_per_pass):
-                write_points(work.out, chunk, evaluator.evaluate(job.coefficients[chunk]), mask=job.mask)
+                write_points(work.out, chunk, evaluator.evaluate(coefficients[chunk]), mask=job.mask)
                 done += len(chunk)
                 if progress:
                     progress(done, job.total)

@@ -66,6 +66,7 @@ URL_SETTINGS: dict[str, Any] = {
     "labels": "bool",
     "colorscale": COLORSCALES,
     "center": "bool",
+    "path": "bool",
     "aspect": tuple(ASPECT_LABELS),
     "camera": tuple(plots.CAMERAS),
     "zscale": "float",
@@ -87,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "labels": False,
     "colorscale": COLORSCALES[0],
     "center": True,
+    "path": True,
     "aspect": "auto",
     "camera": "oblique",
     "zscale": plots.ZSCALE,
@@ -413,6 +415,11 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
     labels = sb.checkbox("Values on the contour lines", key="labels")
     colorscale = _chosen(sb.selectbox("Colours", COLORSCALES, key="colorscale"))
     center = sb.checkbox("Mark θ* (the centre)", key="center")
+    path = True
+    if any(s.trajectory is not None for s in surfaces):  # a layer only surfaces on PCA directions have
+        path = sb.checkbox(
+            "Training path", key="path", help="the snapshots of the trajectory on the plane of its principal components"
+        )
     sb.subheader("3D view")
     camera = _chosen(sb.selectbox("Camera", list(plots.CAMERAS), key="camera", help="Angles as matplotlib's"))
     zscale = sb.slider("Height (z exaggeration)", 0.2, 2.0, step=0.1, key="zscale")
@@ -436,6 +443,7 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
         labels=labels,
         colorscale=colorscale,
         mark_center=center,
+        path=path,
         aspect=aspect,
         zscale=float(zscale),
         camera=plots.CAMERAS[camera],

@@ -670,6 +670,10 @@ def plot(
     font_size: Annotated[float, typer.Option(help="Font size in points.")] = 8,
     colorscale: Annotated[str, typer.Option(help="A plotly colour scale: Viridis, Cividis, RdBu_r, ...")] = "Viridis",
     center: Annotated[bool, typer.Option(help="Mark θ* at (0, 0).")] = True,
+    path: Annotated[
+        bool,
+        typer.Option(help="Draw the training path of a surface on PCA directions (contour, heatmap, 3D)."),
+    ] = True,
     title: Annotated[Optional[str], typer.Option(help="Figure title (papers usually use the caption).")] = None,
 ) -> None:
     """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML); a 3D scene is an
@@ -696,6 +700,7 @@ def plot(
         labels=labels,
         colorscale=colorscale,
         mark_center=center,
+        path=path,
         aspect=aspect,
         zscale=zscale,
         camera=Camera(elev=elev, azim=azim),
@@ -723,23 +728,32 @@ def export(
     vtp: Annotated[bool, typer.Option("--vtp", help="VTK PolyData surface for ParaView.")] = False,
     table: Annotated[bool, typer.Option("--table", help="Plain-text table for pgfplots or gnuplot.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="CSV table, one row per grid point.")] = False,
-    npz: Annotated[bool, typer.Option("--npz", help="NumPy arrays.")] = False,
+    npz: Annotated[bool, typer.Option("--npz", help="NumPy arrays (with the training path's, if any).")] = False,
+    path_table: Annotated[
+        bool,
+        typer.Option(
+            "--path",
+            help="The training path of a surface on PCA directions, a table for pgfplots: epoch, x, y, residual, "
+            "distance and the surface's metrics interpolated at (x, y).",
+        ),
+    ] = False,
     out: Annotated[
         Optional[Path],
-        typer.Option(help="File to write; default FILE with the format's suffix (.vtp, .dat, .csv, .npz)."),
+        typer.Option(help="File to write; default FILE with the format's suffix (.vtp, .dat, .csv, .npz, .path.dat)."),
     ] = None,
     metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
     log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
     clip: Annotated[Optional[float], typer.Option(help="--vtp: cap the height at this value.")] = None,
 ) -> None:
-    """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv or --npz."""
+    """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv, --npz, or its training path: --path."""
     from .export import DATA_SUFFIXES, write_data
     from .plots import PlotOptions
     from .storage import read_surface
 
-    chosen = [fmt for fmt, on in (("vtp", vtp), ("table", table), ("csv", csv), ("npz", npz)) if on]
+    formats = (("vtp", vtp), ("table", table), ("csv", csv), ("npz", npz), ("path", path_table))
+    chosen = [fmt for fmt, on in formats if on]
     if len(chosen) != 1:
-        raise LandscapeError("choose one of --vtp, --table, --csv, --npz")
+        raise LandscapeError("choose one of --vtp, --table, --csv, --npz, --path")
     fmt = chosen[0]
     surface = read_surface(file)
     path = write_data(
@@ -916,8 +930,17 @@ def hessian(
     subset: Annotated[int, typer.Option(help="Images the loss averages over, drawn with --data-seed.")] = 1000,
     data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
     top_k: Annotated[int, typer.Option(help="Largest eigenvalues computed (Lanczos).")] = 5,
+    solver: Annotated[
+        str,
+        typer.Option(
+            help="auto | lanczos | arpack: our Lanczos (stops as soon as the top k converge) or ARPACK's eigsh "
+            "(at least 20 products); auto: lanczos for --top-k 1 (2-3x fewer products, measured), else arpack."
+        ),
+    ] = "auto",
     trace_samples: Annotated[int, typer.Option(help="Hutchinson samples of the trace (0: no trace).")] = 0,
-    tol: Annotated[float, typer.Option(help="Relative accuracy of the eigenvalues (ARPACK's tol).")] = 1e-3,
+    tol: Annotated[
+        float, typer.Option(help="Relative accuracy of the eigenvalues (ARPACK's tol: residual <= tol x |λ|).")
+    ] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of the Lanczos start vector and the trace's vectors.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per double-backward pass.")] = 128,
     keep_graph: Annotated[
@@ -946,6 +969,7 @@ def hessian(
         raise LandscapeError(f"--split must be train or test, got '{split}'")
     spec = HessianSpec(
         top_k=top_k,
+        solver=solver,
         trace_samples=trace_samples,
         seed=seed,
         tol=tol,
@@ -978,7 +1002,8 @@ def hessian(
     report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
     typer.echo(
         f"{report['parameters']} parameters, {report['images']} images, "
-        f"{report['hvps']} Hessian-vector products, {report['seconds']:.1f} s"
+        f"{report['hvps']} Hessian-vector products ({report['eigen_hvps']} for the eigenvalues, "
+        f"{report['solver']}), {report['seconds']:.1f} s"
     )
     for i, value in enumerate(report["eigenvalues"], 1):
         typer.echo(f"  λ{i:<3} {value:.6g}")

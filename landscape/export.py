@@ -1,5 +1,6 @@
 """Files made from surfaces and figures: static images (PDF, SVG, PNG) and interactive HTML of a figure, and the
-surface itself as a VTK PolyData file for ParaView (.vtp), a plain-text table for pgfplots or gnuplot, CSV or NPZ.
+surface itself as a VTK PolyData file for ParaView (.vtp), a plain-text table for pgfplots or gnuplot, CSV or NPZ;
+and the training path of a surface on PCA directions as a table for pgfplots.
 
 Static images are rendered by kaleido in a headless Chromium (Debian's `chromium`, or the browser named by
 BROWSER_PATH) with the plotly.js that ships with plotly and MathJax off, so nothing is fetched from the network.
@@ -23,13 +24,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .errors import LandscapeError
-from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order
+from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order, values_at
 from .storage import Surface
 
 IMAGE_FORMATS = ("pdf", "svg", "png")
 FIGURE_FORMATS = IMAGE_FORMATS + ("html",)
-DATA_FORMATS = ("vtp", "table", "csv", "npz")
-DATA_SUFFIXES = {"vtp": ".vtp", "table": ".dat", "csv": ".csv", "npz": ".npz"}
+DATA_FORMATS = ("vtp", "table", "csv", "npz", "path")
+DATA_SUFFIXES = {"vtp": ".vtp", "table": ".dat", "csv": ".csv", "npz": ".npz", "path": ".path.dat"}
 PNG_DPI = 300
 GL_SCALE = 2  # a figure with WebGL is drawn at twice its size, where kaleido gives WebGL 2 px per px of that
 GL_PPI = 2 * GL_SCALE * PX_PER_INCH  # 384: the resolution of 3D scenes in PDF, SVG and PNG
@@ -255,9 +256,39 @@ def table_text(surface: Surface) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def path_table_text(surface: Surface) -> str:
+    """The training path of a surface on PCA directions as a whitespace table for pgfplots, one row per snapshot:
+    epoch, x, y (its least-squares coordinates on the plane), residual and distance (‖θ_i − θ*‖ off the plane and
+    in all), and each metric of the surface bilinearly interpolated at (x, y), to lift the path onto
+    `\\addplot3[surf]` (the plane's loss there, not the snapshot's own: the snapshot lies `residual` off it)."""
+    path = surface.trajectory
+    if path is None:
+        raise LandscapeError(f"{surface.path} holds no training path (only surfaces on PCA directions do)")
+    names = metric_order(surface.metrics)
+    cols: dict[str, np.ndarray] = {
+        "epoch": path.epochs,
+        "x": path.coordinates[:, 0],
+        "y": path.coordinates[:, 1],
+        "residual": path.residual,
+        "distance": path.distance,
+    }
+    cols.update({name: values_at(surface, name, path.coordinates) for name in names})
+    ratio = path.explained_variance_ratio
+    lines = [
+        f"# {Path(surface.path).name}: training path on the PCA plane (x: {100 * ratio[0]:.1f}%, "
+        f"y: {100 * ratio[1]:.1f}% of variance), one row per snapshot",
+        "# metric columns: the surface interpolated at (x, y), `nan` outside the grid",
+        "# pgfplots: \\addplot[mark=*] table[x=x, y=y] {this file};  3D: \\addplot3 table[z=train_loss] {this file};",
+        " ".join(cols),
+    ]
+    lines += [" ".join(_number(v[k]) for v in cols.values()) for k in range(len(path.epochs))]
+    return "\n".join(lines) + "\n"
+
+
 def npz_bytes(surface: Surface) -> bytes:
     """NumPy archive: xcoordinates, ycoordinates (2D), each metric as [j, i] = f(x[i], y[j]) with NaN where not
-    computed, computed, and the spec as a JSON string."""
+    computed, computed, and the spec as a JSON string; with a training path also its arrays, prefixed
+    `trajectory_` (trajectory_coordinates, trajectory_epochs, ...)."""
     arrays = {
         "xcoordinates": surface.xcoordinates,
         "computed": surface.computed,
@@ -266,6 +297,8 @@ def npz_bytes(surface: Surface) -> bytes:
     if surface.ycoordinates is not None:
         arrays["ycoordinates"] = surface.ycoordinates
     arrays.update({name: np.where(surface.computed, surface.values[name], np.nan) for name in surface.metrics})
+    if surface.trajectory is not None:
+        arrays.update({f"trajectory_{name}": v for name, v in surface.trajectory.datasets().items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
     return buffer.getvalue()
@@ -315,6 +348,8 @@ def data_bytes(surface: Surface, fmt: str, options: PlotOptions = PlotOptions())
         return csv_text(surface).encode()
     if fmt == "npz":
         return npz_bytes(surface)
+    if fmt == "path":
+        return path_table_text(surface).encode()
     raise LandscapeError(f"unknown data format '{fmt}': use {', '.join(DATA_FORMATS)}")
 
 

@@ -10,6 +10,10 @@ several surfaces on one scale. `compare_figure` puts surfaces side by side on on
 are of different kinds or normalizations (`PlotOptions.aspect`). Automatic contour levels are log-spaced above the
 best value (dense in the basin, as in the paper's figures) and the same levels are drawn as lines, filled bands,
 and as lines projected under the 3D surface.
+
+A surface on PCA directions of a training run carries its path (`Surface.trajectory`): contour maps, heat maps and
+3D views draw it (`PlotOptions.path`) with a marker at each snapshot, the start and θ* labelled and a few epochs
+written beside their markers, and its axes name the principal components with the share of variance of each.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from plotly.subplots import make_subplots
 
 from .errors import LandscapeError
 from .results import describe
-from .storage import Surface
+from .storage import Surface, TrajectoryPath
 
 KINDS = ("surface", "contour", "filled", "heatmap", "1d")
 SPACINGS = ("log", "even")  # automatic contour levels: dense near the best value, or evenly spaced
@@ -35,6 +39,10 @@ ALONG = ("x", "y", "angle")  # a `Slice`: a row, a column, or a line through θ*
 AUTO_LEVELS = 20
 ZSCALE = 0.6  # height of the 3D box over the longer of its α and β sides
 CENTER_NAME = "θ*"
+PATH_NAME = "training path"
+PATH_COLOR = "#d62728"
+PATH_LABELS = 4  # epochs written beside their markers, besides the start's
+_PATH_STEPS = 12  # points per path segment in 3D, so that the line follows the surface between snapshots
 PAPER_WIDTHS = {"column": 3.25, "page": 6.75}  # inches: one column and the full text width of two-column papers
 SERIF = "Times New Roman, Times, Liberation Serif, Nimbus Roman, serif"
 PX_PER_INCH = 96  # CSS pixels, which is what the headless browser prints to PDF with
@@ -113,7 +121,7 @@ class PlotOptions:
     aspect: 'equal' draws α and β to one scale, 'free' fills the plot, 'auto' is 'equal' unless the two
     directions differ in kind or normalization. zscale: 3D height over the longer of the α and β sides.
     floor: the contour lines projected under the 3D surface. line: the 1D slice of a 2D surface that kind '1d'
-    draws (by default its row nearest β = 0).
+    draws (by default its row nearest β = 0). path: draw the training path of a surface on PCA directions.
     """
 
     metric: str = "train_loss"
@@ -130,6 +138,7 @@ class PlotOptions:
     camera: Camera = Camera()
     floor: bool = True
     line: Slice = Slice()
+    path: bool = True
 
     def __post_init__(self) -> None:
         if self.spacing not in SPACINGS:
@@ -446,6 +455,8 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
         trace = _floor_contours(x, y, metric_values(surface, options.metric), floor, options, crange)
         if trace is not None:
             fig.add_trace(trace)
+    for trace in _path_3d(surface, options, x, y, z, floor if options.floor else None):
+        fig.add_trace(trace)
     if options.mark_center and _contains_origin(x, y):
         for trace in _center_3d(x, y, z, floor if options.floor else None):
             fig.add_trace(trace)
@@ -460,7 +471,7 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     coloraxis["colorbar"]["title"]["side"] = "top"
     fig.update_layout(
         coloraxis=coloraxis,
-        scene=_scene(x, y, options, equal_axes(surface, options), zaxis, describe(surface).title),
+        scene=_scene(x, y, options, equal_axes(surface, options), zaxis, describe(surface).title, axis_titles(surface)),
         margin=dict(l=0, r=0, t=30, b=0),
         uirevision=describe(surface).title,
     )
@@ -482,9 +493,12 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
     fig = go.Figure(_contour_traces(x, y, values, levels, options, crange, filled, named, hover))
     if not named:
         fig.add_trace(_colorbar_carrier(x, y, crange))
-    _add_center(fig, x, y, options)
+    fig.add_traces(_path_2d(surface, options))
+    _add_center(fig, x, y, options, _drawn_path(surface, options))
     fig.update_layout(
-        coloraxis=_coloraxis(options, crange), **_plane_axes(equal_axes(surface, options)), uirevision=_title(surface)
+        coloraxis=_coloraxis(options, crange),
+        **_plane_axes(equal_axes(surface, options), axis_titles(surface)),
+        uirevision=_title(surface),
     )
     return fig
 
@@ -504,9 +518,12 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             hovertemplate=_hover(options.metric),
         )
     )
-    _add_center(fig, x, y, options)
+    fig.add_traces(_path_2d(surface, options))
+    _add_center(fig, x, y, options, _drawn_path(surface, options))
     fig.update_layout(
-        coloraxis=_coloraxis(options, crange), **_plane_axes(equal_axes(surface, options)), uirevision=_title(surface)
+        coloraxis=_coloraxis(options, crange),
+        **_plane_axes(equal_axes(surface, options), axis_titles(surface)),
+        uirevision=_title(surface),
     )
     return fig
 
@@ -723,9 +740,13 @@ def compare_figure(
     else:
         fig.update_layout(coloraxis=first.coloraxis)
     if kind != "surface":
-        fig.update_xaxes(title_text="α" if kind != "1d" else first.xaxis.title.text)
+        for col, panel in enumerate(panels, start=1):
+            fig.update_xaxes(title_text=panel.layout.xaxis.title.text, row=1, col=col)
         if kind != "1d":
-            fig.update_yaxes(title_text="β", col=1)
+            same = len({panel.layout.yaxis.title.text for panel in panels}) == 1
+            for col, panel in enumerate(panels, start=1):
+                if col == 1 or not same:
+                    fig.update_yaxes(title_text=panel.layout.yaxis.title.text, row=1, col=col)
     if equal:
         for col in range(1, n + 1):
             suffix = "" if col == 1 else str(col)
@@ -891,14 +912,22 @@ def camera_angles(scene_camera: dict) -> Camera:
     return Camera(elev=math.degrees(math.asin(max(-1.0, min(1.0, d[2])))), azim=math.degrees(math.atan2(d[1], d[0])))
 
 
-def _scene(x: np.ndarray, y: np.ndarray, options: PlotOptions, equal: bool, zaxis: dict, title: str) -> dict:
+def _scene(
+    x: np.ndarray,
+    y: np.ndarray,
+    options: PlotOptions,
+    equal: bool,
+    zaxis: dict,
+    title: str,
+    titles: tuple[str, str] = ("α", "β"),
+) -> dict:
     sx, sy = float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0
     ax, ay = (sx / max(sx, sy), sy / max(sx, sy)) if equal else (1.0, 1.0)
     aspect = (ax, ay, options.zscale)
     plane = dict(showspikes=False, nticks=5)
     return dict(
-        xaxis=dict(title=dict(text="α"), **plane),
-        yaxis=dict(title=dict(text="β"), **plane),
+        xaxis=dict(title=dict(text=titles[0]), **plane),
+        yaxis=dict(title=dict(text=titles[1]), **plane),
         zaxis=dict(showspikes=False, nticks=5, **zaxis),
         aspectmode="manual",
         aspectratio=dict(x=ax, y=ay, z=options.zscale),
@@ -907,9 +936,19 @@ def _scene(x: np.ndarray, y: np.ndarray, options: PlotOptions, equal: bool, zaxi
     )
 
 
-def _plane_axes(equal: bool) -> dict:
-    xaxis: dict[str, Any] = dict(title=dict(text="α"))
-    yaxis: dict[str, Any] = dict(title=dict(text="β"))
+def axis_titles(surface: Surface) -> tuple[str, str]:
+    """'α' and 'β'; on PCA directions of a training path with the share of its variance along each, as the paper
+    does ('α: PC1, 60.7% of variance')."""
+    path = surface.trajectory
+    if path is None:
+        return "α", "β"
+    ratio = path.explained_variance_ratio
+    return tuple(f"{name}: PC{k + 1}, {100 * ratio[k]:.1f}% of variance" for k, name in enumerate("αβ"))  # type: ignore[return-value]
+
+
+def _plane_axes(equal: bool, titles: tuple[str, str] = ("α", "β")) -> dict:
+    xaxis: dict[str, Any] = dict(title=dict(text=titles[0]))
+    yaxis: dict[str, Any] = dict(title=dict(text=titles[1]))
     if equal:
         xaxis["constrain"] = "domain"
         yaxis.update(scaleanchor="x", scaleratio=1, constrain="domain")
@@ -1181,19 +1220,179 @@ def _contains_origin(x: np.ndarray, y: np.ndarray) -> bool:
     return bool(x.min() <= 0 <= x.max() and y.min() <= 0 <= y.max())
 
 
-def _add_center(fig: go.Figure, x: np.ndarray, y: np.ndarray, options: PlotOptions) -> None:
+def _add_center(
+    fig: go.Figure, x: np.ndarray, y: np.ndarray, options: PlotOptions, path: TrajectoryPath | None = None
+) -> None:
+    """θ* at (0, 0); with a training `path` drawn, its name beside it, away from the path."""
     if options.mark_center and _contains_origin(x, y):
         fig.add_trace(
             go.Scatter(
                 x=[0.0],
                 y=[0.0],
-                mode="markers",
+                mode="markers" if path is None else "markers+text",
+                text=None if path is None else [CENTER_NAME],
+                textposition=None if path is None else _center_label_position(path),
                 name=CENTER_NAME,
                 showlegend=False,
                 marker=dict(symbol="x", size=9, color="white", line=dict(color="black", width=1)),
                 hovertemplate=f"{CENTER_NAME} (α = 0, β = 0)<extra></extra>",
             )
         )
+
+
+# --- the training path ---------------------------------------------------------------------------------------------
+
+
+def _spread(x: np.ndarray, y: np.ndarray) -> float:
+    return max(float(np.ptp(x)), float(np.ptp(y))) or 1.0
+
+
+def _drawn_path(surface: Surface, options: PlotOptions) -> TrajectoryPath | None:
+    """The surface's training path when there is one to draw."""
+    path = surface.trajectory
+    if not options.path or path is None or surface.ndim != 2 or not len(path.epochs):
+        return None
+    return path
+
+
+def path_labels(coordinates: np.ndarray, epochs: np.ndarray, spread: float, most: int = PATH_LABELS) -> list[str]:
+    """The text beside each snapshot's marker: 'start (epoch E)' at the first; the epoch at up to `most` others
+    evenly spaced along the path, each at least 10% of `spread` (the plot's longer side) away from θ* and from
+    every other label, so that labels do not crowd; '' elsewhere."""
+    n = len(epochs)
+    labels = [""] * n
+    if n == 0:
+        return labels
+    labels[0] = f"start (epoch {int(epochs[0])})"
+    placed = [np.zeros(2), coordinates[0]]
+    room = 0.1 * spread
+    candidates = np.unique(np.linspace(0, n - 1, min(most, max(n - 2, 0)) + 2).round().astype(int))[1:-1]
+    for k in candidates:
+        if all(np.hypot(*(coordinates[k] - p)) >= room for p in placed):
+            labels[int(k)] = f"{int(epochs[k])}"
+            placed.append(coordinates[k])
+    return labels
+
+
+def _label_positions(coordinates: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """Above each point, leaning towards the middle of the plot near its left and right edges (so that a label is
+    not cut off at the edge)."""
+    middle, quarter = (float(x.min()) + float(x.max())) / 2, float(np.ptp(x)) / 4
+    return [
+        "top left" if a > middle + quarter else "top right" if a < middle - quarter else "top center"
+        for a in coordinates[:, 0]
+    ]
+
+
+def _center_label_position(path: TrajectoryPath) -> str:
+    """Where θ*'s name goes: on the side away from most of the path."""
+    a, b = path.coordinates.mean(axis=0) if len(path.coordinates) else (0.0, 0.0)
+    return ("top" if b <= 0 else "bottom") + (" left" if a >= 0 else " right")
+
+
+def values_at(surface: Surface, metric: str, points: np.ndarray) -> np.ndarray:
+    """The metric bilinearly interpolated on the grid at (α, β) `points` (n, 2): the surface of the plane there,
+    NaN outside the grid or next to a point not computed."""
+    x, y = _grid(surface)
+    return _bilinear(x, y, metric_values(surface, metric), points[:, 0], points[:, 1])
+
+
+def _path_hover(path: TrajectoryPath) -> tuple[np.ndarray, str]:
+    """customdata and hover text of the path's markers: epoch, and the share of ‖θ_i − θ*‖ off the plane."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(path.distance > 0, 100 * path.residual / path.distance, 0.0)
+    data = np.stack([path.epochs.astype(np.float64), off], axis=1)
+    text = (
+        "epoch %{customdata[0]:d}<br>α=%{x:.3g}<br>β=%{y:.3g}<br>"
+        "off the plane: %{customdata[1]:.2g}% of ‖θ − θ*‖<extra>" + PATH_NAME + "</extra>"
+    )
+    return data, text
+
+
+def _path_2d(surface: Surface, options: PlotOptions) -> list[go.Scatter]:
+    """The path on a contour map or heat map: a line through the snapshots with a marker at each, labelled."""
+    path = _drawn_path(surface, options)
+    if path is None:
+        return []
+    c = path.coordinates
+    data, hover = _path_hover(path)
+    x, y = _grid(surface)
+    return [
+        go.Scatter(
+            x=c[:, 0],
+            y=c[:, 1],
+            mode="lines+markers+text",
+            text=path_labels(c, path.epochs, _spread(x, y)),
+            textposition=_label_positions(c, x, y),
+            textfont=dict(size=10, color="black"),
+            name=PATH_NAME,
+            showlegend=False,
+            line=dict(color=PATH_COLOR, width=2),
+            marker=dict(size=6, color=PATH_COLOR, line=dict(color="white", width=1)),
+            customdata=data,
+            hovertemplate=hover,
+        )
+    ]
+
+
+def _path_3d(
+    surface: Surface, options: PlotOptions, x: np.ndarray, y: np.ndarray, z: np.ndarray, floor: float | None
+) -> list[go.Scatter3d]:
+    """The path on the 3D surface, lifted onto it by bilinear interpolation (the line between two snapshots
+    follows the surface, not a chord under it), with the markers and labels of the 2D path; and its shadow on the
+    floor under the surface. Parts outside the grid or over a gap are not drawn."""
+    path = _drawn_path(surface, options)
+    if path is None:
+        return []
+    c = path.coordinates
+    t = np.linspace(0.0, 1.0, _PATH_STEPS + 1)[:-1]
+    steps = c[:-1, None, :] + t[None, :, None] * (c[1:, None, :] - c[:-1, None, :])  # (n - 1, steps, 2)
+    dense = np.concatenate([steps.reshape(-1, 2), c[-1:]])
+    finite = z[np.isfinite(z)]
+    lift = 0.02 * (float(finite.max() - finite.min()) if finite.size else 0.0) or 0.02
+    line_z = _bilinear(x, y, z, dense[:, 0], dense[:, 1]) + lift
+    marker_z = _bilinear(x, y, z, c[:, 0], c[:, 1]) + lift
+    data, hover = _path_hover(path)
+    traces = [
+        go.Scatter3d(
+            x=dense[:, 0],
+            y=dense[:, 1],
+            z=line_z,
+            mode="lines",
+            name=PATH_NAME,
+            showlegend=False,
+            line=dict(color=PATH_COLOR, width=5),
+            hoverinfo="skip",
+        ),
+        go.Scatter3d(
+            x=c[:, 0],
+            y=c[:, 1],
+            z=marker_z,
+            mode="markers+text",
+            text=path_labels(c, path.epochs, _spread(x, y)),
+            textposition=_label_positions(c, x, y),
+            textfont=dict(size=10, color="black"),
+            name=f"{PATH_NAME} (snapshots)",
+            showlegend=False,
+            marker=dict(size=3, color=PATH_COLOR, line=dict(color="white", width=1)),
+            customdata=data,
+            hovertemplate=hover,
+        ),
+    ]
+    if floor is not None:
+        traces.append(
+            go.Scatter3d(
+                x=c[:, 0],
+                y=c[:, 1],
+                z=np.full(len(c), floor),
+                mode="lines",
+                name=f"{PATH_NAME} (floor)",
+                showlegend=False,
+                line=dict(color=PATH_COLOR, width=2, dash="dot"),
+                hoverinfo="skip",
+            )
+        )
+    return traces
 
 
 def _at_origin(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:

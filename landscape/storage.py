@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ CURVATURE_ARRAYS = ("hessian_min", "hessian_max", "hessian_products")
 CURVATURE_MASK = "computed_hessian"
 CURVATURE_ATTRIBUTE = "curvature"
 CURVATURE_INDICES = "indices/hessian"
+MAX_SNAPSHOTS = 10_000  # points of a stored training path
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Surface:
     legacy: bool = False
     runs_error: str | None = None  # why the provenance could not be read (the results still were)
     curvature: CurvatureMap | None = None  # the convexity map, when the file holds one
+    trajectory: TrajectoryPath | None = None  # the training path, on a surface of PCA directions
 
     @property
     def surface_spec(self) -> SurfaceSpec | None:
@@ -90,6 +92,28 @@ class Surface:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
+
+
+@dataclass(frozen=True)
+class TrajectoryPath:
+    """The training path on the plane of a surface.
+
+    epochs: (n,) the epoch of each snapshot (for checkpoint files: the last number in the file name, else 1..n).
+    coordinates: (n, 2) least-squares (α, β) with θ_i − θ* ≈ α x + β y, x and y the stored directions.
+    residual: (n,) ‖θ_i − θ* − (α x + β y)‖, the part of each snapshot off the plane; distance: (n,) ‖θ_i − θ*‖.
+    explained_variance_ratio: (2,) the share of the (centered) differences' variance along x and along y.
+    Norms are over the tensors the PCA saw: with ignore `biasbn` those of dim <= 1 are left out.
+    """
+
+    epochs: np.ndarray
+    coordinates: np.ndarray
+    residual: np.ndarray
+    distance: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    def datasets(self) -> dict[str, np.ndarray]:
+        """The arrays of the surface file's `trajectory` group."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -454,7 +478,28 @@ def read_surface(path: str | Path) -> Surface:
             runs,
             runs_error=runs_error,
             curvature=curvature,
+            trajectory=_read_trajectory(f, path),
         )
+
+
+def _read_trajectory(f: h5py.File, path: str | Path) -> TrajectoryPath | None:
+    """The `trajectory` group, every dataset checked before it is read (no links, no external or virtual data,
+    bounded, shapes consistent); None when the file has none."""
+    group = _group(f, "trajectory", path)
+    if group is None:
+        return None
+    coordinates = _dataset(group, "coordinates", path, 2 * MAX_SNAPSHOTS)
+    if coordinates.ndim != 2 or coordinates.shape[1] != 2:
+        raise LandscapeError(f"{path} is damaged: trajectory/coordinates has shape {coordinates.shape}")
+    n = coordinates.shape[0]
+    arrays = {"coordinates": np.asarray(coordinates[()], dtype=np.float64)}
+    shapes = {"epochs": (n,), "residual": (n,), "distance": (n,), "explained_variance_ratio": (2,)}
+    for name, shape in shapes.items():
+        ds = _dataset(group, name, path, MAX_SNAPSHOTS)
+        if ds.shape != shape:
+            raise LandscapeError(f"{path} is damaged: trajectory/{name} has shape {ds.shape}, not {shape}")
+        arrays[name] = np.asarray(ds[()], dtype=np.int64 if name == "epochs" else np.float64)
+    return TrajectoryPath(**arrays)
 
 
 def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> CurvatureMap | None:

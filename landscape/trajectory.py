@@ -31,34 +31,11 @@ from .directions import Direction, center_of, direction_names
 from .errors import LandscapeError
 from .grid import Axis, GridSpec
 from .spec import SurfaceSpec, TrajectorySpec
-from .storage import Surface, _attribute, _dataset, _group, _open
+from .storage import MAX_SNAPSHOTS, Surface, TrajectoryPath, _attribute, _dataset, _group, _open, _read_trajectory
 
 SNAPSHOTS_FORMAT = "landscape-trajectory"  # the `format` attribute of `landscape train`'s snapshots.h5
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
-MAX_SNAPSHOTS = 10_000
 _EPOCH_GROUP = re.compile(r"epoch_(\d{1,9})")
-
-
-@dataclass(frozen=True)
-class TrajectoryPath:
-    """The training path on the plane of a surface.
-
-    epochs: (n,) the epoch of each snapshot (for checkpoint files: the last number in the file name, else 1..n).
-    coordinates: (n, 2) least-squares (α, β) with θ_i − θ* ≈ α x + β y, x and y the stored directions.
-    residual: (n,) ‖θ_i − θ* − (α x + β y)‖, the part of each snapshot off the plane; distance: (n,) ‖θ_i − θ*‖.
-    explained_variance_ratio: (2,) the share of the (centered) differences' variance along x and along y.
-    Norms are over the tensors the PCA saw: with ignore `biasbn` those of dim <= 1 are left out.
-    """
-
-    epochs: np.ndarray
-    coordinates: np.ndarray
-    residual: np.ndarray
-    distance: np.ndarray
-    explained_variance_ratio: np.ndarray
-
-    def datasets(self) -> dict[str, np.ndarray]:
-        """The arrays of the surface file's `trajectory` group."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -255,27 +232,11 @@ def trajectory_grid(spec: SurfaceSpec, x_num: int, y_num: int, margin: float = 0
 
 
 def read_trajectory(surface: Surface | str | Path) -> TrajectoryPath | None:
-    """The path stored with a surface on PCA directions; None for a surface without a `trajectory` group.
-
-    Every dataset is checked before it is read (no links, no external or virtual data, bounded, shapes consistent).
-    """
-    path = surface.path if isinstance(surface, Surface) else surface
-    with _open(path) as f:
-        group = _group(f, "trajectory", path)
-        if group is None:
-            return None
-        coordinates = _dataset(group, "coordinates", path, 2 * MAX_SNAPSHOTS)
-        if coordinates.ndim != 2 or coordinates.shape[1] != 2:
-            raise LandscapeError(f"{path} is damaged: trajectory/coordinates has shape {coordinates.shape}")
-        n = coordinates.shape[0]
-        arrays = {"coordinates": np.asarray(coordinates[()], dtype=np.float64)}
-        shapes = {"epochs": (n,), "residual": (n,), "distance": (n,), "explained_variance_ratio": (2,)}
-        for name, shape in shapes.items():
-            ds = _dataset(group, name, path, MAX_SNAPSHOTS)
-            if ds.shape != shape:
-                raise LandscapeError(f"{path} is damaged: trajectory/{name} has shape {ds.shape}, not {shape}")
-            arrays[name] = np.asarray(ds[()], dtype=np.int64 if name == "epochs" else np.float64)
-    return TrajectoryPath(**arrays)
+    """The path stored with a surface on PCA directions; None for a surface without a `trajectory` group."""
+    if isinstance(surface, Surface):
+        return surface.trajectory
+    with _open(surface) as f:
+        return _read_trajectory(f, surface)
 
 
 def _snapshots(

@@ -74,15 +74,25 @@ def write_surface(
     y: np.ndarray | None = Y,
     computed: np.ndarray | None = None,
     arch: str = "resnet56",
+    trajectory: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """A surface file of this project holding `values` (default: the bowl) at the points where `computed`."""
+    """A surface file of this project holding `values` (default: the bowl) at the points where `computed`, and
+    the arrays of a `trajectory` group if given."""
     values = values if values is not None else bowl(x, y if y is not None else np.zeros(1))
     shape = (len(x),) if y is None else (len(y), len(x))
     values = {k: np.asarray(v).reshape(shape) for k, v in values.items()}
     splits = ("train", "test")
     coordinates = [x] if y is None else [x, y]
     create_surface_file(
-        path, spec(arch, len(x), None if y is None else len(y)), {"started": "test"}, shape, coordinates, splits, {}, {}
+        path,
+        spec(arch, len(x), None if y is None else len(y)),
+        {"started": "test"},
+        shape,
+        coordinates,
+        splits,
+        {},
+        {},
+        trajectory=trajectory,
     )
     computed = np.ones(shape, dtype=bool) if computed is None else computed
     flat = np.flatnonzero(computed.ravel())

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from landscape.checkpoints import build_model, file_sha256, load_checkpoint
 from landscape.cli import app
-from landscape.curvature import HessianSpec, HessianVectorProduct, hessian_report, hutchinson_trace, top_eigenvalues
+from landscape.curvature import (
+    HessianSpec,
+    HessianVectorProduct,
+    hessian_report,
+    hutchinson_trace,
+    lanczos_top,
+    top_eigenvalues,
+)
 from landscape.data import DataSpec, ImageSet, load_split, normalizer
 from landscape.errors import LandscapeError
 from landscape.evaluate import RunOptions
@@ -81,6 +88,60 @@ def test_top_eigenvalues_are_the_exact_ones():
     np.testing.assert_allclose(np.stack([hvp.numpy()(v) for v in vectors.T], 1), vectors * values, atol=1e-8)
     again, _ = top_eigenvalues(hvp.numpy(), hvp.dim, k=4, tol=0, seed=0)
     np.testing.assert_array_equal(again, values)
+
+
+def test_our_lanczos_gives_the_exact_top_eigenpairs():
+    model, images = tiny_problem()
+    exact = np.linalg.eigvalsh(exact_hessian(model, images))[::-1]
+    hvp = HessianVectorProduct(model, images, MEAN, STD)
+    for k in (1, 4):
+        values, vectors, products = lanczos_top(hvp.numpy(), hvp.dim, k, tol=1e-10, seed=0)
+        np.testing.assert_allclose(values, exact[:k], rtol=1e-8)
+        assert vectors.shape == (39, k) and products <= 39
+        np.testing.assert_allclose(vectors.T @ vectors, np.eye(k), atol=1e-10)
+        np.testing.assert_allclose(np.stack([hvp.numpy()(v) for v in vectors.T], 1), vectors * values, atol=1e-7)
+
+
+def test_our_lanczos_stops_sooner_than_arpack_at_the_same_tolerance():
+    """A spectrum with a gap at the top, like a trained network's Hessian: λ1 = 100, the rest in [-1, 10]."""
+    d = np.concatenate([[100.0], np.random.default_rng(0).uniform(-1, 10, 999)])
+    counts = {"lanczos": 0, "arpack": 0}
+
+    def counted(solver):
+        def matvec(v):
+            counts[solver] += 1
+            return d * v
+
+        return matvec
+
+    values, vectors, products = lanczos_top(counted("lanczos"), len(d), 1, tol=1e-3, seed=0)
+    arpack, _ = top_eigenvalues(counted("arpack"), len(d), 1, tol=1e-3, seed=0)
+    assert products == counts["lanczos"] and abs(values[0] - 100) <= 1e-3 * 100 and abs(arpack[0] - 100) <= 0.1
+    assert counts["lanczos"] < 10 <= 20 <= counts["arpack"]  # ARPACK's first cycle alone is 20 products
+    assert abs(vectors[0, 0]) > 1 - 1e-3  # the eigenvector e_1
+
+
+def test_our_lanczos_refuses_what_it_cannot_do():
+    d = np.linspace(1.0, 2.0, 50)  # no gap: 3 steps cannot reach 1e-12
+    with pytest.raises(LandscapeError, match="did not reach the tolerance"):
+        lanczos_top(lambda v: d * v, 50, 2, tol=1e-12, max_steps=3)
+    values, _, products = lanczos_top(lambda v: d * v, 50, 2, tol=0, max_steps=5)  # tol 0: exactly max_steps
+    assert products == 5 and values[0] <= 2.0
+    with pytest.raises(LandscapeError, match="--top-k"):
+        lanczos_top(lambda v: v, 39, 39)
+
+
+@pytest.mark.parametrize("solver, used", [("auto", "lanczos"), ("lanczos", "lanczos"), ("arpack", "arpack")])
+def test_report_by_either_solver_is_the_exact_top_eigenvalue(solver, used):
+    model, images = tiny_problem()
+    exact = np.linalg.eigvalsh(exact_hessian(model, images))[::-1]
+    report = hessian_report(model, images, MEAN, STD, HessianSpec(top_k=1, solver=solver, tol=1e-9), "cpu")
+    assert report["solver"] == used and report["spec"]["solver"] == solver
+    assert report["eigenvalues"][0] == pytest.approx(exact[0], rel=1e-5)  # the report runs in fp32
+    assert report["eigen_hvps"] == report["hvps"] and (report["hvps"] < 20) == (used == "lanczos")
+    assert HessianSpec(top_k=5).resolved_solver == "arpack"
+    with pytest.raises(LandscapeError, match="unknown eigensolver 'power'"):
+        HessianSpec(solver="power").validate()
 
 
 @pytest.mark.parametrize("k", [0, 39, 40])

@@ -471,7 +471,15 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     coloraxis["colorbar"]["title"]["side"] = "top"
     fig.update_layout(
         coloraxis=coloraxis,
-        scene=_scene(x, y, options, equal_axes(surface, options), zaxis, describe(surface).title, axis_titles(surface)),
+        scene=_scene(
+            x,
+            y,
+            options,
+            equal_axes(surface, options),
+            zaxis,
+            describe(surface).title,
+            axis_titles(surface, short=True),
+        ),
         margin=dict(l=0, r=0, t=30, b=0),
         uirevision=describe(surface).title,
     )
@@ -936,14 +944,16 @@ def _scene(
     )
 
 
-def axis_titles(surface: Surface) -> tuple[str, str]:
+def axis_titles(surface: Surface, short: bool = False) -> tuple[str, str]:
     """'α' and 'β'; on PCA directions of a training path with the share of its variance along each, as the paper
-    does ('α: PC1, 60.7% of variance')."""
+    does ('α: PC1, 60.7% of variance'; `short`, for 3D scenes, where text does not shrink: 'α: PC1 (60.7%)')."""
     path = surface.trajectory
     if path is None:
         return "α", "β"
-    ratio = path.explained_variance_ratio
-    return tuple(f"{name}: PC{k + 1}, {100 * ratio[k]:.1f}% of variance" for k, name in enumerate("αβ"))  # type: ignore[return-value]
+    ratio = 100 * path.explained_variance_ratio
+    if short:
+        return f"α: PC1 ({ratio[0]:.1f}%)", f"β: PC2 ({ratio[1]:.1f}%)"
+    return f"α: PC1, {ratio[0]:.1f}% of variance", f"β: PC2, {ratio[1]:.1f}% of variance"
 
 
 def _plane_axes(equal: bool, titles: tuple[str, str] = ("α", "β")) -> dict:
@@ -1339,8 +1349,9 @@ def _path_3d(
     surface: Surface, options: PlotOptions, x: np.ndarray, y: np.ndarray, z: np.ndarray, floor: float | None
 ) -> list[go.Scatter3d]:
     """The path on the 3D surface, lifted onto it by bilinear interpolation (the line between two snapshots
-    follows the surface, not a chord under it), with the markers and labels of the 2D path; and its shadow on the
-    floor under the surface. Parts outside the grid or over a gap are not drawn."""
+    follows the surface, not a chord under it), with the markers of the 2D path and the start labelled (epochs are
+    in the hover: written labels pile up in projection); and its shadow on the floor under the surface. Parts
+    outside the grid or over a gap are not drawn."""
     path = _drawn_path(surface, options)
     if path is None:
         return []
@@ -1369,7 +1380,7 @@ def _path_3d(
             y=c[:, 1],
             z=marker_z,
             mode="markers+text",
-            text=path_labels(c, path.epochs, _spread(x, y)),
+            text=path_labels(c, path.epochs, _spread(x, y), most=0),  # 3D: the start only, labels would pile up
             textposition=_label_positions(c, x, y),
             textfont=dict(size=10, color="black"),
             name=f"{PATH_NAME} (snapshots)",

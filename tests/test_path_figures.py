@@ -117,7 +117,8 @@ def test_the_3d_path_lies_on_the_surface_between_and_at_snapshots(pca):
     np.testing.assert_allclose(np.stack([x[::12], y[::12]], axis=1), COORDINATES, rtol=0, atol=1e-15)
     np.testing.assert_allclose(line.z, plane(x, y) + lift, rtol=0, atol=1e-12)  # follows the surface
     assert len(set(shadow.z)) == 1 and shadow.z[0] < min(markers.z)  # on the floor, under the surface
-    assert fig.layout.scene.xaxis.title.text == "α: PC1, 70.0% of variance"
+    assert list(markers.text) == ["start (epoch 5)", "", "", ""]  # epochs only in the hover: labels pile up in 3D
+    assert fig.layout.scene.xaxis.title.text == "α: PC1 (70.0%)"  # short: 3D text does not shrink
 
 
 def test_path_points_outside_the_grid_are_gaps(tmp_path):
@@ -150,7 +151,7 @@ def test_side_by_side_panels_keep_their_own_components(tmp_path):
     assert fig.layout.yaxis2.title.text == "β: PC2, 25.0% of variance"
     assert len(named(fig, PATH_NAME)) == 2
     surfaces = compare_figure([a, b], "surface", PlotOptions())
-    assert surfaces.layout.scene2.xaxis.title.text == "α: PC1, 50.0% of variance"
+    assert surfaces.layout.scene2.xaxis.title.text == "α: PC1 (50.0%)"
 
 
 def test_pgfplots_table_and_npz_of_the_path(pca, tmp_path):

@@ -577,7 +577,7 @@ class HessianSpec:
     """
 
     top_k: int = 5
-    solver: str = "auto"  # auto: Lanczos for the top 1 (measured: 2-3x fewer products than ARPACK), else ARPACK
+    solver: str = "auto"  # auto: our Lanczos (measured: fewer products than ARPACK for k = 1, 2, 5)
     trace_samples: int = 0
     seed: int = 0
     tol: float = 1e-3
@@ -588,10 +588,9 @@ class HessianSpec:
 
     @property
     def resolved_solver(self) -> str:
-        """The eigensolver `solver` stands for: 'auto' is Lanczos for the top eigenvalue alone, ARPACK for more."""
-        if self.solver == "auto":
-            return "lanczos" if self.top_k == 1 else "arpack"
-        return self.solver
+        """The eigensolver `solver` stands for: 'auto' is our Lanczos, which took fewer products than ARPACK to the
+        same tolerance for the top 1, 2 and 5 (docs/benchmarks.md)."""
+        return "lanczos" if self.solver == "auto" else self.solver
 
     def validate(self) -> None:
         if self.top_k < 1:

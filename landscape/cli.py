@@ -137,6 +137,13 @@ def compute(
     split: Annotated[str, typer.Option(help="train | test | both")] = "train",
     subset: Annotated[Optional[int], typer.Option(help="Evaluate N images per split, drawn with --data-seed.")] = None,
     data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
+    data_part: Annotated[
+        int,
+        typer.Option(
+            help="--subset: the K-th of disjoint draws with --data-seed (0: the usual one; 1: from the images "
+            "draw 0 left out; ...), e.g. to measure image-subsampling noise on other images."
+        ),
+    ] = 0,
     download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
     image_size: Annotated[Optional[int], typer.Option(help="ImageFolder: resize + centre crop.")] = None,
     mean: Annotated[
@@ -211,6 +218,7 @@ def compute(
             split=split,
             subset=subset,
             seed=data_seed,
+            part=data_part,
             download=download,
             image_size=image_size,
         ),

@@ -43,6 +43,7 @@ class DataSpec:
     split: str = "train"  # train | test | both
     subset: int | None = None
     seed: int = 0
+    part: int = 0  # the part-th of disjoint draws of `subset` images: 0 the usual one, 1 from the images 0 left out...
     download: bool = False
     image_size: int | None = None  # imagefolder only: resize + centre crop to this size
 
@@ -57,6 +58,8 @@ class DataSpec:
             raise LandscapeError(f"unknown split '{self.split}': use train, test or both")
         if self.subset is not None and self.subset < 1:
             raise LandscapeError(f"--subset must be a positive number of images, got {self.subset}")
+        if self.part < 0 or (self.part and self.subset is None):
+            raise LandscapeError(f"--data-part must be 0 or more and goes with --subset (got {self.part})")
 
 
 @dataclass(frozen=True)
@@ -106,18 +109,32 @@ def load_split(spec: DataSpec, split: str, indices: np.ndarray | None = None) ->
 def _chosen(total: int, spec: DataSpec, split: str, indices: np.ndarray | None, root: Path) -> np.ndarray:
     """The recorded `indices`, checked against `total`, or the seeded subset draw."""
     if indices is None:
-        return subset_indices(total, spec.subset, spec.seed, split)
+        return subset_indices(total, spec.subset, spec.seed, split, spec.part)
     if len(indices) and (indices.min() < 0 or indices.max() >= total):
         raise LandscapeError(f"recorded image indices exceed the {total} images of the {split} split in {root}")
     return indices
 
 
-def subset_indices(total: int, subset: int | None, seed: int, split: str) -> np.ndarray:
-    """Sorted indices of `subset` images drawn without replacement (all images when `subset` is None)."""
-    if subset is None or subset >= total:
+def subset_indices(total: int, subset: int | None, seed: int, split: str, part: int = 0) -> np.ndarray:
+    """Sorted indices of `subset` images drawn without replacement (all images when `subset` is None).
+
+    `part` k > 0 draws, with the same generator, k more times from the images the earlier draws left out and
+    returns the last: parts are disjoint, and part 0 is the usual draw (the same indices as before parts existed).
+    """
+    if subset is None or (subset >= total and part == 0):
         return np.arange(total, dtype=np.int64)
     rng = np.random.default_rng([seed, SPLITS.index(split) if split in SPLITS else 2])
-    return np.sort(rng.choice(total, size=subset, replace=False)).astype(np.int64)
+    remaining = np.arange(total, dtype=np.int64)
+    for _ in range(part + 1):
+        if subset > len(remaining):
+            raise LandscapeError(
+                f"--data-part {part} needs {(part + 1) * subset} images ({part + 1} disjoint draws of {subset}); "
+                f"the {split} split has {total}"
+            )
+        chosen = rng.choice(len(remaining), size=subset, replace=False)
+        picked = remaining[chosen]
+        remaining = np.delete(remaining, chosen)
+    return np.sort(picked).astype(np.int64)
 
 
 def find_cifar_folder(root: Path, name: str) -> Path | None:

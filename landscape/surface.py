@@ -382,7 +382,9 @@ def prepare_job(
                 f"{out} exists and is not a landscape surface file: "
                 "pass --overwrite to replace it, or choose another --out"
             )
-        stored = read_spec(out)
+        # read back as settings and written out again, so that a field added since the file was written (with its
+        # default, which is what that file was computed with) is no difference
+        stored = json.loads(json.dumps(SurfaceSpec.from_dict(read_spec(out)).to_dict()))
         differences = spec_differences(comparable_fields(spec_dict), comparable_fields(stored))
         if differences:
             raise LandscapeError(

@@ -1,5 +1,6 @@
 """The command line: a surface from a checkpoint, bad input as one line and a non-zero exit, kill and resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,9 +11,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TRAIN_PER_BATCH
 from typer.testing import CliRunner
 
+from landscape import read_surface
 from landscape.cli import app
+from landscape.data import subset_indices
+from landscape.storage import read_indices
 
 runner = CliRunner()
 
@@ -45,6 +50,35 @@ def test_compute_and_info(tmp_path, cifar_root, resnet20_ckpt):
     assert "resnet20" in info.stdout and "completion  100.0%" in info.stdout and '"format' not in info.stdout
     models = invoke("models")
     assert "resnet56_noshort" in models.stdout and "torchvision:NAME" in models.stdout
+
+
+def test_a_disjoint_part_of_the_images(tmp_path, cifar_root, resnet20_ckpt):
+    indices = []
+    for part in (0, 1):
+        out = tmp_path / f"part{part}.h5"
+        args = ["--x", "0:0:1", "--subset", 6, "--data-root", cifar_root, "--data-part", part, "--out", out]
+        result = invoke("compute", "--ckpt", resnet20_ckpt, *args)
+        assert result.exit_code == 0, result.output
+        indices.append(read_indices(out)["train"])
+        assert read_surface(out).surface_spec.data.part == part
+    assert len(indices[0]) == len(indices[1]) == 6 and not set(indices[0]) & set(indices[1])
+    np.testing.assert_array_equal(indices[0], subset_indices(5 * TRAIN_PER_BATCH, 6, 0, "train"))
+
+
+def test_a_file_from_before_a_new_setting_resumes(tmp_path, cifar_root, resnet20_ckpt):
+    """A file written before `data.part` existed (its spec lacks the field) was computed with its default: rerunning
+    the same command resumes it instead of calling it a different surface."""
+    out = tmp_path / "old.h5"
+    args = ["compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 4, "--data-root", cifar_root]
+    assert invoke(*args, "--out", out).exit_code == 0
+    with h5py.File(out, "r+") as f:
+        spec = json.loads(f.attrs["spec"])
+        del spec["data"]["part"]
+        f.attrs["spec"] = json.dumps(spec)
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0 and "holds a different surface" not in result.output, result.output
+    result = invoke(*args[:-4], "--subset", 4, "--data-root", cifar_root, "--data-part", 1, "--out", out)
+    assert result.exit_code == 2 and "data.part (1 here, 0 in the file)" in result.output
 
 
 def test_data_root_from_environment(tmp_path, cifar_root, resnet20_ckpt):

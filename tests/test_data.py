@@ -33,6 +33,21 @@ def test_subset_indices():
     assert len(subset_indices(5, 10, 0, "train")) == 5
 
 
+def test_disjoint_parts_of_a_subset_draw():
+    old_draw = np.sort(np.random.default_rng([7, 0]).choice(100, size=30, replace=False))
+    np.testing.assert_array_equal(subset_indices(100, 30, 7, "train"), old_draw)  # part 0: files stay reproducible
+    np.testing.assert_array_equal(subset_indices(100, 30, 7, "train", part=0), old_draw)
+    parts = [subset_indices(100, 30, 7, "train", part=k) for k in range(3)]
+    assert all(len(p) == 30 and list(p) == sorted(p) for p in parts)
+    assert not (set(parts[0]) & set(parts[1]) or set(parts[0]) & set(parts[2]) or set(parts[1]) & set(parts[2]))
+    np.testing.assert_array_equal(subset_indices(100, 30, 7, "train", part=2), parts[2])  # deterministic
+    assert not np.array_equal(subset_indices(100, 30, 7, "test", part=1), parts[1])  # each split its own draws
+    with pytest.raises(LandscapeError, match="--data-part 3 needs 120 images"):
+        subset_indices(100, 30, 7, "train", part=3)
+    with pytest.raises(LandscapeError, match="goes with --subset"):
+        DataSpec(part=1).validate()
+
+
 def test_cifar100(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()

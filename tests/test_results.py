@@ -18,6 +18,7 @@ def test_the_typed_spec_is_the_stored_one(tmp_path):
     assert isinstance(typed, SurfaceSpec) and typed.to_dict() == {
         **spec(),
         "checkpoint": {**spec()["checkpoint"], "mean": (0.5,) * 3, "std": (0.25,) * 3},
+        "data": {**spec()["data"], "part": 0},  # the fixture's spec predates `part`: read as its default
     }
     assert typed.checkpoint == CheckpointSpec(
         path="/ckpt/resnet56.pt",

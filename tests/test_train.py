@@ -177,7 +177,14 @@ def test_resume_may_change_precision_but_not_the_recipe(tmp_path, cifar_root):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["precision"] for r in log] == ["fp32", "bf16", "bf16"]
     assert all(r["hardware"].startswith("CPU ") and r["torch"] == torch.__version__ for r in log)
-    assert meta["epoch_precisions"] == ["bf16", "fp32"] and meta["eval_precision"] == "bf16"
+    assert meta["epoch_precisions"] == ["bf16", "fp32"] and meta["eval_precision"] == "fp32"
+    # the recorded final numbers are the fp32 ones of the saved weights, on all test images, whatever trained them
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    model = build_model(checkpoint, None, None).eval()
+    test = load_split(DataSpec(root=str(cifar_root)), "test")
+    scale, shift = normalizer(checkpoint.metadata["mean"], checkpoint.metadata["std"], "cpu")
+    metrics = loss_and_accuracy(model, test, scale, shift, batch_size=500, precision="fp32")
+    assert (meta["test_loss"], meta["test_acc"]) == pytest.approx((metrics.loss[0], metrics.acc[0]), rel=1e-6)
 
 
 def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):

@@ -1,9 +1,9 @@
 """`landscape app` served on localhost and driven in Debian's headless Chromium (over the DevTools protocol, by
-choreographer, which kaleido brings): the one-surface page at two window widths, where no element may overlap
-another (checked from the DOM boxes) and a screenshot is kept in the test's tmp folder; a rotated 3D view that
-survives a change of setting; two 3D views that turn together; new and finished files noticed without a reload;
-no request leaving localhost; and the `landscape app` process itself: it serves without a prompt and SIGTERM
-stops its server."""
+choreographer, which kaleido brings): the one-surface page at two window widths, of a random-plane surface and of
+one on PCA directions with its training path, where no element may overlap another (checked from the DOM boxes)
+and a screenshot is kept in the test's tmp folder; a rotated 3D view that survives a change of setting; two 3D
+views that turn together; new and finished files noticed without a reload; no request leaving localhost; and the
+`landscape app` process itself: it serves without a prompt and SIGTERM stops its server."""
 
 from __future__ import annotations
 
@@ -98,6 +98,15 @@ def folder(tmp_path_factory) -> Path:
     write_surface(root / "resnet56.h5", bowl(GRID, GRID), x=GRID, y=GRID)
     steep = {k: 3 * v if k.endswith("_loss") else v for k, v in bowl(GRID, GRID).items()}
     write_surface(root / "resnet56_noshort.h5", steep, x=GRID, y=GRID, arch="resnet56_noshort")
+    path = np.array([[0.9, 0.6], [0.6, -0.5], [0.2, -0.3], [0.05, -0.05], [0.0, 0.0]])
+    trajectory = {  # a surface on PCA directions, with its training path: long axis titles and the path layer
+        "coordinates": path,
+        "epochs": np.arange(2, 12, 2),
+        "residual": np.linspace(0.3, 0.0, 5),
+        "distance": np.linspace(1.2, 0.0, 5),
+        "explained_variance_ratio": np.array([0.607, 0.212]),
+    }
+    write_surface(root / "pca.h5", bowl(GRID, GRID), x=GRID, y=GRID, arch="resnet20", trajectory=trajectory)
     return root
 
 
@@ -198,8 +207,9 @@ def _overlap(a: list[float], b: list[float]) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
+@pytest.mark.parametrize("name", ["resnet56.h5", "pca.h5"])
 @pytest.mark.parametrize("size", [(1400, 1000), (800, 1000)])
-def test_the_one_surface_page_lays_out_without_overlaps(served, tmp_path, size):
+def test_the_one_surface_page_lays_out_without_overlaps(served, tmp_path, size, name):
     async def look(page: Page):
         await page.until(PLOTS_DRAWN.format(n=4))
         await asyncio.sleep(2)  # WebGL and the last layout pass
@@ -208,8 +218,8 @@ def test_the_one_surface_page_lays_out_without_overlaps(served, tmp_path, size):
         facts["errors"] = await page.js("document.querySelectorAll('[data-testid=stException]').length")
         return facts, await page.screenshot(), page.requests
 
-    facts, png, requests = _in_browser(f"{served}/?file=resnet56.h5", size, look)
-    shot = tmp_path / f"one_surface_{size[0]}px.png"  # kept for CI to upload
+    facts, png, requests = _in_browser(f"{served}/?file={name}", size, look)
+    shot = tmp_path / f"one_surface_{name[:-3]}_{size[0]}px.png"  # kept for CI to upload
     shot.write_bytes(png)
     assert facts["errors"] == 0 and facts["webgl"] >= 1
     leaves = facts["leaves"]

@@ -502,6 +502,7 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
     if not named:
         fig.add_trace(_colorbar_carrier(x, y, crange))
     fig.add_traces(_path_2d(surface, options))
+    _clip_to_grid(fig, surface, options, cells=False)
     _add_center(fig, x, y, options, _drawn_path(surface, options))
     fig.update_layout(
         coloraxis=_coloraxis(options, crange),
@@ -527,6 +528,7 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
         )
     )
     fig.add_traces(_path_2d(surface, options))
+    _clip_to_grid(fig, surface, options, cells=True)
     _add_center(fig, x, y, options, _drawn_path(surface, options))
     fig.update_layout(
         coloraxis=_coloraxis(options, crange),
@@ -750,6 +752,9 @@ def compare_figure(
     if kind != "surface":
         for col, panel in enumerate(panels, start=1):
             fig.update_xaxes(title_text=panel.layout.xaxis.title.text, row=1, col=col)
+            if panel.layout.xaxis.range is not None:  # a panel kept on its grid (`_clip_to_grid`)
+                fig.update_xaxes(range=panel.layout.xaxis.range, row=1, col=col)
+                fig.update_yaxes(range=panel.layout.yaxis.range, row=1, col=col)
         if kind != "1d":
             same = len({panel.layout.yaxis.title.text for panel in panels}) == 1
             for col, panel in enumerate(panels, start=1):
@@ -1282,6 +1287,25 @@ def path_labels(coordinates: np.ndarray, epochs: np.ndarray, spread: float, most
             labels[int(k)] = f"{int(epochs[k])}"
             placed.append(coordinates[k])
     return labels
+
+
+def _clip_to_grid(fig: go.Figure, surface: Surface, options: PlotOptions, cells: bool) -> None:
+    """Where a drawn path leaves the grid, keep the axes on the grid (its cells' edges for a heat map): the plot
+    stays the surface's, and the path is cut at its edge, as in 3D."""
+    path = _drawn_path(surface, options)
+    if path is None:
+        return
+    x, y = _grid(surface)
+    c = path.coordinates
+    inside = (x.min() <= c[:, 0]) & (c[:, 0] <= x.max()) & (y.min() <= c[:, 1]) & (c[:, 1] <= y.max())
+    if bool(inside.all()):
+        return
+    ranges = []
+    for axis in (x, y):
+        half = (float(np.ptp(axis)) / (len(axis) - 1) / 2 if len(axis) > 1 else 0.5) if cells else 0.0
+        ranges.append([float(axis.min()) - half, float(axis.max()) + half])
+    fig.update_xaxes(range=ranges[0])
+    fig.update_yaxes(range=ranges[1])
 
 
 def _label_positions(coordinates: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[str]:

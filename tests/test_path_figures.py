@@ -126,6 +126,14 @@ def test_path_points_outside_the_grid_are_gaps(tmp_path):
     surface = read_surface(write_surface(tmp_path / "s.h5", plane_values(), trajectory=trajectory(coordinates)))
     (markers,) = named(surface_figure(surface, PlotOptions()), f"{PATH_NAME} (snapshots)")
     assert np.isnan(markers.z[0]) and np.isfinite(markers.z[1:]).all()
+    contour = contour_figure(surface, PlotOptions())  # 2D: the axes stay on the grid, the path is cut at its edge
+    assert list(contour.layout.xaxis.range) == [-1.0, 1.0] and list(contour.layout.yaxis.range) == [-0.5, 0.5]
+    heat = heatmap_figure(surface, PlotOptions())  # a heat map's cells reach half a spacing beyond the grid
+    assert list(heat.layout.xaxis.range) == [-1.25, 1.25] and list(heat.layout.yaxis.range) == [-0.75, 0.75]
+    inside = read_surface(write_surface(tmp_path / "in.h5", plane_values(), trajectory=trajectory()))
+    assert contour_figure(inside, PlotOptions()).layout.xaxis.range is None  # left to plotly when it fits
+    both = compare_figure([surface, inside], "contour", PlotOptions())
+    assert list(both.layout.xaxis.range) == [-1.0, 1.0] and both.layout.xaxis2.range is None
     np.testing.assert_allclose(values_at(surface, "train_loss", coordinates), [np.nan, 1.25, 1.0])
 
 

@@ -198,10 +198,10 @@ def _lanczos_with_basis(
     hvp: MatVec, dim: int, steps: int, start: np.ndarray
 ) -> Iterator[tuple[list[float], list[float], float, np.ndarray]]:
     """`lanczos_steps`, also giving the orthonormal Lanczos vectors so far as rows (a view, valid until the next
-    step), from which Ritz vectors are made."""
+    step), from which Ritz vectors are made. Memory: 8 x dim bytes per step taken (the array doubles as it fills)."""
     if not 1 <= steps <= dim:
         raise LandscapeError(f"the Lanczos steps must be in 1..{dim} (the number of parameters), got {steps}")
-    basis = np.empty((steps, dim))
+    basis = np.empty((min(steps, 32), dim))  # grown as needed: `steps` is a bound, most runs stop far short of it
     basis[0] = start / np.linalg.norm(start)
     alphas: list[float] = []
     betas: list[float] = []
@@ -217,6 +217,10 @@ def _lanczos_with_basis(
         if j == steps - 1 or closed:
             return
         betas.append(beta)
+        if j + 1 == len(basis):
+            grown = np.empty((min(2 * len(basis), steps), dim))
+            grown[: j + 1] = basis
+            basis = grown
         basis[j + 1] = w / beta
 
 

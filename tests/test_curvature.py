@@ -18,6 +18,7 @@ from landscape.curvature import (
     HessianVectorProduct,
     hessian_report,
     hutchinson_trace,
+    lanczos,
     lanczos_top,
     top_eigenvalues,
 )
@@ -119,6 +120,22 @@ def test_our_lanczos_stops_sooner_than_arpack_at_the_same_tolerance():
     assert products == counts["lanczos"] and abs(values[0] - 100) <= 1e-3 * 100 and abs(arpack[0] - 100) <= 0.1
     assert counts["lanczos"] < 10 <= 20 <= counts["arpack"]  # ARPACK's first cycle alone is 20 products
     assert abs(vectors[0, 0]) > 1 - 1e-3  # the eigenvector e_1
+
+
+def test_lanczos_past_its_first_block_of_vectors_stays_exact():
+    """More than 32 steps: the basis grows (doubling) and stays orthonormal. A diagonal matrix of 120 evenly spaced
+    eigenvalues (no gap: slow to converge) gives its top 5; one whose 120 entries hold 40 distinct values, each 3
+    times, closes its Krylov space after 40 steps, whose Ritz values are exactly those 40 values."""
+    d = np.arange(1.0, 121.0)
+    values, vectors, products = lanczos_top(lambda v: d * v, len(d), 5, tol=1e-10, seed=0, max_steps=120)
+    assert products > 32
+    np.testing.assert_allclose(values, [120, 119, 118, 117, 116], rtol=1e-9)
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(5), atol=1e-9)
+    repeated = np.repeat(np.arange(1.0, 41.0), 3)
+    alphas, betas = lanczos(lambda v: repeated * v, len(repeated), 100, np.ones(len(repeated)))
+    assert len(alphas) == 40  # closed: an invariant subspace, T exact
+    tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    np.testing.assert_allclose(np.linalg.eigvalsh(tridiagonal), np.arange(1.0, 41.0), rtol=1e-9)
 
 
 def test_our_lanczos_refuses_what_it_cannot_do():

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -510,14 +510,7 @@ def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> C
         return None
     if not all(parts):
         raise LandscapeError(f"{path} is damaged: its convexity map lacks some of its parts")
-    try:
-        settings = json.loads(_attribute(f, CURVATURE_ATTRIBUTE, path))
-    except ValueError:
-        raise LandscapeError(f"{path} has a damaged curvature attribute (not JSON)") from None
-    try:
-        CurvatureMapSpec.from_dict(settings)
-    except LandscapeError as e:
-        raise LandscapeError(f"{path} has damaged convexity-map settings: {e}") from None
+    settings = _settings(f, CURVATURE_ATTRIBUTE, path, CurvatureMapSpec.from_dict, "damaged convexity-map settings")
     arrays = {}
     for name, kinds in zip((*CURVATURE_ARRAYS, CURVATURE_MASK), ("f", "f", "iu", "biu")):
         ds = _dataset(f, name, path, MAX_POINTS)
@@ -539,17 +532,23 @@ def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> C
 
 
 def _read_spec(f: h5py.File, path: str | Path) -> dict[str, Any]:
-    from .spec import SurfaceSpec
+    return _settings(f, "spec", path, SurfaceSpec.from_dict, "a damaged spec")
 
+
+def _settings(
+    f: h5py.File, name: str, path: str | Path, check: Callable[[dict[str, Any]], Any], damaged: str
+) -> dict[str, Any]:
+    """The JSON attribute `name` as a dict, refused unless `check` (a settings class's `from_dict`) accepts it:
+    '{path} has a damaged {name} attribute (not JSON)', or '{path} has {damaged}: {why}'."""
     try:
-        spec = json.loads(_attribute(f, "spec", path))
+        settings = json.loads(_attribute(f, name, path))
     except ValueError:
-        raise LandscapeError(f"{path} has a damaged spec attribute (not JSON)") from None
+        raise LandscapeError(f"{path} has a damaged {name} attribute (not JSON)") from None
     try:
-        SurfaceSpec.from_dict(spec)
+        check(settings)
     except LandscapeError as e:
-        raise LandscapeError(f"{path} has a damaged spec: {e}") from None
-    return spec
+        raise LandscapeError(f"{path} has {damaged}: {e}") from None
+    return settings
 
 
 def _attribute(f: h5py.File, name: str, path: str | Path) -> str:

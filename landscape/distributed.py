@@ -45,7 +45,7 @@ import torch.distributed as dist
 from .directions import Direction, center_of, check_same_keys, direction_names
 from .errors import LandscapeError
 from .evaluate import RunOptions
-from .spec import CurvatureMapSpec, SurfaceSpec
+from .spec import CurvatureMapSpec, SurfaceSpec, as_stored
 from .storage import Surface, read_surface, write_points, writer_lock
 from .surface import Job, Progress, Work, check_out_folder, chunks, job_images, surface_work, work_from_description
 
@@ -123,7 +123,7 @@ class Channel:
         self.store.set("indices", buffer.getvalue())  # type: ignore[arg-type]
         plan = {
             "spec": spec_dict,
-            "curvature": None if job.curvature is None else json.loads(json.dumps(job.curvature.to_dict())),
+            "curvature": None if job.curvature is None else as_stored(job.curvature),
             "todo": job.todo.tolist(),
             "total": job.total,
             "points_per_pass": points_per_pass,
@@ -347,7 +347,7 @@ def _lead(
     spec, model = work.load()
     with writer_lock(out):
         job = work.prepare(spec, model, options)
-        spec_dict = json.loads(json.dumps(job.spec.to_dict()))
+        spec_dict = as_stored(job.spec)
         channel.publish_plan(job, spec_dict, options.points_per_pass)
         channel.working = True
         done = job.total - len(job.todo)

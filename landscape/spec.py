@@ -7,6 +7,7 @@ crafted `spec` attribute is one clear error, never a KeyError or TypeError later
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -182,6 +183,18 @@ class CurvatureMapSpec:
         assert isinstance(spec, CurvatureMapSpec)
         spec.validate()
         return spec
+
+
+def as_stored(settings: Any) -> dict[str, Any]:
+    """Settings in the form a file stores and reads back (JSON types: tuples become lists), to compare with one."""
+    plain = settings.to_dict() if hasattr(settings, "to_dict") else dataclasses.asdict(settings)
+    stored: dict[str, Any] = json.loads(json.dumps(plain))
+    return stored
+
+
+def read_back(cls: Any, value: Any, where: str) -> Any:
+    """A frozen dataclass rebuilt from its JSON form, fields added since it was written filled with their defaults."""
+    return _from_dict(cls, value, where)
 
 
 def _from_dict(cls: Any, value: Any, where: str) -> Any:

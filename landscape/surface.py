@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import platform
 import socket
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from .spec import (  # noqa: F401 (CheckpointSpec re-exported)
     CheckpointSpec,
     CurvatureMapSpec,
     SurfaceSpec,
+    as_stored,
     comparable_fields,
     spec_differences,
 )
@@ -235,7 +235,7 @@ def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False)
 
     def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:
         own_spec, model = load_model(spec)
-        own = json.loads(json.dumps(own_spec.to_dict()))
+        own = as_stored(own_spec)
         differences = spec_differences(comparable_fields(own), comparable_fields(plan["spec"]))
         if differences:
             raise LandscapeError(f"this rank was given another surface than rank 0: {'; '.join(differences[:3])}")
@@ -267,7 +267,7 @@ def convexity_work(
         return prepare_curvature_job(spec, model, out, curvature, options)
 
     def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:
-        if plan["curvature"] != json.loads(json.dumps(curvature.to_dict())):
+        if plan["curvature"] != as_stored(curvature):
             raise LandscapeError("this rank was given other convexity-map settings than rank 0")
         return surface_model(SurfaceSpec.from_dict(plan["spec"]), checkpoint, data_root, arch)
 
@@ -374,7 +374,7 @@ def prepare_job(
     Call it holding `writer_lock(out)`. A resumed file that has points left gets a record of this session.
     """
     device = torch.device(options.device)
-    spec_dict = json.loads(json.dumps(spec.to_dict()))  # as stored: tuples become lists
+    spec_dict = as_stored(spec)
     resume = out.exists() and not overwrite
     if resume:
         if not is_surface_file(out):
@@ -384,7 +384,7 @@ def prepare_job(
             )
         # read back as settings and written out again, so that a field added since the file was written (with its
         # default, which is what that file was computed with) is no difference
-        stored = json.loads(json.dumps(SurfaceSpec.from_dict(read_spec(out)).to_dict()))
+        stored = as_stored(SurfaceSpec.from_dict(read_spec(out)))
         differences = spec_differences(comparable_fields(spec_dict), comparable_fields(stored))
         if differences:
             raise LandscapeError(
@@ -503,7 +503,7 @@ def prepare_curvature_job(
         if curvature.split not in stored:
             raise LandscapeError(f"{out} is damaged: it lacks the indices of its {curvature.split} images")
         indices = hessian_indices(stored[curvature.split], curvature)
-        add_curvature(out, json.loads(json.dumps(curvature.to_dict())), indices, record)
+        add_curvature(out, as_stored(curvature), indices, record)
     else:
         differences = spec_differences(curvature.to_dict(), surface.curvature.spec)
         if differences:

@@ -35,6 +35,7 @@ from .evaluate import loss_and_accuracy, normalize
 from .hardware import PRECISIONS, autocast, resolve_device, resolve_precision
 from .hardware import describe as describe_hardware
 from .models import create_model
+from .spec import as_stored, read_back
 
 SCHEDULES = ("onecycle", "cosine")
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
@@ -158,12 +159,13 @@ def train(
     )
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
-    spec_dict = json.loads(json.dumps(dataclasses.asdict(spec)))
+    spec_dict = as_stored(spec)
     precision = resolve_precision(spec.precision, dev)
     hardware = describe_hardware(dev)
     if state_path.exists():
         state = torch.load(state_path, map_location=dev, weights_only=True)
-        stored = json.loads(state["spec"])
+        # read back through the dataclass: a field added since the run started (data.part) takes its default
+        stored = as_stored(read_back(TrainSpec, json.loads(state["spec"]), "the stored recipe"))
         changed = sorted(
             k for k in set(stored) | set(spec_dict) if k not in RESUMABLE_CHANGES and stored.get(k) != spec_dict.get(k)
         )

@@ -85,6 +85,49 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, cifar_root):
         train(s, tmp_path / "part", device="cpu", resume=True)
 
 
+def _edit_stored_recipe(state_path: Path, edit) -> None:
+    state = torch.load(state_path, weights_only=True)
+    recipe = json.loads(state["spec"])
+    edit(recipe)
+    state["spec"] = json.dumps(recipe)
+    torch.save(state, state_path)
+
+
+def test_a_run_started_before_a_recipe_field_existed_resumes(tmp_path, cifar_root):
+    """A state written before `data.part` existed (session 5's runs) resumes, exactly as if never stopped."""
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+
+    def stop_after_epoch_one(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu", progress=stop_after_epoch_one)
+    _edit_stored_recipe(tmp_path / "part" / "state.pt", lambda recipe: recipe["data"].pop("part"))
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt").state_dict
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_stored_recipe_is_one_clear_error(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+
+    def stop_after_epoch_one(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "run", device="cpu", progress=stop_after_epoch_one)
+    _edit_stored_recipe(tmp_path / "run" / "state.pt", lambda recipe: recipe.update(epochs="two"))
+    with pytest.raises(LandscapeError, match=r"the stored recipe\.epochs should be an integer"):
+        train(s, tmp_path / "run", device="cpu", resume=True)
+    _edit_stored_recipe(tmp_path / "run" / "state.pt", lambda recipe: recipe.update(epochs=2, optimizer="adam"))
+    with pytest.raises(LandscapeError, match="the stored recipe has unknown fields: optimizer"):
+        train(s, tmp_path / "run", device="cpu", resume=True)
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, cifar_root):
     with pytest.raises(LandscapeError, match="loss became nan|loss became inf"):
         train(spec(cifar_root, lr=1e30, epochs=2), tmp_path / "nan", device="cpu")

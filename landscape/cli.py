@@ -16,6 +16,7 @@ import typer
 
 from .analysis import TURN_TOLERANCE, Comparison
 from .errors import LandscapeError
+from .files import check_writable, write_file
 from .hardware import bf16_warning
 
 app = typer.Typer(
@@ -683,6 +684,7 @@ def plot(
         typer.Option(help="Draw the training path of a surface on PCA directions (contour, heatmap, 3D)."),
     ] = True,
     title: Annotated[Optional[str], typer.Option(help="Figure title (papers usually use the caption).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML); a 3D scene is an
     image at 384 ppi inside PDF and SVG."""
@@ -698,6 +700,7 @@ def plot(
         )
     if out.suffix.lower() != f".{fmt}":
         raise LandscapeError(f"--out {out} does not end in .{fmt}")
+    check_writable(out, overwrite, files)
     options = PlotOptions(
         metric=metric,
         log=log,
@@ -725,7 +728,7 @@ def plot(
         font_family=font or SERIF,
         font_size=font_size,
     )
-    write_figure(fig, out, fmt)
+    write_figure(fig, out, fmt, overwrite=overwrite)
     typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
 
 
@@ -752,6 +755,7 @@ def export(
     metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
     log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
     clip: Annotated[Optional[float], typer.Option(help="--vtp: cap the height at this value.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv, --npz, or its training path: --path."""
     from .export import DATA_SUFFIXES, write_data
@@ -763,10 +767,10 @@ def export(
     if len(chosen) != 1:
         raise LandscapeError("choose one of --vtp, --table, --csv, --npz, --path")
     fmt = chosen[0]
+    target = check_writable(out or file.with_suffix(DATA_SUFFIXES[fmt]), overwrite, [file])
     surface = read_surface(file)
-    path = write_data(
-        surface, out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt, PlotOptions(metric=metric, log=log, clip=clip)
-    )
+    options = PlotOptions(metric=metric, log=log, clip=clip)
+    path = write_data(surface, target, fmt, options, overwrite=overwrite, inputs=[file])
     typer.echo(f"wrote {path}")
 
 
@@ -965,6 +969,7 @@ def hessian(
     ] = False,
     density_steps: Annotated[int, typer.Option(help="--density: Lanczos steps (products) per start vector.")] = 50,
     density_samples: Annotated[int, typer.Option(help="--density: Rademacher start vectors averaged.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing --json and --eigenvectors files.")] = False,
 ) -> None:
     """Top eigenvalues, trace and eigenvalue density of the loss Hessian at θ* (Lanczos, Hutchinson, stochastic
     Lanczos quadrature), over a fixed set of images."""
@@ -988,6 +993,9 @@ def hessian(
     spec.validate()
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+    for output in (json_out, eigenvectors):  # before minutes of products, not after
+        if output is not None:
+            check_writable(output, overwrite, [ckpt])
     resolved = resolve_device(device)
     checkpoint = load_checkpoint(ckpt)
     model = build_model(checkpoint, arch, num_classes)
@@ -1006,6 +1014,7 @@ def hessian(
         eigenvectors=eigenvectors,
         checkpoint_sha256=checkpoint.sha256,
         keep_graph=keep_graph,
+        overwrite=overwrite,
     )
     report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
     typer.echo(
@@ -1025,7 +1034,7 @@ def hessian(
             f"{d['near_zero_share']:.1%} ({len(d['nodes'])} x {spec.density_steps} Lanczos steps)"
         )
     if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2))
+        write_file(json_out, json.dumps(report, indent=2).encode(), overwrite, [ckpt])
         typer.echo(f"wrote {json_out}")
     if eigenvectors is not None:
         typer.echo(f"wrote {eigenvectors}")

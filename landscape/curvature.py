@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from torch import nn
 from .data import DataSpec, ImageSet, normalizer
 from .directions import Direction
 from .errors import LandscapeError
+from .files import check_writable, write_file
 
 MatVec = Callable[[np.ndarray], np.ndarray]
 EIGENVALUES_KEY = "#eigenvalues"  # in the eigenvector file: the eigenvalues, descending
@@ -626,6 +628,7 @@ def hessian_report(
     eigenvectors: str | Path | None = None,
     checkpoint_sha256: str | None = None,
     keep_graph: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Top eigenvalues and (optionally) the trace and the eigenvalue density of the loss Hessian at the model's
     weights, as a JSON-able dict.
@@ -633,11 +636,14 @@ def hessian_report(
     The model is moved to `device` in fp32 and put in eval mode. `eigenvectors`: an .npz file to write the
     eigenvectors to, one array (top_k, *shape) per parameter name, in the order of the eigenvalues, with the
     eigenvalues (`#eigenvalues`) and `checkpoint_sha256` (`#checkpoint_sha256`, when given: the file is then refused
-    as directions of another checkpoint's surface). `keep_graph`: see `HessianVectorProduct`.
+    as directions of another checkpoint's surface; an existing file is replaced only with `overwrite`).
+    `keep_graph`: see `HessianVectorProduct`.
     """
     spec.validate()
-    if eigenvectors is not None and Path(eigenvectors).suffix != ".npz":
-        raise LandscapeError(f"the eigenvectors are written as .npz: name the file *.npz, not {eigenvectors}")
+    if eigenvectors is not None:
+        if Path(eigenvectors).suffix != ".npz":
+            raise LandscapeError(f"the eigenvectors are written as .npz: name the file *.npz, not {eigenvectors}")
+        check_writable(eigenvectors, overwrite)
     started = time.perf_counter()
     model = model.to(device=device, dtype=torch.float32)
     hvp = HessianVectorProduct(model, images, mean, std, batch_size=batch_size, keep_graph=keep_graph)
@@ -658,7 +664,9 @@ def hessian_report(
         arrays[EIGENVALUES_KEY] = values
         if checkpoint_sha256 is not None:
             arrays[CHECKPOINT_KEY] = np.array(checkpoint_sha256)
-        np.savez(Path(eigenvectors), **arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_file(eigenvectors, buffer.getvalue(), overwrite)
     return {
         "eigenvalues": [float(v) for v in values],
         "trace": trace.estimate if trace is not None else None,

@@ -114,11 +114,11 @@ def _write_figures(surfaces: list[Surface], out: Path) -> tuple[tuple[Path, ...]
     except ImportError:
         return (), ("figures skipped: pip install plotly kaleido (see docs/app.md)",)
     options = PlotOptions(metric=METRIC, log=True)
-    written = [write_figure(compare_figure(surfaces, "surface", options), out / "surfaces.html")]
+    written = [write_figure(compare_figure(surfaces, "surface", options), out / "surfaces.html", overwrite=True)]
     try:
         for kind in ("contour", "surface"):
             fig = paper_layout(compare_figure(surfaces, kind, options), width="page")
-            written.append(write_figure(fig, out / f"{kind}s.pdf"))
+            written.append(write_figure(fig, out / f"{kind}s.pdf", overwrite=True))
     except LandscapeError as e:
         return tuple(written), (f"static figures skipped: {e}",)
     return tuple(written), ()

@@ -24,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .errors import LandscapeError
+from .files import check_writable, write_file
 from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order, values_at
 from .storage import Surface
 
@@ -201,12 +202,10 @@ async def _checked(reply: Any) -> dict:
     return reply
 
 
-def write_figure(fig: go.Figure, path: str | Path, fmt: str | None = None) -> Path:
-    """Write the figure; the format defaults to the file's suffix."""
-    path = Path(path)
-    _check_folder(path)  # before the seconds of rendering
-    _write(path, figure_bytes(fig, fmt or path.suffix.lstrip(".").lower()))
-    return path
+def write_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, overwrite: bool = False) -> Path:
+    """Write the figure; the format defaults to the file's suffix. An existing file only with `overwrite`."""
+    path = check_writable(path, overwrite)  # before the seconds of rendering
+    return write_file(path, figure_bytes(fig, fmt or path.suffix.lstrip(".").lower()), overwrite)
 
 
 def columns(surface: Surface) -> dict[str, np.ndarray]:
@@ -353,10 +352,18 @@ def data_bytes(surface: Surface, fmt: str, options: PlotOptions = PlotOptions())
     raise LandscapeError(f"unknown data format '{fmt}': use {', '.join(DATA_FORMATS)}")
 
 
-def write_data(surface: Surface, path: str | Path, fmt: str, options: PlotOptions = PlotOptions()) -> Path:
-    path = Path(path)
-    _write(path, data_bytes(surface, fmt, options))
-    return path
+def write_data(
+    surface: Surface,
+    path: str | Path,
+    fmt: str,
+    options: PlotOptions = PlotOptions(),
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
+) -> Path:
+    """Write the surface as data in `fmt`; an existing file only with `overwrite`, never one of `inputs`."""
+    path = check_writable(path, overwrite, inputs)
+    return write_file(path, data_bytes(surface, fmt, options), overwrite, inputs)
 
 
 def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:
@@ -372,16 +379,3 @@ def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:
 
 def _number(v: float | int) -> str:
     return str(int(v)) if isinstance(v, (int, np.integer)) else format(float(v), ".10g")
-
-
-def _check_folder(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise LandscapeError(f"cannot write {path}: folder {path.parent} does not exist")
-
-
-def _write(path: Path, data: bytes) -> None:
-    _check_folder(path)
-    try:
-        path.write_bytes(data)
-    except OSError as e:
-        raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None

@@ -360,7 +360,7 @@ def test_plot_command_draws_a_3d_figure_from_a_chosen_angle(tmp_path):
 
 def test_plot_view_options_reach_the_figure(tmp_path, monkeypatch):
     written = {}
-    monkeypatch.setattr("landscape.export.write_figure", lambda fig, out, fmt=None: written.update(fig=fig))
+    monkeypatch.setattr("landscape.export.write_figure", lambda fig, out, fmt=None, **_: written.update(fig=fig))
     source = write_surface(tmp_path / "s.h5")
     result = runner.invoke(
         app,

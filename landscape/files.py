@@ -1,0 +1,42 @@
+"""Writing output files (figures, tables, reports): never over an existing file unless asked, never a torn one.
+
+A figure or table may have been edited by hand and a Hessian report took minutes to hours, so an existing file is
+replaced only with `overwrite=True` (the CLI's `--overwrite`). The bytes go to a temporary file in the same
+folder that is then renamed over the target, so a kill or a full disk leaves the old file or the new one whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import LandscapeError
+
+
+def check_writable(path: str | Path, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+    """The path to write, once its folder exists, it is none of `inputs`, and it is new (or `overwrite`)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise LandscapeError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise LandscapeError(f"cannot write {path}: it is a folder")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and path.samefile(source):
+            raise LandscapeError(f"{path} is an input of this command: write the output elsewhere")
+    if path.exists() and not overwrite:
+        raise LandscapeError(f"{path} exists: pass --overwrite to replace it, or choose another file")
+    return path
+
+
+def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write `data` to `path` whole (temporary file, then rename), after `check_writable`."""
+    path = check_writable(path, overwrite, inputs)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
+    return path

@@ -1,0 +1,119 @@
+"""Output files (figures, tables, Hessian reports and eigenvectors): an existing file is replaced only with
+--overwrite, an input never, and a failed write leaves the old file whole."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from surface_fixtures import write_surface
+from torch import nn
+from typer.testing import CliRunner
+
+from landscape import LandscapeError
+from landscape.cli import app
+from landscape.curvature import HessianSpec, hessian_report
+from landscape.data import ImageSet
+from landscape.files import check_writable, write_file
+
+runner = CliRunner()
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+
+
+def one_line_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command, suffix",
+    [
+        (("export", "{surface}", "--table"), ".dat"),
+        (("export", "{surface}", "--csv"), ".csv"),
+        (("plot", "{surface}", "--kind", "heatmap", "--format", "html"), ".html"),
+    ],
+)
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, command, suffix):
+    surface = write_surface(tmp_path / "s.h5")
+    out = tmp_path / f"edited{suffix}"
+    out.write_bytes(b"edited by hand")
+    args = [a.format(surface=surface) for a in command] + ["--out", out]
+    one_line_error(invoke(*args), f"{out} exists: pass --overwrite")
+    assert out.read_bytes() == b"edited by hand"
+    result = invoke(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() != b"edited by hand" and out.stat().st_size > 100
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_export_default_name_is_refused_when_it_exists(tmp_path):
+    surface = write_surface(tmp_path / "s.h5")
+    assert invoke("export", surface, "--csv").exit_code == 0
+    first = (tmp_path / "s.csv").read_bytes()
+    one_line_error(invoke("export", surface, "--csv"), "s.csv exists: pass --overwrite")
+    assert (tmp_path / "s.csv").read_bytes() == first
+
+
+def test_the_surface_file_is_never_an_output(tmp_path):
+    surface = write_surface(tmp_path / "s.h5")
+    before = surface.read_bytes()
+    one_line_error(invoke("export", surface, "--table", "--out", surface, "--overwrite"), "is an input")
+    link = tmp_path / "link.csv"
+    link.symlink_to(surface)
+    one_line_error(invoke("export", surface, "--csv", "--out", link, "--overwrite"), "is an input")
+    assert surface.read_bytes() == before
+
+
+def test_hessian_refuses_existing_outputs_before_computing(tmp_path, cifar_root, resnet20_ckpt):
+    report, vectors = tmp_path / "h.json", tmp_path / "v.npz"
+    args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--subset", 8, "--top-k", 1)
+    report.write_text("a report of yesterday")
+    one_line_error(invoke(*args, "--json", report), f"{report} exists: pass --overwrite")
+    vectors.write_bytes(b"eigenvectors of yesterday")
+    one_line_error(invoke(*args, "--eigenvectors", vectors), f"{vectors} exists: pass --overwrite")
+    assert report.read_text() == "a report of yesterday" and vectors.read_bytes() == b"eigenvectors of yesterday"
+    result = invoke(*args, "--tol", 1e-2, "--device", "cpu", "--json", report, "--eigenvectors", vectors, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert report.read_text().startswith("{") and vectors.read_bytes()[:2] == b"PK"
+
+
+def test_hessian_report_refuses_to_replace_eigenvectors(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    g = torch.Generator().manual_seed(0)
+    images = ImageSet(
+        torch.randint(0, 256, (8, 3, 2, 2), dtype=torch.uint8, generator=g), torch.arange(8) % 3, np.arange(8)
+    )
+    path = tmp_path / "v.npz"
+    path.write_bytes(b"kept")
+    with pytest.raises(LandscapeError, match="exists: pass --overwrite"):
+        hessian_report(model, images, MEAN, STD, HessianSpec(top_k=1), "cpu", eigenvectors=path)
+    assert path.read_bytes() == b"kept"
+    hessian_report(model, images, MEAN, STD, HessianSpec(top_k=1), "cpu", eigenvectors=path, overwrite=True)
+    assert path.read_bytes()[:2] == b"PK"
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "figure.svg"
+    target.write_bytes(b"old figure")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(LandscapeError, match=r"cannot write .*figure.svg: No space left on device"):
+        write_file(target, b"new figure" * 1000, overwrite=True)
+    assert target.read_bytes() == b"old figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.svg"]
+
+
+def test_check_writable_messages(tmp_path):
+    with pytest.raises(LandscapeError, match="folder .*missing does not exist"):
+        check_writable(tmp_path / "missing" / "f.pdf")
+    with pytest.raises(LandscapeError, match="it is a folder"):
+        check_writable(tmp_path, overwrite=True)
+    assert check_writable(tmp_path / "new.pdf") == tmp_path / "new.pdf"

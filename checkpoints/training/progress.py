@@ -1,0 +1,98 @@
+"""The model card's progress paragraph, from the campaign's logs (checkpoints/training/<arch>/log.jsonl).
+
+    python checkpoints/training/progress.py --after "session 6"            # print it
+    python checkpoints/training/progress.py --after "session 6" --write    # replace it in checkpoints/README.md
+
+The paragraph lists every epoch's test accuracy (2,000 test images), the last five epochs' training accuracy, the
+learning rate now, and which precision and hardware ran which epochs (from each log line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CARD = HERE.parent / "README.md"
+RUNS = ("resnet56", "resnet56_noshort")
+START = "Progress (test accuracy on 2,000 images"
+END = "Start (once) and resume"
+
+
+def read_log(arch: str) -> list[dict]:
+    lines = (HERE / arch / "log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def spans(log: list[dict]) -> list[tuple[int, int, str, str, list[float]]]:
+    """Runs of consecutive epochs on the same precision and hardware: (first, last, precision, hardware, minutes per
+    epoch), the minutes from the log's cumulative training seconds."""
+    result: list[tuple[int, int, str, str, list[float]]] = []
+    previous = 0.0
+    for record in log:
+        key = (record.get("precision", "fp32"), record.get("hardware", "unrecorded hardware"))
+        minutes = (record["seconds"] - previous) / 60
+        previous = record["seconds"]
+        if result and result[-1][2:4] == key and result[-1][1] == record["epoch"] - 1:
+            first, _, precision, hardware, times = result[-1]
+            result[-1] = (first, record["epoch"], precision, hardware, [*times, minutes])
+        else:
+            result.append((record["epoch"], record["epoch"], *key, [minutes]))
+    return result
+
+
+def describe_span(first: int, last: int, precision: str, hardware: str, minutes: list[float]) -> str:
+    """'epochs 13-50: bf16, CPU AMD EPYC (avx512_bf16, ...; native bf16), 2.3-6.4 min each'."""
+    epochs = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+    machine = hardware.rsplit("),", 1)[0] + ")" if ")," in hardware else hardware
+    low, high = min(minutes), max(minutes)
+    each = f"{low:.1f} min" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f} min"
+    return f"{epochs}: {precision}, {machine}, {each}{'' if first == last else ' each'}"
+
+
+def paragraph(after: str) -> str:
+    logs = {arch: read_log(arch) for arch in RUNS}
+    epochs = " and ".join(f"{logs[arch][-1]['epoch']} for {arch}" for arch in RUNS)
+    total = logs[RUNS[0]][-1].get("epochs") or 100
+    parts = [
+        f"{START} at the end of each epoch, then training accuracy with augmentation; the dip early on is the warm-up "
+        "raising the learning rate back towards 0.1, the gain comes in the cosine phase): "
+        f"after {after}, **epoch {epochs}, of {total}**."
+    ]
+    for arch in RUNS:
+        log = logs[arch]
+        tests = ", ".join(f"{r['test_acc']:.1f}" for r in log)
+        trains = ", ".join(f"{r['train_acc']:.1f}" for r in log[-5:])
+        parts.append(
+            f"{arch}: test {tests}; training {trains} over the last five epochs "
+            f"(learning rate now {log[-1]['lr']:.3f})."
+        )
+    for arch in RUNS:
+        history = "; ".join(describe_span(*span) for span in spans(logs[arch]))
+        parts.append(f"Precision, hardware and minutes per epoch of {arch}: {history}.")
+    parts.append(
+        "The two runs train side by side, one thread each, and share the CPU with whatever else the session runs "
+        "(tests, benchmarks), hence the spread of minutes; each epoch's precision and hardware are in its log line."
+    )
+    return textwrap.fill(" ".join(parts), width=120, break_on_hyphens=False) + "\n\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--after", required=True, help='when the numbers were taken, e.g. "session 6"')
+    parser.add_argument("--write", action="store_true", help="replace the paragraph in checkpoints/README.md")
+    args = parser.parse_args()
+    text = paragraph(args.after)
+    if not args.write:
+        print(text, end="")
+        return
+    card = CARD.read_text()
+    start, end = card.index(START), card.index(END)
+    CARD.write_text(card[:start] + text + card[end:])
+    print(f"wrote the progress paragraph into {CARD}")
+
+
+if __name__ == "__main__":
+    main()

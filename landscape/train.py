@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,8 +345,16 @@ def _save_state(
 
 
 def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, Any]) -> None:
-    """Weights after `epoch` in float16, keyed by tensor name: snapshots.h5/epoch_XXXX/<name>."""
-    with h5py.File(path, "a") as f:
+    """Weights after `epoch` in float16, keyed by tensor name: snapshots.h5/epoch_XXXX/<name>.
+
+    HDF5 has no journal: a kill in the middle of an append can leave the whole file unreadable. So the snapshots are
+    appended to a copy that then replaces the file: a kill leaves the earlier snapshots as they were."""
+    partial = path.with_name(path.name + ".partial")
+    if path.exists():
+        shutil.copyfile(path, partial)
+    else:
+        partial.unlink(missing_ok=True)
+    with h5py.File(partial, "a") as f:
         f.attrs["format"] = "landscape-trajectory"
         f.attrs["spec"] = json.dumps(spec)
         group = f.require_group(f"epoch_{epoch:04d}")
@@ -354,3 +363,4 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
                 group.create_dataset(
                     name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16), compression="gzip"
                 )
+    partial.replace(path)

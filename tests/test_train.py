@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_cifar10
@@ -83,6 +84,37 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, cifar_root):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(LandscapeError, match="finished run"):
         train(s, tmp_path / "part", device="cpu", resume=True)
+
+
+def test_a_kill_while_a_snapshot_is_written_loses_no_earlier_snapshot(tmp_path, cifar_root, monkeypatch):
+    import h5py
+
+    s = spec(cifar_root, epochs=3, snapshot_every=1)
+    train(s, tmp_path / "full", device="cpu")
+    real_create = h5py.Group.create_dataset
+    calls = []
+
+    def killed_in_epoch_two(group, name, *args, **kwargs):
+        calls.append(group.name)
+        if group.name == "/epoch_0002" and len([c for c in calls if c == "/epoch_0002"]) == 3:
+            raise Interrupt  # as a kill halfway through writing epoch 2's snapshot
+        return real_create(group, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", killed_in_epoch_two)
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu")
+    monkeypatch.setattr(h5py.Group, "create_dataset", real_create)
+    with h5py.File(tmp_path / "part" / "snapshots.h5") as f:
+        assert sorted(f) == ["epoch_0001"] and len(f["epoch_0001"]) == len(calls) - 3
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    with h5py.File(tmp_path / "full" / "snapshots.h5") as a, h5py.File(tmp_path / "part" / "snapshots.h5") as b:
+        assert sorted(a) == sorted(b) == ["epoch_0001", "epoch_0002", "epoch_0003"]
+        for epoch in a:
+            assert sorted(a[epoch]) == sorted(b[epoch])
+            assert all(np.array_equal(a[epoch][n][()], b[epoch][n][()]) for n in a[epoch])
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(
+        p.name for p in (tmp_path / "full").iterdir()
+    )
 
 
 def _edit_stored_recipe(state_path: Path, edit) -> None:

@@ -179,6 +179,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
         init_info = json.loads(state["init"]) if "init" in state else {}
+        # the log is written after the state: a kill between the two left it an epoch short
+        _write_log(out_dir / "log.jsonl", history)
     else:
         init_info = _load_init(spec, model)
 
@@ -342,6 +344,13 @@ def _save_state(
         tmp,
     )
     tmp.replace(path)
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The log as the state's history has it, one JSON line per epoch (temporary file, then rename)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(record) + "\n" for record in history))
+    partial.replace(path)
 
 
 def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, Any]) -> None:

@@ -86,6 +86,27 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, cifar_root):
         train(s, tmp_path / "part", device="cpu", resume=True)
 
 
+def test_a_log_an_epoch_short_is_completed_from_the_state_on_resume(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=3, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+
+    def stop_after_epoch_two(record):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu", progress=stop_after_epoch_two)
+    log = tmp_path / "part" / "log.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:1]))  # as a kill after epoch 2's state was saved, before its log line
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    full = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    part = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in part] == [1, 2, 3] and part[:2] == [json.loads(line) for line in lines]
+    same = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "precision")
+    assert [{k: r[k] for k in same} for r in part] == [{k: r[k] for k in same} for r in full]
+
+
 def test_a_kill_while_a_snapshot_is_written_loses_no_earlier_snapshot(tmp_path, cifar_root, monkeypatch):
     import h5py
 

@@ -65,16 +65,22 @@ class Interrupt(Exception):
     pass
 
 
+def interrupted(s: TrainSpec, folder: Path, after_epoch: int) -> None:
+    """Train until `after_epoch` is saved and stop there, as a Ctrl-C right after that epoch."""
+
+    def stop(record):
+        if record["epoch"] == after_epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(s, folder, device="cpu", progress=stop)
+
+
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, cifar_root):
     s = spec(cifar_root, epochs=3, snapshot_every=0)
     train(s, tmp_path / "full", device="cpu")
 
-    def stop_in_epoch_two(record):
-        if record["epoch"] == 1:
-            raise Interrupt  # as a Ctrl-C right after epoch 1 was saved
-
-    with pytest.raises(Interrupt):
-        train(s, tmp_path / "part", device="cpu", progress=stop_in_epoch_two)
+    interrupted(s, tmp_path / "part", after_epoch=1)
     assert not (tmp_path / "part" / "checkpoint.pt").exists()
     with pytest.raises(LandscapeError, match="unfinished run"):
         train(s, tmp_path / "part", device="cpu")
@@ -90,12 +96,7 @@ def test_a_log_an_epoch_short_is_completed_from_the_state_on_resume(tmp_path, ci
     s = spec(cifar_root, epochs=3, snapshot_every=0)
     train(s, tmp_path / "full", device="cpu")
 
-    def stop_after_epoch_two(record):
-        if record["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(s, tmp_path / "part", device="cpu", progress=stop_after_epoch_two)
+    interrupted(s, tmp_path / "part", after_epoch=2)
     log = tmp_path / "part" / "log.jsonl"
     lines = log.read_text().splitlines(keepends=True)
     log.write_text("".join(lines[:1]))  # as a kill after epoch 2's state was saved, before its log line
@@ -151,12 +152,7 @@ def test_a_run_started_before_a_recipe_field_existed_resumes(tmp_path, cifar_roo
     s = spec(cifar_root, epochs=2, snapshot_every=0)
     train(s, tmp_path / "full", device="cpu")
 
-    def stop_after_epoch_one(record):
-        if record["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(s, tmp_path / "part", device="cpu", progress=stop_after_epoch_one)
+    interrupted(s, tmp_path / "part", after_epoch=1)
     _edit_stored_recipe(tmp_path / "part" / "state.pt", lambda recipe: recipe["data"].pop("part"))
     train(s, tmp_path / "part", device="cpu", resume=True)
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt").state_dict
@@ -167,12 +163,7 @@ def test_a_run_started_before_a_recipe_field_existed_resumes(tmp_path, cifar_roo
 def test_a_damaged_stored_recipe_is_one_clear_error(tmp_path, cifar_root):
     s = spec(cifar_root, epochs=2, snapshot_every=0)
 
-    def stop_after_epoch_one(record):
-        if record["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(s, tmp_path / "run", device="cpu", progress=stop_after_epoch_one)
+    interrupted(s, tmp_path / "run", after_epoch=1)
     _edit_stored_recipe(tmp_path / "run" / "state.pt", lambda recipe: recipe.update(epochs="two"))
     with pytest.raises(LandscapeError, match=r"the stored recipe\.epochs should be an integer"):
         train(s, tmp_path / "run", device="cpu", resume=True)
@@ -259,12 +250,7 @@ def test_cli_bad_input(tmp_path, cifar_root):
 def test_resume_may_change_precision_but_not_the_recipe(tmp_path, cifar_root):
     s = spec(cifar_root, epochs=3, snapshot_every=0, precision="fp32")
 
-    def stop_after_epoch_one(record):
-        if record["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(s, tmp_path / "run", device="cpu", progress=stop_after_epoch_one)
+    interrupted(s, tmp_path / "run", after_epoch=1)
     with pytest.raises(LandscapeError, match=r"another recipe \(lr differ\)"):
         train(spec(cifar_root, epochs=3, snapshot_every=0, lr=0.2), tmp_path / "run", device="cpu", resume=True)
     meta = train(

@@ -37,6 +37,7 @@ def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: S
         temporary.write_bytes(data)
         os.replace(temporary, path)
     except OSError as e:
-        temporary.unlink(missing_ok=True)
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:  # after an error or an interrupt; once renamed it is gone already
+        temporary.unlink(missing_ok=True)
     return path

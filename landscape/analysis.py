@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -176,6 +177,19 @@ class Comparison:
     level: float
     tolerance: float
     rows: tuple[tuple[str, ShapeSummary], ...]
+
+
+def comparison_record(comparison: Comparison, surfaces: Sequence[Surface]) -> dict[str, Any]:
+    """The comparison as JSON-able data: its settings, and per surface its file, name, completion and numbers."""
+    return {
+        "metric": comparison.metric,
+        "level": comparison.level,
+        "tolerance": comparison.tolerance,
+        "surfaces": [
+            {"file": str(surface.path), "name": name, "completion": surface.completion, **asdict(numbers)}
+            for surface, (name, numbers) in zip(surfaces, comparison.rows, strict=True)
+        ],
+    }
 
 
 def compare(

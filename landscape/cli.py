@@ -574,14 +574,22 @@ def compare(
             help="Turns per line count only moves back by more than this share of the loss (bf16 errs by up to ~1%)."
         ),
     ] = TURN_TOLERANCE,
+    json_out: Annotated[
+        Optional[Path],
+        typer.Option("--json", help="Also write the numbers here (JSON: the settings, one object per surface)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
 ) -> None:
     """Quantify surfaces side by side: centre, basin area below a level, local minima, roughness, turns per grid line,
     non-convexity."""
     from .analysis import compare as compare_surfaces
+    from .analysis import comparison_record
     from .storage import read_surface
 
     if not 0 <= tolerance < 1:
         raise LandscapeError(f"--tolerance must be in [0, 1), not {tolerance}")
+    if json_out is not None:
+        check_writable(json_out, overwrite, files)
     surfaces = [read_surface(f) for f in files]
     comparison = compare_surfaces(surfaces, metric, level, tolerance)
     for surface in surfaces:
@@ -590,6 +598,10 @@ def compare(
                 f"warning: {surface.path} is {surface.completion:.1%} complete: its numbers will change", err=True
             )
     _print_comparison(comparison)
+    if json_out is not None:
+        record = comparison_record(comparison, surfaces)
+        write_file(json_out, (json.dumps(record, indent=2) + "\n").encode(), overwrite, files)
+        typer.echo(f"wrote {json_out}", err=True)
 
 
 def _print_comparison(comparison: Comparison) -> None:

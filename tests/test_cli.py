@@ -269,11 +269,23 @@ def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
         ).exit_code
         == 0
     )
-    result = invoke("compare", out, out, "--level", "1e9")
+    numbers = tmp_path / "numbers.json"
+    result = invoke("compare", out, out, "--level", "1e9", "--json", numbers)
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet20")]
     assert len(rows) == 2 and rows[0] == rows[1]
     assert "| 4 | 100.0% |" in rows[0]  # the whole [-1, 1]^2 grid is below 1e9: area 4, all points
+    record = json.loads(numbers.read_text())  # the same numbers, unrounded, with their settings and files
+    assert (record["metric"], record["level"], record["tolerance"]) == ("train_loss", 1e9, 0.01)
+    assert [s["file"] for s in record["surfaces"]] == [str(out)] * 2
+    first = record["surfaces"][0]
+    assert (first["basin_area"], first["basin_fraction"], first["completion"]) == (4.0, 1.0, 1.0)
+    assert first["name"] == rows[0].split(" | ")[0].lstrip("| ") and first["center"] == pytest.approx(
+        float(rows[0].split(" | ")[1]), rel=1e-3
+    )
+    again = invoke("compare", out, "--json", numbers)
+    assert again.exit_code == 2 and "exists: pass --overwrite" in again.stderr
+    assert invoke("compare", out, "--json", numbers, "--overwrite").exit_code == 0
     line = tmp_path / "line.h5"
     assert (
         invoke(

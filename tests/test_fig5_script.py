@@ -1,6 +1,7 @@
 """docs/results/fig5/run.sh (the paper's Fig. 5 on the shipped checkpoints) runs end to end on a tiny grid and a
 CIFAR-format fixture, and what it writes holds together: its fp32 rows equal the surface's rows exactly."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,8 @@ def test_the_fig5_script_runs_and_its_rows_match_its_surfaces(tmp_path, cifar_ro
         assert not np.array_equal(other["train_loss"], rows["train_loss"])  # other images, other values
         assert f"| {arch} ({arch}.h5) |" in numbers and f"| {arch} ({arch}.fp32.part1.h5) |" in numbers
     assert numbers.count("| 0.00% | 0.00% |") == 3 * len(ARCHS)  # the surfaces' rows against fp32: both fp32
+    compared = json.loads((out / "compare.json").read_text())
+    assert [Path(s["file"]).name for s in compared["surfaces"]] == [f"{arch}.h5" for arch in ARCHS]
     for pair in ("resnet56", "resnet20"):
         for kind in ("contours", "surfaces"):
             assert (out / f"{pair}_pair_{kind}.pdf").read_bytes().startswith(b"%PDF-")

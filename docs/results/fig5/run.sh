@@ -38,12 +38,12 @@ done
     echo "# landscape compare, train loss ($(date -u +%Y-%m-%d), $precision surfaces, $images images)"
     surfaces=()
     for arch in "${archs[@]}"; do surfaces+=("$out/$arch.h5"); done
-    landscape compare "${surfaces[@]}" --metric train_loss
+    landscape compare "${surfaces[@]}" --metric train_loss --json "$out/compare.json" --overwrite
     echo
     echo "# the same numbers on the three fp32 rows, first the images of the surfaces, then the disjoint ones"
     strips=()
     for arch in "${archs[@]}"; do strips+=("$out/rows/$arch.fp32.h5" "$out/rows/$arch.fp32.part1.h5"); done
-    landscape compare "${strips[@]}" --metric train_loss
+    landscape compare "${strips[@]}" --metric train_loss --json "$out/compare_rows.json" --overwrite
     for arch in "${archs[@]}"; do
         echo
         echo "# $arch: the surface's rows against fp32 on the same images"
@@ -61,4 +61,4 @@ for pair in resnet56 resnet20; do
     landscape plot "${files[@]}" --kind surface --log --width page --overwrite --out "$out/${pair}_pair_surfaces.pdf"
     landscape plot "${files[@]}" --kind surface --log --width page --overwrite --out "$out/${pair}_pair_surfaces.png"
 done
-echo "wrote $out: ${archs[*]/%/.h5}, rows/, numbers.txt and the pairs' figures" >&2
+echo "wrote $out: ${archs[*]/%/.h5}, rows/, numbers.txt, compare*.json and the pairs' figures" >&2

@@ -503,13 +503,25 @@ def train(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an unfinished run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard what --out holds and start again.")] = False,
+    save_minutes: Annotated[
+        float,
+        typer.Option(help="Also save the state within an epoch every this many minutes (0: only after each epoch)."),
+    ] = 5.0,
 ) -> None:
-    """Train a CIFAR model (crop + flip, SGD Nesterov, weight decay, one-cycle/cosine); resumable per epoch."""
+    """Train a CIFAR model (crop + flip, SGD Nesterov, weight decay, one-cycle/cosine); resumable at any step.
+
+    The state is saved after every epoch and every --save-minutes within one; Ctrl-C or SIGTERM saves it at the
+    next step and stops (exit 130 / 143): --resume continues exactly from there."""
+    import signal
+
     from tqdm import tqdm
 
     from .data import DataSpec
-    from .train import TrainSpec
+    from .train import TrainingStopped, TrainSpec
     from .train import train as run_training
+
+    if save_minutes < 0:
+        raise LandscapeError(f"--save-minutes must be >= 0, not {save_minutes}")
 
     spec = TrainSpec(
         arch=arch,
@@ -548,12 +560,38 @@ def train(
             file=sys.stderr,
         )
 
+    received: list[int] = []
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if received:  # a second signal: stop now, losing at most the steps since the last save
+            raise KeyboardInterrupt
+        received.append(signum)
+        bar.write(f"{signal.Signals(signum).name}: saving the state after this step, then stopping", file=sys.stderr)
+
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job of a script ignores Ctrl-C: keep it
+        handled.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, request_stop) for signum in handled}
     try:
         meta = run_training(
-            spec, out, device=device, resume=resume, overwrite=overwrite, progress=on_epoch, on_batch=on_batch
+            spec,
+            out,
+            device=device,
+            resume=resume,
+            overwrite=overwrite,
+            progress=on_epoch,
+            on_batch=on_batch,
+            save_every_s=save_minutes * 60 if save_minutes > 0 else None,
+            stop_requested=lambda: bool(received),
         )
+    except TrainingStopped as stopped:
+        bar.close()
+        typer.echo(f"{stopped}: continue with the same command and --resume", err=True)
+        raise typer.Exit(128 + received[0]) from None
     finally:
         bar.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     typer.echo(
         f"{out / 'checkpoint.pt'}: {arch}, test accuracy {meta['test_acc']:.2f}%, "
         f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s"

@@ -1,8 +1,9 @@
-"""Training CIFAR models with the standard recipe, resumable at every epoch, with optional weight snapshots.
+"""Training CIFAR models with the standard recipe, resumable at any step, with optional weight snapshots.
 
 `train(TrainSpec(...), out_dir)` writes into `out_dir`:
   checkpoint.pt   the final model in the project's checkpoint format, with metadata
-  state.pt        model + optimizer + schedule + history after the last finished epoch (for resuming)
+  state.pt        model + optimizer + schedule + history after the last finished epoch, and the position within
+                  the next one (step, augmentation generator, running sums) when saved within it (for resuming)
   snapshots.h5    every `snapshot_every` epochs, the weights in float16 (the training trajectory)
   log.jsonl       one line per epoch: losses, accuracies, learning rate, seconds, precision and hardware
 
@@ -109,6 +110,14 @@ def num_classes(dataset: str) -> int:
     return 100 if dataset == "cifar100" else 10
 
 
+class TrainingStopped(Exception):
+    """Training stopped on request (`stop_requested`) after `step` of `steps` in `epoch` (1-based), the state saved."""
+
+    def __init__(self, epoch: int, step: int, steps: int, state_path: Path) -> None:
+        super().__init__(f"stopped in epoch {epoch} after step {step} of {steps}; the state is in {state_path}")
+        self.epoch, self.step, self.steps, self.state_path = epoch, step, steps, state_path
+
+
 Progress = Callable[[dict[str, Any]], None]
 BatchCallback = Callable[[int, int, int, Callable[[], tuple[float, float]]], None]
 
@@ -122,6 +131,8 @@ def train(
     overwrite: bool = False,
     progress: Progress | None = None,
     on_batch: BatchCallback | None = None,
+    save_every_s: float | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Train `spec.arch` on CIFAR; returns the final checkpoint's metadata.
 
@@ -129,7 +140,12 @@ def train(
     `overwrite`). `progress(record)` is called after each epoch, `on_batch(epoch, step, steps_per_epoch, running)`
     after each batch (1-based epoch and step; `running()` gives the epoch's mean loss and accuracy so far, and
     waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, keeping the
-    last good epoch's state.
+    last good state.
+
+    The state is saved after every epoch and, with `save_every_s`, also within an epoch once that many seconds have
+    passed since the last save (0: after every step): a kill then loses at most that much. `stop_requested()` is
+    asked after every step; when it says yes, the state is saved there and `TrainingStopped` raised. A resumed run
+    continues from the step it was saved at, exactly as if it had not stopped.
     """
     spec.validate()
     dev = resolve_device(device)
@@ -179,10 +195,12 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
         init_info = json.loads(state["init"]) if "init" in state else {}
+        within = state.get("within_epoch")  # absent in states saved at the end of an epoch (and before it existed)
         # the log is written after the state: a kill between the two left it an epoch short
         _write_log(out_dir / "log.jsonl", history)
     else:
         init_info = _load_init(spec, model)
+        within = None
 
     mean, std = DEFAULT_NORMALIZATION[spec.data.name]
     train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
@@ -203,13 +221,21 @@ def train(
         )
         return float(metrics.loss[0]), float(metrics.acc[0])
 
+    position = _within_epoch(within, steps_per_epoch, state_path)
+    last_save = time.perf_counter()
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the epoch's own randomness
         order = torch.randperm(len(train_set), generator=generator).to(dev)
         model.train()
         loss_sum, correct, seen = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
-        for step in range(steps_per_epoch):
+        first_step = 0
+        if position is not None:  # resumed within this epoch: its generator and running sums as they were
+            first_step, generator_state, sums, seen = position
+            generator.set_state(generator_state)
+            loss_sum, correct = sums[0].to(dev), sums[1].to(dev)
+            position = None
+        for step in range(first_step, steps_per_epoch):
             lr = learning_rate(spec, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -223,7 +249,7 @@ def train(
             if not torch.isfinite(loss):
                 raise LandscapeError(
                     f"the training loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}: "
-                    f"stopped; the state after epoch {epoch} is kept in {state_path} "
+                    f"stopped; the last saved state is kept in {state_path} "
                     "(try a smaller --lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -232,6 +258,24 @@ def train(
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
+            stopping = stop_requested()
+            now = time.perf_counter()
+            if step + 1 < steps_per_epoch and (
+                stopping or (save_every_s is not None and now - last_save >= save_every_s)
+            ):
+                within_epoch = {
+                    "step": step + 1,
+                    "generator": generator.get_state(),
+                    "sums": torch.stack([loss_sum.detach().float(), correct.float()]).cpu(),
+                    "seen": seen,
+                }
+                elapsed_now = elapsed + now - started
+                _save_state(
+                    state_path, model, optimizer, spec_dict, history, epoch, elapsed_now, init_info, within_epoch
+                )
+                last_save = now
+                if stopping:
+                    raise TrainingStopped(epoch + 1, step + 1, steps_per_epoch, state_path)
             if on_batch:
                 on_batch(
                     epoch + 1,
@@ -257,10 +301,13 @@ def train(
         if spec.snapshot_every and (epoch + 1) % spec.snapshot_every == 0:
             _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
         _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed, init_info)
+        last_save = time.perf_counter()
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         if progress:
             progress(record)
+        if stopping and epoch + 1 < spec.epochs:
+            raise TrainingStopped(epoch + 1, steps_per_epoch, steps_per_epoch, state_path)
 
     # Final metrics in eval mode, without augmentation, on all training and test images, in fp32 whatever the
     # training precision: the numbers the checkpoint is known by (bf16 moves an accuracy by tenths of a point).
@@ -329,21 +376,48 @@ def _save_state(
     epoch: int,
     elapsed: float,
     init: dict[str, Any],
+    within_epoch: dict[str, Any] | None = None,
 ) -> None:
+    """The run's state after `epoch` whole epochs (and, with `within_epoch`, that many steps into the next)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "spec": json.dumps(spec),
-            "history": json.dumps(history),
-            "epoch": epoch,
-            "elapsed": elapsed,
-            "init": json.dumps(init),
-        },
-        tmp,
-    )
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "spec": json.dumps(spec),
+        "history": json.dumps(history),
+        "epoch": epoch,
+        "elapsed": elapsed,
+        "init": json.dumps(init),
+    }
+    if within_epoch is not None:
+        state["within_epoch"] = within_epoch
+    torch.save(state, tmp)
     tmp.replace(path)
+
+
+def _within_epoch(
+    within: Any, steps_per_epoch: int, state_path: Path
+) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
+    """A saved position within an epoch, checked: (steps done, generator state, [loss sum, correct], images seen)."""
+    if within is None:
+        return None
+    try:
+        step, generator, sums, seen = within["step"], within["generator"], within["sums"], within["seen"]
+        valid = (
+            isinstance(step, int)
+            and 0 < step < steps_per_epoch
+            and isinstance(generator, torch.Tensor)
+            and generator.dtype == torch.uint8
+            and isinstance(sums, torch.Tensor)
+            and sums.shape == (2,)
+            and isinstance(seen, int)
+            and seen > 0
+        )
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise LandscapeError(f"{state_path} holds a damaged position within an epoch: start again with --overwrite")
+    return step, generator.cpu(), sums.cpu(), seen
 
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from landscape import DataSpec, LandscapeError, build_model, create_model, load_
 from landscape.cli import app
 from landscape.data import DEFAULT_NORMALIZATION, load_split, normalizer
 from landscape.evaluate import loss_and_accuracy
-from landscape.train import TrainSpec, augment, learning_rate, num_classes, train
+from landscape.train import TrainingStopped, TrainSpec, augment, learning_rate, num_classes, train
 
 
 def spec(root, **kw):
@@ -137,6 +137,106 @@ def test_a_kill_while_a_snapshot_is_written_loses_no_earlier_snapshot(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(
         p.name for p in (tmp_path / "full").iterdir()
     )
+
+
+def _same_run(full: Path, part: Path) -> None:
+    """The two run folders hold the same final weights and the same logged numbers."""
+    a = load_checkpoint(full / "checkpoint.pt").state_dict
+    b = load_checkpoint(part / "checkpoint.pt").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    numbers = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
+    logs = [[json.loads(line) for line in (f / "log.jsonl").read_text().splitlines()] for f in (full, part)]
+    assert [{k: r[k] for k in numbers} for r in logs[0]] == [{k: r[k] for k in numbers} for r in logs[1]]
+
+
+def stop_at_call(n: int):
+    """A `stop_requested` that says yes the n-th time it is asked (once per step: 3 steps per fixture epoch)."""
+    calls = []
+
+    def asked() -> bool:
+        calls.append(1)
+        return len(calls) == n
+
+    return asked
+
+
+def test_a_run_stopped_within_an_epoch_resumes_exactly(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+    with pytest.raises(TrainingStopped, match="stopped in epoch 2 after step 1 of 3"):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(4))
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["within_epoch"]["step"] == 1 and state["within_epoch"]["seen"] == 16
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_stop_at_the_end_of_an_epoch_saves_the_epoch(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+    with pytest.raises(TrainingStopped, match="stopped in epoch 1 after step 3 of 3"):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(3))
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and "within_epoch" not in state
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_saves_within_epochs_lose_only_the_steps_since_the_last(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+
+    def killed_in_epoch_two(epoch, step, steps, running):
+        if (epoch, step) == (2, 2):
+            raise Interrupt  # as a kill after step 2 of epoch 2 was saved
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu", on_batch=killed_in_epoch_two, save_every_s=0)
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["within_epoch"]["step"] == 2
+    train(s, tmp_path / "part", device="cpu", resume=True, save_every_s=0)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_damaged_position_within_an_epoch_is_one_clear_error(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "run", device="cpu", stop_requested=stop_at_call(4))
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    state["within_epoch"]["step"] = 7
+    torch.save(state, tmp_path / "run" / "state.pt")
+    with pytest.raises(LandscapeError, match="holds a damaged position within an epoch"):
+        train(s, tmp_path / "run", device="cpu", resume=True)
+
+
+def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar_root, monkeypatch):
+    import os
+    import signal
+
+    import landscape.train
+
+    args = ["train", "--arch", "resnet20", "--data-root", str(cifar_root), "--epochs", "2", "--batch-size", "16"]
+    args += ["--no-channels-last", "--save-minutes", "0"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
+    real_augment, calls = landscape.train.augment, []
+
+    def augment_then_sigterm(images, generator):
+        calls.append(1)
+        if len(calls) == 5:  # during step 2 of epoch 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_augment(images, generator)
+
+    monkeypatch.setattr(landscape.train, "augment", augment_then_sigterm)
+    stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part")])
+    assert stopped.exit_code == 128 + signal.SIGTERM, stopped.output
+    assert "SIGTERM: saving the state after this step, then stopping" in stopped.stderr
+    assert "stopped in epoch 2 after step 2 of 3" in stopped.stderr and "--resume" in stopped.stderr
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
+    monkeypatch.setattr(landscape.train, "augment", real_augment)
+    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    _same_run(tmp_path / "full", tmp_path / "part")
 
 
 def _edit_stored_recipe(state_path: Path, edit) -> None:

@@ -160,24 +160,20 @@ def stop_at_call(n: int):
     return asked
 
 
-def test_a_run_stopped_within_an_epoch_resumes_exactly(tmp_path, cifar_root):
+@pytest.mark.parametrize(
+    "stop_at, message, step_saved",
+    [
+        (4, "stopped in epoch 2 after step 1 of 3", 1),  # within an epoch: the position in it is saved
+        (3, "stopped in epoch 1 after step 3 of 3", None),  # at an epoch's end: the epoch is finished and saved
+    ],
+)
+def test_a_stopped_run_resumes_exactly(tmp_path, cifar_root, stop_at, message, step_saved):
     s = spec(cifar_root, epochs=2, snapshot_every=0)
     train(s, tmp_path / "full", device="cpu")
-    with pytest.raises(TrainingStopped, match="stopped in epoch 2 after step 1 of 3"):
-        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(4))
+    with pytest.raises(TrainingStopped, match=message):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(stop_at))
     state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
-    assert state["epoch"] == 1 and state["within_epoch"]["step"] == 1 and state["within_epoch"]["seen"] == 16
-    train(s, tmp_path / "part", device="cpu", resume=True)
-    _same_run(tmp_path / "full", tmp_path / "part")
-
-
-def test_a_stop_at_the_end_of_an_epoch_saves_the_epoch(tmp_path, cifar_root):
-    s = spec(cifar_root, epochs=2, snapshot_every=0)
-    train(s, tmp_path / "full", device="cpu")
-    with pytest.raises(TrainingStopped, match="stopped in epoch 1 after step 3 of 3"):
-        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(3))
-    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
-    assert state["epoch"] == 1 and "within_epoch" not in state
+    assert state["epoch"] == 1 and (state.get("within_epoch") or {}).get("step") == step_saved
     train(s, tmp_path / "part", device="cpu", resume=True)
     _same_run(tmp_path / "full", tmp_path / "part")
 

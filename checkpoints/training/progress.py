@@ -26,6 +26,15 @@ def read_log(arch: str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def within(arch: str) -> str:
+    """' (+ S of N steps of the next)' when the run's state was saved within an epoch, else ''."""
+    import torch
+
+    state = torch.load(HERE / arch / "state.pt", map_location="cpu", weights_only=True)
+    position = state.get("within_epoch")
+    return f" (+{position['step']} steps of the next)" if position else ""
+
+
 def spans(log: list[dict]) -> list[tuple[int, int, str, str, list[float]]]:
     """Runs of consecutive epochs on the same precision and hardware: (first, last, precision, hardware, minutes per
     epoch), the minutes from the log's cumulative training seconds."""
@@ -54,7 +63,7 @@ def describe_span(first: int, last: int, precision: str, hardware: str, minutes:
 
 def paragraph(after: str) -> str:
     logs = {arch: read_log(arch) for arch in RUNS}
-    epochs = " and ".join(f"{logs[arch][-1]['epoch']} for {arch}" for arch in RUNS)
+    epochs = " and ".join(f"{logs[arch][-1]['epoch']}{within(arch)} for {arch}" for arch in RUNS)
     total = logs[RUNS[0]][-1].get("epochs") or 100
     parts = [
         f"{START} at the end of each epoch, then training accuracy with augmentation; the dip early on is the warm-up "

@@ -362,7 +362,6 @@ def write_data(
     inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write the surface as data in `fmt`; an existing file only with `overwrite`, never one of `inputs`."""
-    path = check_writable(path, overwrite, inputs)
     return write_file(path, data_bytes(surface, fmt, options), overwrite, inputs)
 
 

@@ -1,7 +1,7 @@
 """landscape compute vs. the reference algorithm vs. a bare model(x) loop, side by side in one process.
 
     LANDSCAPE_DATA_ROOT=../shared/data python benchmarks/compute_speed.py [--arch resnet56] [--grid 5]
-        [--images 1000] [--device cpu] [--skip-reference] [--extra] [--json results.json]
+        [--images 1000] [--device cpu] [--skip-reference] [--no-bf16] [--extra] [--compile] [--json results.json]
 
 Reference (the algorithm of github.com/tomgoldstein/loss-landscape): per grid point, write θ* + αδ + βη into
 the model, iterate a torchvision DataLoader (ToTensor + Normalize, 2 workers, batch 128) over the images,
@@ -133,6 +133,11 @@ def main() -> None:
         "--extra", action="store_true", help="also: BN folding switched, vmap over 5 points, other batch sizes"
     )
     parser.add_argument("--compile", action="store_true", help="also: torch.compile (compilation time included)")
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bf16 variants (on a CPU without native bf16 they run ~10x slower than fp32, unused there)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -195,7 +200,8 @@ def main() -> None:
     base = RunOptions(device=args.device)  # the defaults of `landscape compute`
     # Warm-up outside the timings: the first read of the CIFAR pickles and the first oneDNN kernels.
     warm = dataclasses.replace(spec, grid=GridSpec(Axis(0.0, 0.0, 1), Axis(0.0, 0.0, 1)))
-    for precision in ("fp32", "bf16"):
+    precisions = ("fp32",) if args.no_bf16 else ("fp32", "bf16")
+    for precision in precisions:
         compute_surface(
             dataclasses.replace(warm, evaluation=EvalSpec(precision=precision)),
             workdir / f"warmup_{precision}.h5",
@@ -222,19 +228,30 @@ def main() -> None:
         record("reference (DataLoader per point)", output, seconds)
     output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "fp32"))
     record("bare model(x) loop fp32", output, seconds)
-    output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "bf16"))
-    record("bare model(x) loop bf16", output, seconds)
-    landscape_run("landscape bf16", EvalSpec(precision="bf16"), base)
+    if not args.no_bf16:
+        output, seconds = timed(lambda: bare_loop(copy.deepcopy(plain), center, dx, dy, points, x_all, y_all, "bf16"))
+        record("bare model(x) loop bf16", output, seconds)
+        landscape_run("landscape bf16", EvalSpec(precision="bf16"), base)
     if args.extra:
         landscape_run("landscape fp32 no BN folding", EvalSpec(), dataclasses.replace(base, fold_bn=False))
-        landscape_run(
-            "landscape bf16 no BN folding", EvalSpec(precision="bf16"), dataclasses.replace(base, fold_bn=False)
-        )
         landscape_run("landscape fp32 vmap 5 points/pass", EvalSpec(), dataclasses.replace(base, points_per_pass=5))
         landscape_run("landscape fp32 batch 512", EvalSpec(), dataclasses.replace(base, batch_size=512))
-        landscape_run("landscape bf16 batch 512", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=512))
+        if not args.no_bf16:
+            landscape_run(
+                "landscape bf16 no BN folding", EvalSpec(precision="bf16"), dataclasses.replace(base, fold_bn=False)
+            )
+            landscape_run(
+                "landscape bf16 batch 512", EvalSpec(precision="bf16"), dataclasses.replace(base, batch_size=512)
+            )
     if args.compile:
         landscape_run("landscape fp32 torch.compile", EvalSpec(), dataclasses.replace(base, compile=True))
+        landscape_run(
+            "landscape fp32 no BN folding, torch.compile",
+            EvalSpec(),
+            dataclasses.replace(base, compile=True, fold_bn=False),
+        )
+    if args.extra or args.compile:  # the first variant once more, last: how much order and drift move the numbers
+        landscape_run("landscape fp32 (again, last)", EvalSpec(), base)
 
     by_name = {r["variant"]: r for r in rows}
     ref_name = "reference (DataLoader per point)"

@@ -1,5 +1,6 @@
 """docs/results/fig5/run.sh (the paper's Fig. 5 on the shipped checkpoints) runs end to end on a tiny grid and a
-CIFAR-format fixture, and what it writes holds together: its fp32 rows equal the surface's rows exactly."""
+CIFAR-format fixture, and what it writes holds together: its fp32 rows equal the surface's rows exactly.
+One pair (PAIRS=resnet20) keeps it to about 15 processes; the second pair runs the same lines of the script."""
 
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 from landscape import read_surface
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHS = ("resnet56", "resnet56_noshort", "resnet20", "resnet20_noshort")
+ARCHS = ("resnet20", "resnet20_noshort")
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="the figures need a headless Chromium (CI installs it)")
@@ -29,6 +30,7 @@ def test_the_fig5_script_runs_and_its_rows_match_its_surfaces(tmp_path, cifar_ro
         "PRECISION": "fp32",
         "OUT": str(out),
         "OMP_NUM_THREADS": "1",
+        "PAIRS": "resnet20",
     }
     script = REPO / "docs" / "results" / "fig5" / "run.sh"
     result = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -47,7 +49,8 @@ def test_the_fig5_script_runs_and_its_rows_match_its_surfaces(tmp_path, cifar_ro
     assert numbers.count("| 0.00% | 0.00% |") == 3 * len(ARCHS)  # the surfaces' rows against fp32: both fp32
     compared = json.loads((out / "compare.json").read_text())
     assert [Path(s["file"]).name for s in compared["surfaces"]] == [f"{arch}.h5" for arch in ARCHS]
-    for pair in ("resnet56", "resnet20"):
+    assert not list(out.glob("resnet56*"))  # only the pair asked for
+    for pair in ("resnet20",):
         for kind in ("contours", "surfaces"):
             assert (out / f"{pair}_pair_{kind}.pdf").read_bytes().startswith(b"%PDF-")
             assert (out / f"{pair}_pair_{kind}.png").read_bytes().startswith(b"\x89PNG")

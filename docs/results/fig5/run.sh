@@ -10,7 +10,9 @@
 #     LANDSCAPE_DATA_ROOT=../shared/data docs/results/fig5/run.sh
 # Settings (environment): PRECISION (default: bf16 without BN folding where the CPU has native bf16, else fp32),
 # GRID (51), IMAGES (2000), WORKERS (1; 2 puts both cores of a 2-core machine on each surface), OUT
-# (docs/results/fig5). GRID=11 IMAGES=64 OUT=/tmp/fig5 is a smoke test of a few minutes.
+# (docs/results/fig5), PAIRS ("resnet56 resnet20": each pair is <pair>.pt and <pair>_noshort.pt; PAIRS=resnet56
+# does one pair's part while the other trains, and a later run with both resumes it). GRID=11 IMAGES=64
+# OUT=/tmp/fig5 is a smoke test of a few minutes.
 set -euo pipefail
 
 out=${OUT:-docs/results/fig5}
@@ -18,7 +20,10 @@ grid=${GRID:-51}
 images=${IMAGES:-2000}
 workers=${WORKERS:-1}
 precision=${PRECISION:-$(python -c "import torch; from landscape.hardware import resolve_precision as r; print(r('auto', torch.device('cpu')))")}
-archs=(resnet56 resnet56_noshort resnet20 resnet20_noshort)
+read -r -a pairs <<< "${PAIRS:-resnet56 resnet20}"
+archs=()
+for pair in "${pairs[@]}"; do archs+=("$pair" "${pair}_noshort"); done
+if [ "${#archs[@]}" -eq 0 ]; then echo "error: PAIRS names no pair (e.g. PAIRS=resnet56)" >&2; exit 2; fi
 fold=()
 if [ "$precision" = bf16 ]; then fold=(--no-fold-bn); fi  # folded BN in bf16 rounds far more (docs/results/README.md)
 mkdir -p "$out/rows"
@@ -54,7 +59,7 @@ done
     done
 } > "$out/numbers.txt"
 
-for pair in resnet56 resnet20; do
+for pair in "${pairs[@]}"; do
     files=("$out/$pair.h5" "$out/${pair}_noshort.h5")
     landscape plot "${files[@]}" --kind contour --log --width page --overwrite --out "$out/${pair}_pair_contours.pdf"
     landscape plot "${files[@]}" --kind contour --log --width page --overwrite --out "$out/${pair}_pair_contours.png"

@@ -2,9 +2,12 @@
 
     python checkpoints/training/progress.py --after "session 6"            # print it
     python checkpoints/training/progress.py --after "session 6" --write    # replace it in checkpoints/README.md
+    python checkpoints/training/progress.py --table                        # the card's table, from the checkpoints
 
 The paragraph lists every epoch's test accuracy (2,000 test images), the last five epochs' training accuracy, the
-learning rate now, and which precision and hardware ran which epochs (from each log line).
+learning rate now, and which precision and hardware ran which epochs (from each log line). `--table` prints the
+card's table of the shipped checkpoints from their own metadata (the numbers `landscape train` measured at the end,
+on all 50,000 / 10,000 images) beside issue 8's targets, so that the card cannot drift from the files.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CARD = HERE.parent / "README.md"
 RUNS = ("resnet56", "resnet56_noshort")
+TARGETS = {"resnet20": 90.5, "resnet20_noshort": 89.0, "resnet56": 92.0, "resnet56_noshort": 87.0}  # test acc, issue 8
 START = "Progress (test accuracy on 2,000 images"
 END = "Start (once) and resume"
 
@@ -88,11 +92,54 @@ def paragraph(after: str) -> str:
     return textwrap.fill(" ".join(parts), width=120, break_on_hyphens=False) + "\n\n"
 
 
+def cycle_lengths(metadata: dict) -> list[int]:
+    """Epochs of each training cycle, first to last, from a checkpoint's cumulative `epochs` and its chain of `init`s
+    (a warm restart records the checkpoint it started from, and that one its own)."""
+    totals = []
+    link = metadata
+    while link:
+        totals.append(int(link.get("epochs") or 0))
+        link = link.get("init") or {}
+    totals.reverse()
+    return [total - before for before, total in zip([0, *totals], totals)]
+
+
+def table() -> str:
+    """The model card's table: one row per shipped checkpoint, from its metadata, and whether it meets its target."""
+    from landscape import build_model, load_checkpoint
+
+    lines = [
+        "| checkpoint | params | epochs | train loss / acc | test loss / acc | target (test acc) | wall time "
+        "(last cycle) | hardware (last cycle) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arch, target in TARGETS.items():
+        checkpoint = load_checkpoint(HERE.parent / f"{arch}.pt")
+        meta = checkpoint.metadata
+        params = sum(p.numel() for p in build_model(checkpoint).parameters())
+        epochs, cycles = int(meta["epochs"]), cycle_lengths(meta)
+        history = f" ({' + '.join(str(e) for e in cycles)})" if len(cycles) > 1 else ""
+        met = "met" if meta["test_acc"] >= target else "**not met**"
+        lines.append(
+            f"| `{arch}.pt` | {params:,} | {epochs}{history} "
+            f"| {meta['train_loss']:.3f} / {meta['train_acc']:.2f}% "
+            f"| {meta['test_loss']:.3f} / **{meta['test_acc']:.2f}%** ({meta.get('eval_precision', 'bf16')}) "
+            f"| >= {target}%: {met} | {meta['wall_time_s'] / 60:.0f} min | {meta.get('hardware', '?')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--after", required=True, help='when the numbers were taken, e.g. "session 6"')
+    parser.add_argument("--after", help='when the numbers were taken, e.g. "session 6"')
     parser.add_argument("--write", action="store_true", help="replace the paragraph in checkpoints/README.md")
+    parser.add_argument("--table", action="store_true", help="print the card's table of the shipped checkpoints")
     args = parser.parse_args()
+    if args.table:
+        print(table(), end="")
+        return
+    if not args.after:
+        parser.error("--after is needed for the progress paragraph")
     text = paragraph(args.after)
     if not args.write:
         print(text, end="")

@@ -1,0 +1,29 @@
+"""checkpoints/training/progress.py: the model card's numbers come from the files themselves."""
+
+import importlib.util
+from pathlib import Path
+
+from landscape import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("progress", REPO / "checkpoints" / "training" / "progress.py")
+assert _spec is not None and _spec.loader is not None
+progress = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(progress)
+
+
+def test_cycle_lengths_follow_the_chain_of_warm_restarts():
+    assert progress.cycle_lengths({"epochs": 18}) == [18]
+    assert progress.cycle_lengths({"epochs": 118, "init": {"epochs": 18, "init": {}}}) == [18, 100]
+    chained = {"epochs": 168, "init": {"epochs": 118, "init": {"epochs": 18}}}
+    assert progress.cycle_lengths(chained) == [18, 100, 50]
+
+
+def test_the_table_carries_each_checkpoints_own_numbers_and_target():
+    rows = progress.table().splitlines()[2:]
+    assert len(rows) == len(progress.TARGETS)
+    for row, (arch, target) in zip(rows, progress.TARGETS.items()):
+        meta = load_checkpoint(REPO / "checkpoints" / f"{arch}.pt").metadata
+        assert row.startswith(f"| `{arch}.pt` |")
+        assert f"**{meta['test_acc']:.2f}%**" in row and f"{meta['train_acc']:.2f}%" in row
+        assert (f">= {target}%: met" in row) == (meta["test_acc"] >= target)

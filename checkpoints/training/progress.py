@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CARD = HERE.parent / "README.md"
-RUNS = ("resnet56", "resnet56_noshort")
+FIRST = ("resnet56", "resnet56_noshort")  # the order of issue 8: the ResNet-56 pair first, then the others
 TARGETS = {"resnet20": 90.5, "resnet20_noshort": 89.0, "resnet56": 92.0, "resnet56_noshort": 87.0}  # test acc, issue 8
 START = "Progress (test accuracy on 2,000 images"
 END = "Start (once) and resume"
@@ -30,13 +30,27 @@ def read_log(arch: str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def within(arch: str) -> str:
-    """' (+ S of N steps of the next)' when the run's state was saved within an epoch, else ''."""
+def runs() -> list[str]:
+    """The campaign's runs: the folders here with a log, the ResNet-56 pair first."""
+    found = sorted(folder.name for folder in HERE.iterdir() if (folder / "log.jsonl").is_file())
+    return [arch for arch in FIRST if arch in found] + [arch for arch in found if arch not in FIRST]
+
+
+def read_state(arch: str) -> dict:
     import torch
 
-    state = torch.load(HERE / arch / "state.pt", map_location="cpu", weights_only=True)
+    return torch.load(HERE / arch / "state.pt", map_location="cpu", weights_only=True)
+
+
+def within(state: dict) -> str:
+    """' (+S steps of the next)' when the run's state was saved within an epoch, else ''."""
     position = state.get("within_epoch")
     return f" (+{position['step']} steps of the next)" if position else ""
+
+
+def planned_epochs(state: dict) -> int:
+    """The epochs of the run's cycle, from the recipe its state stores."""
+    return int(json.loads(state["spec"])["epochs"])
 
 
 def spans(log: list[dict]) -> list[tuple[int, int, str, str, list[float]]]:
@@ -66,15 +80,19 @@ def describe_span(first: int, last: int, precision: str, hardware: str, minutes:
 
 
 def paragraph(after: str) -> str:
-    logs = {arch: read_log(arch) for arch in RUNS}
-    epochs = " and ".join(f"{logs[arch][-1]['epoch']}{within(arch)} for {arch}" for arch in RUNS)
-    total = logs[RUNS[0]][-1].get("epochs") or 100
+    names = runs()
+    logs = {arch: read_log(arch) for arch in names}
+    states = {arch: read_state(arch) for arch in names}
+    epochs = ", ".join(
+        f"{logs[arch][-1]['epoch']}{within(states[arch])} of {planned_epochs(states[arch])} for {arch}"
+        for arch in names
+    )
     parts = [
         f"{START} at the end of each epoch, then training accuracy with augmentation; the dip early on is the warm-up "
         "raising the learning rate back towards 0.1, the gain comes in the cosine phase): "
-        f"after {after}, **epoch {epochs}, of {total}**."
+        f"after {after}, **epoch {epochs}**."
     ]
-    for arch in RUNS:
+    for arch in names:
         log = logs[arch]
         tests = ", ".join(f"{r['test_acc']:.1f}" for r in log)
         trains = ", ".join(f"{r['train_acc']:.1f}" for r in log[-5:])
@@ -82,7 +100,7 @@ def paragraph(after: str) -> str:
             f"{arch}: test {tests}; training {trains} over the last five epochs "
             f"(learning rate now {log[-1]['lr']:.3f})."
         )
-    for arch in RUNS:
+    for arch in names:
         history = "; ".join(describe_span(*span) for span in spans(logs[arch]))
         parts.append(f"Precision, hardware and minutes per epoch of {arch}: {history}.")
     parts.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -33,12 +34,26 @@ def resolve_device(device: str) -> torch.device:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device` for precision `bf16`; nothing for `fp32`."""
+    """bf16 autocast on `device` for precision `bf16`; true fp32 for `fp32` (on CUDA with TF32 off within)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type == "cuda":
+        return exact_fp32()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Turn TF32 off for convolutions and matrix products within (PyTorch lets cuDNN use it by default: convolutions
+    labelled fp32 would round their inputs to 10 mantissa bits); the settings are restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @cache

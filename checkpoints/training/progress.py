@@ -3,11 +3,17 @@
     python checkpoints/training/progress.py --after "session 6"            # print it
     python checkpoints/training/progress.py --after "session 6" --write    # replace it in checkpoints/README.md
     python checkpoints/training/progress.py --table                        # the card's table, from the checkpoints
+    python checkpoints/training/progress.py --provenance                   # test accuracy, byte-exact vs JPEG images
 
 The paragraph lists every epoch's test accuracy (2,000 test images), the last five epochs' training accuracy, the
 learning rate now, and which precision and hardware ran which epochs (from each log line). `--table` prints the
 card's table of the shipped checkpoints from their own metadata (the numbers `landscape train` measured at the end,
 on all 50,000 / 10,000 images) beside issue 8's targets, so that the card cannot drift from the files.
+`--provenance` re-measures the shipped checkpoints' test accuracy (fp32, all 10,000 images of $LANDSCAPE_DATA_ROOT)
+split by where each image comes from: the data copy's `provenance_mask.npz` marks the byte-exact images; the others
+were decoded from a quality-75 JPEG copy. Its byte-exact test images are not a random draw (all of airplane,
+automobile, ship and truck, ~10% of each other class), so the table compares like with like: within the six classes
+that have both kinds, and class-balanced (the mean of the ten per-class accuracies) on the byte-exact images.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ CARD = HERE.parent / "README.md"
 FIRST = ("resnet56", "resnet56_noshort")  # the order of issue 8: the ResNet-56 pair first, then the others
 TARGETS = {"resnet20": 90.5, "resnet20_noshort": 89.0, "resnet56": 92.0, "resnet56_noshort": 87.0}  # test acc, issue 8
 START = "Progress (test accuracy on 2,000 images"
-END = "Start (once) and resume"
+END = "Resume stage"  # the resume block that follows the paragraph
 
 
 def read_log(arch: str) -> list[dict]:
@@ -88,8 +94,8 @@ def paragraph(after: str) -> str:
         for arch in names
     )
     parts = [
-        f"{START} at the end of each epoch, then training accuracy with augmentation; the dip early on is the warm-up "
-        "raising the learning rate back towards 0.1, the gain comes in the cosine phase): "
+        f"{START} at the end of each epoch, then training accuracy with augmentation; the one-cycle warm-up raises "
+        "the learning rate to 0.1 over the first 15% of the epochs, the gain comes in the cosine phase): "
         f"after {after}, **epoch {epochs}**."
     ]
     for arch in names:
@@ -127,8 +133,8 @@ def table() -> str:
     from landscape import build_model, load_checkpoint
 
     lines = [
-        "| checkpoint | params | epochs | train loss / acc | test loss / acc | target (test acc) | wall time "
-        "(last cycle) | hardware (last cycle) |",
+        "| checkpoint | params | epochs | train loss / acc | test loss / acc | target (test acc) | training time "
+        "(last cycle) | hardware (final epoch and evaluation) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for arch, target in TARGETS.items():
@@ -147,14 +153,62 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def provenance() -> str:
+    """The shipped checkpoints' test accuracy on the byte-exact and the JPEG-decoded test images (see the docstring)."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from landscape import DataSpec, build_model, load_checkpoint
+    from landscape.data import find_cifar_folder, load_split, normalizer
+    from landscape.evaluate import normalize
+
+    root = Path(os.environ.get("LANDSCAPE_DATA_ROOT") or HERE.parents[2] / "shared" / "data")
+    folder = find_cifar_folder(root, "cifar10")
+    if folder is None or not (folder / "provenance_mask.npz").is_file():
+        raise SystemExit(f"error: no CIFAR-10 with provenance_mask.npz under {root} (set LANDSCAPE_DATA_ROOT)")
+    with np.load(folder / "provenance_mask.npz") as masks:
+        exact = np.asarray(masks["test_exact"], dtype=bool)
+    test = load_split(DataSpec(root=str(root)), "test")
+    labels = test.labels.numpy()
+    both = np.isin(labels, [c for c in range(10) if exact[labels == c].any() and not exact[labels == c].all()])
+    lines = [
+        "| checkpoint | all 10,000 | byte-exact, class-balanced | six classes: byte-exact "
+        "| six classes: JPEG-decoded |",
+        "|---|---|---|---|---|",
+    ]
+    for arch, target in TARGETS.items():
+        checkpoint = load_checkpoint(HERE.parent / f"{arch}.pt")
+        model = build_model(checkpoint).eval()
+        scale, shift = normalizer(checkpoint.metadata["mean"], checkpoint.metadata["std"], "cpu")
+        correct = np.zeros(len(labels), dtype=bool)
+        with torch.no_grad():
+            for start in range(0, len(labels), 500):
+                part = slice(start, start + 500)
+                logits = model(normalize(test.images[part], scale, shift, torch.contiguous_format))
+                correct[part] = (logits.argmax(1) == test.labels[part]).numpy()
+        balanced = np.mean([correct[(labels == c) & exact].mean() for c in range(10)])
+        lines.append(
+            f"| `{arch}.pt` (target {target}%) | {100 * correct.mean():.2f}% | {100 * balanced:.1f}% "
+            f"| {100 * correct[both & exact].mean():.1f}% ({(both & exact).sum()} images) "
+            f"| {100 * correct[both & ~exact].mean():.1f}% ({(both & ~exact).sum()} images) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--after", help='when the numbers were taken, e.g. "session 6"')
     parser.add_argument("--write", action="store_true", help="replace the paragraph in checkpoints/README.md")
     parser.add_argument("--table", action="store_true", help="print the card's table of the shipped checkpoints")
+    parser.add_argument("--provenance", action="store_true", help="test accuracy on byte-exact vs JPEG-decoded images")
     args = parser.parse_args()
     if args.table:
         print(table(), end="")
+        return
+    if args.provenance:
+        print(provenance(), end="")
         return
     if not args.after:
         parser.error("--after is needed for the progress paragraph")

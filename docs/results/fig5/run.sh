@@ -12,7 +12,8 @@
 # GRID (51), IMAGES (2000), WORKERS (1; 2 puts both cores of a 2-core machine on each surface), OUT
 # (docs/results/fig5), PAIRS ("resnet56 resnet20": each pair is <pair>.pt and <pair>_noshort.pt; PAIRS=resnet56
 # does one pair's part while the other trains, and a later run with both resumes it). GRID=11 IMAGES=64
-# OUT=/tmp/fig5 is a smoke test of a few minutes.
+# OUT=/tmp/fig5 is a smoke test of a few minutes. COMPUTE_ONLY=1 stops after the surfaces and rows (for a GPU machine
+# without the plotting stack); a later run without it finds them finished and writes the numbers and figures.
 set -euo pipefail
 
 out=${OUT:-docs/results/fig5}
@@ -38,6 +39,7 @@ for arch in "${archs[@]}"; do
     landscape compute "${common[@]}" --x "-1:1:$grid" --y -0.8:0.8:3 --precision fp32 --data-part 1 \
         --out "$out/rows/$arch.fp32.part1.h5"
 done
+if [ -n "${COMPUTE_ONLY:-}" ]; then echo "computed ${archs[*]/%/.h5} and rows/ in $out (COMPUTE_ONLY)" >&2; exit 0; fi
 
 {
     echo "# landscape compare, train loss ($(date -u +%Y-%m-%d), $precision surfaces, $images images)"

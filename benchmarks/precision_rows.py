@@ -5,7 +5,7 @@ precision differ), e.g. for a 51x51 bf16 surface over [-1, 1]²:
 
     landscape compute --ckpt checkpoints/resnet20.pt --x -1:1:51 --y -0.8:0.8:3 --subset 500 --precision fp32 \\
         --out rows_fp32.h5
-    python benchmarks/precision_rows.py docs/results/resnet20.h5 rows_fp32.h5
+    python benchmarks/precision_rows.py resnet20_bf16.h5 rows_fp32.h5
 
 It prints, per fp32 row, the largest and the mean relative error of the surface's row (relative to the second
 file's values), and the turning points (at several tolerances) and the local minima along the row

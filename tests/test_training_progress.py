@@ -27,3 +27,13 @@ def test_the_table_carries_each_checkpoints_own_numbers_and_target():
         assert row.startswith(f"| `{arch}.pt` |")
         assert f"**{meta['test_acc']:.2f}%**" in row and f"{meta['train_acc']:.2f}%" in row
         assert (f">= {target}%: met" in row) == (meta["test_acc"] >= target)
+
+
+def test_a_finished_run_keeps_no_state_and_its_planned_epochs_come_from_its_checkpoint():
+    for arch in progress.runs():
+        folder = REPO / "checkpoints" / "training" / arch
+        if (folder / "checkpoint.pt").is_file():
+            assert not (folder / "state.pt").exists(), f"{arch} finished: its state.pt is not kept"
+            recipe = load_checkpoint(folder / "checkpoint.pt").metadata["recipe"]
+            assert progress.planned_epochs(progress.read_state(arch)) == recipe["epochs"]
+            assert progress.read_log(arch)[-1]["epoch"] == recipe["epochs"]

@@ -43,8 +43,13 @@ def runs() -> list[str]:
 
 
 def read_state(arch: str) -> dict:
+    """The run's state; for a finished run, whose state.pt is not kept, the recipe its checkpoint records."""
     import torch
 
+    if not (HERE / arch / "state.pt").is_file():
+        from landscape import load_checkpoint
+
+        return {"spec": json.dumps(load_checkpoint(HERE / arch / "checkpoint.pt").metadata["recipe"])}
     return torch.load(HERE / arch / "state.pt", map_location="cpu", weights_only=True)
 
 

@@ -33,6 +33,7 @@ from .data import DataSpec, ImageSet, normalizer
 from .directions import Direction
 from .errors import LandscapeError
 from .files import check_writable, write_file
+from .hardware import autocast
 
 MatVec = Callable[[np.ndarray], np.ndarray]
 EIGENVALUES_KEY = "#eigenvalues"  # in the eigenvector file: the eigenvalues, descending
@@ -90,9 +91,12 @@ class HessianVectorProduct:
         pieces = self.unflatten(vector.to(self.device, self.dtype))
         tangent = [pieces[name] for name in self.names]
         total = [torch.zeros_like(p) for p in self.parameters]
-        for grads in self._gradients():
-            products = torch.autograd.grad(grads, self.parameters, grad_outputs=tangent, retain_graph=self.keep_graph)
-            torch._foreach_add_(total, [p.detach() for p in products])
+        with autocast("fp32", self.device):  # on CUDA: TF32 off, or the products would not be fp32's
+            for grads in self._gradients():
+                products = torch.autograd.grad(
+                    grads, self.parameters, grad_outputs=tangent, retain_graph=self.keep_graph
+                )
+                torch._foreach_add_(total, [p.detach() for p in products])
         self.count += 1
         return torch.cat([t.reshape(-1) for t in total])
 

@@ -521,3 +521,28 @@ def test_kept_gradient_graphs_give_the_same_products_until_the_model_changes():
     torch.testing.assert_close(kept(v), fresh(v), rtol=0, atol=0)
     h = exact_hessian(model, images)
     np.testing.assert_allclose(kept.numpy()(v.numpy()), h @ v.numpy(), rtol=0, atol=1e-10)
+
+
+def test_products_run_inside_the_exact_fp32_context(monkeypatch):
+    """On CUDA that context turns TF32 off (tests/test_hardware.py); here: every forward pass of a product is in it."""
+    import contextlib
+
+    from landscape import curvature
+
+    model, images = tiny_problem()
+    entered, active, forwards = [], [False], []
+
+    @contextlib.contextmanager
+    def recording(precision, device):
+        entered.append((precision, torch.device(device).type))
+        active[0] = True
+        try:
+            yield
+        finally:
+            active[0] = False
+
+    monkeypatch.setattr(curvature, "autocast", recording)
+    model.register_forward_hook(lambda module, inputs, output: forwards.append(active[0]))
+    HessianVectorProduct(model, images, MEAN, STD)(torch.zeros(39, dtype=torch.float64))
+    assert entered == [("fp32", "cpu")]
+    assert forwards and all(forwards)

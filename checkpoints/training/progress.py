@@ -163,11 +163,10 @@ def provenance() -> str:
     import os
 
     import numpy as np
-    import torch
 
     from landscape import DataSpec, build_model, load_checkpoint
-    from landscape.data import find_cifar_folder, load_split, normalizer
-    from landscape.evaluate import normalize
+    from landscape.data import ImageSet, find_cifar_folder, load_split, normalizer
+    from landscape.evaluate import loss_and_accuracy
 
     root = Path(os.environ.get("LANDSCAPE_DATA_ROOT") or HERE.parents[2] / "shared" / "data")
     folder = find_cifar_folder(root, "cifar10")
@@ -177,7 +176,10 @@ def provenance() -> str:
         exact = np.asarray(masks["test_exact"], dtype=bool)
     test = load_split(DataSpec(root=str(root)), "test")
     labels = test.labels.numpy()
-    both = np.isin(labels, [c for c in range(10) if exact[labels == c].any() and not exact[labels == c].all()])
+    # each image evaluated once, in its group (class, byte-exact or not), by the loop training and surfaces use
+    groups = {(c, e): np.flatnonzero((labels == c) & (exact == e)) for c in range(10) for e in (True, False)}
+    groups = {key: rows for key, rows in groups.items() if len(rows)}
+    both = [c for c in range(10) if (c, True) in groups and (c, False) in groups]
     lines = [
         "| checkpoint | all 10,000 | byte-exact, class-balanced | six classes: byte-exact "
         "| six classes: JPEG-decoded |",
@@ -187,17 +189,24 @@ def provenance() -> str:
         checkpoint = load_checkpoint(HERE.parent / f"{arch}.pt")
         model = build_model(checkpoint).eval()
         scale, shift = normalizer(checkpoint.metadata["mean"], checkpoint.metadata["std"], "cpu")
-        correct = np.zeros(len(labels), dtype=bool)
-        with torch.no_grad():
-            for start in range(0, len(labels), 500):
-                part = slice(start, start + 500)
-                logits = model(normalize(test.images[part], scale, shift, torch.contiguous_format))
-                correct[part] = (logits.argmax(1) == test.labels[part]).numpy()
-        balanced = np.mean([correct[(labels == c) & exact].mean() for c in range(10)])
+        correct = {
+            key: loss_and_accuracy(
+                model, ImageSet(test.images[rows], test.labels[rows], rows), scale, shift, batch_size=500
+            ).acc[0]
+            * len(rows)
+            / 100
+            for key, rows in groups.items()
+        }
+
+        def share(keys: list[tuple[int, bool]], correct: dict = correct) -> tuple[float, int]:
+            n = sum(len(groups[k]) for k in keys)
+            return 100 * sum(correct[k] for k in keys) / n, n
+
+        balanced = np.mean([share([(c, True)])[0] for c in range(10)])
+        (exact_acc, n_exact), (jpeg_acc, n_jpeg) = share([(c, True) for c in both]), share([(c, False) for c in both])
         lines.append(
-            f"| `{arch}.pt` (target {target}%) | {100 * correct.mean():.2f}% | {100 * balanced:.1f}% "
-            f"| {100 * correct[both & exact].mean():.1f}% ({(both & exact).sum()} images) "
-            f"| {100 * correct[both & ~exact].mean():.1f}% ({(both & ~exact).sum()} images) |"
+            f"| `{arch}.pt` (target {target}%) | {share(list(groups))[0]:.2f}% | {balanced:.1f}% "
+            f"| {exact_acc:.1f}% ({n_exact} images) | {jpeg_acc:.1f}% ({n_jpeg} images) |"
         )
     return "\n".join(lines) + "\n"
 

@@ -65,7 +65,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             if "landscape" in header:
                 metadata = json.loads(header["landscape"])
         else:
+            _check_torch_format(path)
             raw = torch.load(path, map_location="cpu", weights_only=True)
+    except LandscapeError:
+        raise
     except ImportError:
         raise LandscapeError(
             "reading .safetensors files needs the safetensors package: pip install safetensors"
@@ -77,6 +80,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     metadata, untrusted_arch = _check_metadata(metadata, path)
     state = _unwrap(raw, path)
     return Checkpoint(str(path), file_sha256(path), state, metadata, untrusted_arch)
+
+
+def _check_torch_format(path: Path) -> None:
+    """Refuse, in plain words, a file that is neither torch.save's zip archive nor a (legacy) pickle."""
+    with open(path, "rb") as f:
+        start = f.read(262)
+    head = start[:4]
+    # a zip archive (torch >= 1.6); a pickle of protocol >= 2 opens with PROTO (older torch); the oldest were tar files
+    if head == b"PK\x03\x04" or head[:1] == b"\x80" or start[257:262] == b"ustar":
+        return
+    shown = head.hex(" ") if head else "it is empty"
+    raise LandscapeError(
+        f"cannot read checkpoint {path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle; "
+        f"first bytes: {shown})"
+    )
 
 
 def _check_metadata(metadata: Any, path: Path) -> tuple[dict[str, Any], str | None]:

@@ -538,6 +538,7 @@ def train(
         eval_images=eval_images,
         init=str(init) if init else "",
     )
+    spec.validate()  # a bad option gets its line before the progress bar is drawn
     warning = bf16_warning(precision, device)
     if warning:
         typer.echo(f"warning: {warning}", err=True)

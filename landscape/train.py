@@ -68,8 +68,14 @@ class TrainSpec:
     def validate(self) -> None:
         self.data.validate()
         create_model(self.arch)  # an unknown arch fails here, before any data is read
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise LandscapeError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        for option, value, valid, expected in (
+            ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 2, ">= 2"),
+            ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
+            ("--weight-decay", self.weight_decay, self.weight_decay >= 0 and math.isfinite(self.weight_decay), ">= 0"),
+        ):
+            if not valid:
+                raise LandscapeError(f"{option} must be {expected}, not {value}")
         if self.schedule not in SCHEDULES:
             raise LandscapeError(f"unknown schedule '{self.schedule}': use {', '.join(SCHEDULES)}")
         if self.precision not in TRAIN_PRECISIONS:

@@ -85,8 +85,23 @@ def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(LandscapeError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(LandscapeError, match="cannot read checkpoint"):
+    with pytest.raises(LandscapeError, match="cannot read checkpoint") as error:
         load_checkpoint(tmp_path / "junk.pt")
+    assert str(error.value) == (
+        f"cannot read checkpoint {tmp_path / 'junk.pt'}: not a PyTorch checkpoint "
+        "(neither a torch.save zip archive nor a pickle; first bytes: 6e 6f 74 20)"
+    )
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(LandscapeError, match="not a PyTorch checkpoint .*it is empty"):
+        load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_legacy_pickled_and_zip_checkpoints_still_load(tmp_path):
+    state = {"w": torch.arange(3.0)}
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save(state, tmp_path / "zip.pt")
+    for name in ("legacy.pt", "zip.pt"):
+        assert torch.equal(load_checkpoint(tmp_path / name).state_dict["w"], state["w"])
 
 
 @pytest.mark.parametrize(

@@ -299,6 +299,15 @@ def test_cli_bad_input(tmp_path, cifar_root):
         app, ["train", "--arch", "resnet21", "--out", str(tmp_path / "x"), "--data-root", str(cifar_root)]
     )
     assert r.exit_code == 2 and "unknown model 'resnet21'" in r.stderr
+    assert "batch" not in r.stderr  # the error comes before any progress bar
+    for option, value, expected in (
+        ("--epochs", "0", ">= 1"),
+        ("--batch-size", "1", ">= 2"),
+        ("--lr", "-0.1", "a positive number"),
+        ("--weight-decay", "nan", ">= 0"),
+    ):
+        r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), option, value])
+        assert (r.exit_code, r.stderr) == (2, f"error: {option} must be {expected}, not {float(value):g}\n")
     r = runner.invoke(
         app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), "--data-root", str(tmp_path / "missing")]
     )

@@ -501,6 +501,13 @@ def train(
     snapshot_every: Annotated[int, typer.Option(help="Save float16 weights every K epochs (0: never).")] = 0,
     eval_images: Annotated[Optional[int], typer.Option(help="Test images evaluated after each epoch.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    compile: Annotated[
+        bool,
+        typer.Option(
+            help="torch.compile the training forward (with CUDA graphs on CUDA; evaluations stay eager); "
+            "may change when a run is resumed."
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option(help="Continue an unfinished run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard what --out holds and start again.")] = False,
     save_minutes: Annotated[
@@ -517,7 +524,7 @@ def train(
     from tqdm import tqdm
 
     from .data import DataSpec
-    from .train import TrainingStopped, TrainSpec
+    from .train import NONFINITE_CHECK_EVERY, TrainingStopped, TrainSpec
     from .train import train as run_training
 
     if save_minutes < 0:
@@ -549,7 +556,7 @@ def train(
             bar.reset(total=steps)
             bar.set_description(f"epoch {epoch}/{epochs}")
         bar.update(1)
-        if step % 10 == 0 or step == steps:  # the running numbers wait for the device: not at every batch
+        if step % NONFINITE_CHECK_EVERY == 0 or step == steps:  # the running numbers wait for the device: seldom
             loss, acc = running()
             bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.2f}%", refresh=False)
 
@@ -557,7 +564,8 @@ def train(
         bar.write(
             f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
             f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
-            f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']})",
+            f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']}"
+            f"{', compiled' if record['compiled'] else ''})",
             file=sys.stderr,
         )
 
@@ -578,6 +586,7 @@ def train(
             spec,
             out,
             device=device,
+            compile=compile,
             resume=resume,
             overwrite=overwrite,
             progress=on_epoch,

@@ -5,20 +5,28 @@
   state.pt        model + optimizer + schedule + history after the last finished epoch, and the position within
                   the next one (step, augmentation generator, running sums) when saved within it (for resuming)
   snapshots.h5    every `snapshot_every` epochs, the weights in float16 (the training trajectory)
-  log.jsonl       one line per epoch: losses, accuracies, learning rate, seconds, precision and hardware
+  log.jsonl       one line per epoch: losses, accuracies, learning rate, seconds, precision, hardware, compiled
 
 A run may start from the weights of an earlier checkpoint (`init`: a warm restart, a new learning-rate cycle) and
-may be resumed on other hardware and in another precision (`precision="auto"` picks bf16 where it is native).
+may be resumed on other hardware, in another precision (`precision="auto"` picks bf16 where it is native) and with
+or without `compile`.
+
+On CUDA the loop is written not to wait for the device at every step: the losses are checked for nan/inf on the
+device and looked at every `NONFINITE_CHECK_EVERY` steps and before every save, the augmentation's indices go over
+in non-blocking copies from pinned memory, cuDNN picks its fastest convolutions (`torch.backends.cudnn.benchmark`)
+and `compile=True` adds CUDA graphs. None of this has run on a GPU yet: it is the same code as on the CPU, where it
+is tested (the CPU computes bit for bit what it computed before), but the CUDA-only branches are untested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +50,12 @@ from .spec import as_stored, read_back
 SCHEDULES = ("onecycle", "cosine")
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
 EVAL_BATCH_SIZE = 500  # images per forward pass in the evaluations after each epoch and at the end
-# Fields of a run's recipe that may change when it is resumed: they do not change what is optimized.
+# Fields of a run's recipe that may change when it is resumed: they do not change what is optimized. (The device
+# and `compile` are options of the run, not of the recipe: they may change too.)
 RESUMABLE_CHANGES = ("precision",)
+# Steps between the host's looks at the device's flag of non-finite losses (each look waits for the device); the
+# flag is also looked at before every save of the state and at the end of every epoch.
+NONFINITE_CHECK_EVERY = 20
 
 
 @dataclass(frozen=True)
@@ -97,18 +109,32 @@ def learning_rate(spec: TrainSpec, step: int, total_steps: int) -> float:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crops of the images zero-padded by 4 pixels, and random horizontal flips (uint8 in, uint8 out)."""
+    """Random 32x32 crops of the images zero-padded by 4 pixels, and random horizontal flips (uint8 in, uint8 out).
+
+    The offsets and flips are drawn from `generator`, a CPU generator, on every device: the same images get the
+    same augmentation on the CPU and on a GPU, so a run resumes across them. On CUDA the indices go over in one
+    non-blocking copy from pinned memory (written for the GPU, never run on one yet)."""
     n, c, h, w = images.shape
     padded = F.pad(images, (4, 4, 4, 4))
     dy = torch.randint(0, 9, (n,), generator=generator)
     dx = torch.randint(0, 9, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    rows = (dy[:, None] + torch.arange(h)[None, :]).to(images.device)  # (n, h)
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
     cols = dx[:, None] + torch.arange(w)[None, :]
-    cols = torch.where(flip[:, None], cols.flip(1), cols).to(images.device)  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # (n, w)
+    indices = _to_device(torch.cat([rows, cols], 1), images.device)
+    rows, cols = indices[:, :h], indices[:, h:]
     index_n = torch.arange(n, device=images.device)[:, None, None, None]
     index_c = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`: on CUDA copied from pinned memory without waiting (PyTorch's pinned-memory cache
+    keeps the block until the copy is done), elsewhere as it is."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def num_classes(dataset: str) -> int:
@@ -133,6 +159,7 @@ def train(
     out_dir: str | Path,
     *,
     device: str = "auto",
+    compile: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -145,17 +172,56 @@ def train(
     Refuses a folder that holds a finished run (unless `overwrite`) or an unfinished one (unless `resume` or
     `overwrite`). `progress(record)` is called after each epoch, `on_batch(epoch, step, steps_per_epoch, running)`
     after each batch (1-based epoch and step; `running()` gives the epoch's mean loss and accuracy so far, and
-    waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, keeping the
-    last good state.
+    waits for the device, so call it now and then). Stops with a LandscapeError at a non-finite loss, found within
+    `NONFINITE_CHECK_EVERY` steps and always before the state is saved: the last saved state is a good one.
 
     The state is saved after every epoch and, with `save_every_s`, also within an epoch once that many seconds have
     passed since the last save (0: after every step): a kill then loses at most that much. `stop_requested()` is
     asked after every step; when it says yes, the state is saved there and `TrainingStopped` raised. A resumed run
     continues from the step it was saved at, exactly as if it had not stopped.
+
+    `compile` runs the training forward through `torch.compile` (mode "reduce-overhead" on CUDA: CUDA graphs; the
+    default mode elsewhere); the evaluations use the same model eagerly. It changes the rounding, not the recipe:
+    a run may be resumed with or without it. On CUDA, cuDNN benchmarks its convolution algorithms while training
+    (`torch.backends.cudnn.benchmark`, restored after): its choice may differ between runs, so two CUDA runs agree
+    only up to rounding. The CUDA paths have not run on a GPU yet.
     """
     spec.validate()
     dev = resolve_device(device)
-    out_dir = Path(out_dir)
+    with cudnn_benchmark(dev):
+        return _train(
+            spec, Path(out_dir), dev, compile, resume, overwrite, progress, on_batch, save_every_s, stop_requested
+        )
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN time its convolution algorithms and keep the fastest for each shape (training's shapes are
+    fixed: it pays after the first steps); the previous setting is restored after. Elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _train(
+    spec: TrainSpec,
+    out_dir: Path,
+    dev: torch.device,
+    compile: bool,
+    resume: bool,
+    overwrite: bool,
+    progress: Progress | None,
+    on_batch: BatchCallback | None,
+    save_every_s: float | None,
+    stop_requested: Callable[[], bool],
+) -> dict[str, Any]:
+    """`train` on a resolved device, with cuDNN's settings in place."""
     state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         if final_path.exists():
@@ -228,6 +294,7 @@ def train(
         return float(metrics.loss[0]), float(metrics.acc[0])
 
     position = _within_epoch(within, steps_per_epoch, state_path)
+    forward = _compiled(model, dev) if compile else model  # the same parameters: the evaluations use `model`
     last_save = time.perf_counter()
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
@@ -235,12 +302,14 @@ def train(
         order = torch.randperm(len(train_set), generator=generator).to(dev)
         model.train()
         loss_sum, correct, seen = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
+        nonfinite = torch.zeros((), dtype=torch.bool, device=dev)  # whether a loss of this epoch was nan or inf
         first_step = 0
         if position is not None:  # resumed within this epoch: its generator and running sums as they were
             first_step, generator_state, sums, seen = position
             generator.set_state(generator_state)
             loss_sum, correct = sums[0].to(dev), sums[1].to(dev)
             position = None
+        checked = first_step  # steps of this epoch known to have had finite losses
         for step in range(first_step, steps_per_epoch):
             lr = learning_rate(spec, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
@@ -249,28 +318,36 @@ def train(
             images = augment(train_set.images[idx], generator)
             x = normalize(images, scale, shift, memory_format)
             y = train_set.labels[idx]
-            with autocast(precision, dev):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise LandscapeError(
-                    f"the training loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}: "
-                    f"stopped; the last saved state is kept in {state_path} "
-                    "(try a smaller --lr)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                if compile and dev.type == "cuda":
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
+                with autocast(precision, dev):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except Exception as e:
+                if compile and _compile_failed(e):
+                    raise LandscapeError(_compile_failure(e)) from None
+                raise
             optimizer.step()
+            nonfinite |= ~torch.isfinite(loss.detach())  # on the device: no waiting for it here
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             stopping = stop_requested()
             now = time.perf_counter()
-            if step + 1 < steps_per_epoch and (
+            done = step + 1
+            saving = done < steps_per_epoch and (
                 stopping or (save_every_s is not None and now - last_save >= save_every_s)
-            ):
+            )
+            if saving or done == steps_per_epoch or done % NONFINITE_CHECK_EVERY == 0:
+                if nonfinite.item():  # waits for the device
+                    raise LandscapeError(_nonfinite_message(epoch + 1, checked + 1, done, steps_per_epoch, state_path))
+                checked = done
+            if saving:
                 within_epoch = {
-                    "step": step + 1,
+                    "step": done,
                     "generator": generator.get_state(),
                     "sums": torch.stack([loss_sum.detach().float(), correct.float()]).cpu(),
                     "seen": seen,
@@ -281,11 +358,11 @@ def train(
                 )
                 last_save = now
                 if stopping:
-                    raise TrainingStopped(epoch + 1, step + 1, steps_per_epoch, state_path)
+                    raise TrainingStopped(epoch + 1, done, steps_per_epoch, state_path)
             if on_batch:
                 on_batch(
                     epoch + 1,
-                    step + 1,
+                    done,
                     steps_per_epoch,
                     lambda: (float(loss_sum) / seen, 100.0 * float(correct) / seen),  # noqa: B023 (called now)
                 )
@@ -301,6 +378,7 @@ def train(
             "seconds": elapsed,
             "precision": precision,
             "hardware": hardware,
+            "compiled": compile,
             "torch": str(torch.__version__),
         }
         history.append(record)
@@ -371,6 +449,35 @@ def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
         "recipe": meta.get("recipe"),
         "init": meta.get("init") or {},
     }
+
+
+def _compiled(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` through torch.compile: mode "reduce-overhead" (CUDA graphs) on CUDA, the default mode elsewhere.
+    It compiles at its first call (on the CPU with a C++ compiler)."""
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
+def _compile_failed(error: Exception) -> bool:
+    """Whether `error` came from torch.compile (TorchDynamo or a backend such as Inductor) rather than the model."""
+    import torch._dynamo.exc
+
+    return isinstance(error, torch._dynamo.exc.TorchDynamoException)
+
+
+def _compile_failure(error: Exception) -> str:
+    """One line for a failed torch.compile: the first line of its error, and the way out."""
+    lines = str(error).strip().splitlines()
+    return f"--compile failed: {lines[0] if lines else type(error).__name__} (train without --compile)"
+
+
+def _nonfinite_message(epoch: int, first: int, last: int, steps: int, state_path: Path) -> str:
+    """The error for a nan or inf training loss in `epoch` (1-based) at one of steps `first`..`last`."""
+    where = f"at step {last}" if first == last else f"between steps {first} and {last}"
+    kept = f"the last saved state is kept in {state_path}" if state_path.exists() else "no state was saved"
+    return (
+        f"the training loss became nan or inf in epoch {epoch}, {where} of {steps}: stopped; {kept} "
+        "(try a smaller --lr)"
+    )
 
 
 def _save_state(

@@ -6,7 +6,8 @@
     python checkpoints/training/progress.py --provenance                   # test accuracy, byte-exact vs JPEG images
 
 The paragraph lists every epoch's test accuracy (2,000 test images), the last five epochs' training accuracy, the
-learning rate now, and which precision and hardware ran which epochs (from each log line). `--table` prints the
+learning rate now, which precision and hardware ran which epochs (from each log line), and the work left (epochs
+to go at the median pace of each unfinished run's last hardware). `--table` prints the
 card's table of the shipped checkpoints from their own metadata (the numbers `landscape train` measured at the end,
 on all 50,000 / 10,000 images) beside issue 8's targets, so that the card cannot drift from the files.
 `--provenance` re-measures the shipped checkpoints' test accuracy (fp32, all 10,000 images of $LANDSCAPE_DATA_ROOT)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import textwrap
 from pathlib import Path
 
@@ -90,6 +92,19 @@ def describe_span(first: int, last: int, precision: str, hardware: str, minutes:
     return f"{epochs}: {precision}, {machine}, {each}{'' if first == last else ' each'}"
 
 
+def work_left(arch: str, log: list[dict], state: dict) -> str | None:
+    """'191 epochs of resnet56_scratch, ~34 hours at the median 10.7 min per epoch of its last hardware' (an epoch in
+    flight counts as left), or None for a finished run."""
+    left = planned_epochs(state) - (log[-1]["epoch"] if log else 0)
+    if left <= 0:
+        return None
+    if not log:
+        return f"{left} epochs of {arch}"
+    median = statistics.median(spans(log)[-1][4])
+    time = f"~{left * median / 60:.0f} hours" if left * median >= 120 else f"~{left * median:.0f} minutes"
+    return f"{left} epochs of {arch}, {time} at the median {median:.1f} min per epoch of its last hardware"
+
+
 def paragraph(after: str) -> str:
     names = runs()
     logs = {arch: read_log(arch) for arch in names}
@@ -114,6 +129,9 @@ def paragraph(after: str) -> str:
     for arch in names:
         history = "; ".join(describe_span(*span) for span in spans(logs[arch]))
         parts.append(f"Precision, hardware and minutes per epoch of {arch}: {history}.")
+    left = [text for arch in names if (text := work_left(arch, logs[arch], states[arch]))]
+    if left:
+        parts.append(f"Left: {'; '.join(left)}.")
     parts.append(
         "The two runs train side by side, one thread each, and share the CPU with whatever else the session runs "
         "(tests, benchmarks), hence the spread of minutes; each epoch's precision and hardware are in its log line."

@@ -42,7 +42,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer, subset_indices
 from .errors import LandscapeError
 from .evaluate import loss_and_accuracy, normalize
-from .hardware import PRECISIONS, autocast, resolve_device, resolve_precision
+from .hardware import PRECISIONS, autocast, exact_fp32, resolve_device, resolve_precision
 from .hardware import describe as describe_hardware
 from .models import create_model
 from .spec import as_stored, read_back
@@ -194,6 +194,12 @@ def train(
         )
 
 
+def backward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The backward pass's counterpart of `autocast`: in fp32 on CUDA, TF32 off (cuDNN would otherwise round the
+    gradient convolutions' inputs to 10 mantissa bits); bf16 autocast covers only the forward, as PyTorch advises."""
+    return exact_fp32() if precision == "fp32" and device.type == "cuda" else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def cudnn_benchmark(device: torch.device) -> Iterator[None]:
     """On CUDA, let cuDNN time its convolution algorithms and keep the fastest for each shape (training's shapes are
@@ -325,7 +331,8 @@ def _train(
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                with backward_precision(precision, dev):
+                    loss.backward()
             except Exception as e:
                 if compile and _compile_failed(e):
                     raise LandscapeError(_compile_failure(e)) from None

@@ -625,3 +625,20 @@ def test_training_lowers_the_loss(tmp_path, coloured_root):
 
 def test_num_classes():
     assert num_classes("cifar100") == 100 and num_classes("cifar10") == 10
+
+
+def test_fp32_backward_on_cuda_runs_with_tf32_off():
+    """The flags are global switches: they can be checked on a machine without CUDA."""
+    from landscape.train import backward_precision
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with backward_precision("fp32", torch.device("cuda")):
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        for precision, device in (("bf16", "cuda"), ("fp32", "cpu")):
+            with backward_precision(precision, torch.device(device)):
+                assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -3,7 +3,7 @@
 # rebuild CIFAR-10 once all have come, and train the campaign's runs for LIMIT seconds; their folders come back
 # as $OUT/<run>.tar. See checkpoints/training/gpu/README.md for the calls that lead here.
 #
-#   LIMIT=500 RUNS="resnet56_scratch resnet56_noshort_scratch" TRAIN_FLAGS="" bash checkpoints/training/gpu/device_train.sh
+#   LIMIT=500 RUNS="resnet56_scratch resnet56_noshort_scratch" TRAIN_FLAGS="" BENCH=0 bash checkpoints/training/gpu/device_train.sh
 #
 # Everything outside the tree lives in /tmp (the tree is sent afresh with every call): /tmp/xfer (the data parts),
 # /tmp/data (the rebuilt data), /tmp/runs (the runs, copied from the tree on the first call that trains and kept
@@ -23,6 +23,12 @@ if [ ! -f /tmp/data/cifar-10-batches-py/test_batch ]; then
     want=$(python3 -c "import json; print(json.load(open('$(ls -d /tmp/xfer/part* | head -1)/manifest.json'))['parts'])")
     if [ "$have" -lt "$want" ]; then echo "data: $have of $want parts here; carry the next"; exit 0; fi
     python3 $KIT unpack /tmp/xfer/part* --out /tmp/data || exit 3
+fi
+if [ "${BENCH:-0}" = 1 ]; then  # landscape train's whole step, eager and compiled (~2-3 minutes), into $OUT/bench.txt
+    for flags in "" "--compile"; do
+        timeout 240 python3 benchmarks/train_speed.py --arch resnet56 --device cuda --precision bf16 --loop $flags \
+            2>&1 | tail -n 3 | tee -a "$OUT/bench.txt"
+    done
 fi
 [ "$LIMIT" -gt 0 ] || exit 0
 pids=()

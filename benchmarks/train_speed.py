@@ -13,8 +13,9 @@ overhead shows on a GPU. To compare variants on the CPU fairly, run them side by
 one after the other.
 
 On CUDA the step is the one `landscape train` runs there: cuDNN benchmark mode on, `--compile` in mode
-"reduce-overhead" (CUDA graphs), and the clocks are read only after `torch.cuda.synchronize()`. The CUDA path has
-not run yet: no session so far had a GPU.
+"reduce-overhead" (CUDA graphs), fp32 with TF32 off in the forward and the backward pass, and the clocks are read
+only after `torch.cuda.synchronize()`. This CUDA path has not run yet (session 8's GPU numbers came from the runs'
+logs, before it was written).
 """
 
 import argparse
@@ -27,7 +28,7 @@ from landscape.data import DEFAULT_NORMALIZATION, normalizer
 from landscape.evaluate import normalize
 from landscape.hardware import autocast, describe, resolve_device
 from landscape.models import create_model
-from landscape.train import augment, cudnn_benchmark
+from landscape.train import augment, backward_precision, cudnn_benchmark
 
 
 def main() -> None:
@@ -79,7 +80,8 @@ def main() -> None:
             out = forward(x)
         loss = F.cross_entropy(out.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with backward_precision(args.precision, device):
+            loss.backward()
         optimizer.step()
         if args.loop:
             nonfinite |= ~torch.isfinite(loss.detach())

@@ -90,10 +90,10 @@ def _check_torch_format(path: Path) -> None:
     # a zip archive (torch >= 1.6); a pickle of protocol >= 2 opens with PROTO (older torch); the oldest were tar files
     if head == b"PK\x03\x04" or head[:1] == b"\x80" or start[257:262] == b"ustar":
         return
-    shown = head.hex(" ") if head else "it is empty"
+    shown = f"first bytes: {head.hex(' ')}" if head else "it is empty"
     raise LandscapeError(
         f"cannot read checkpoint {path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle; "
-        f"first bytes: {shown})"
+        f"{shown})"
     )
 
 

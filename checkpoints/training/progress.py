@@ -7,9 +7,9 @@
 
 The paragraph lists every epoch's test accuracy (2,000 test images), the last five epochs' training accuracy, the
 learning rate now, which precision and hardware ran which epochs (from each log line), and the work left (epochs
-to go at the median pace of each unfinished run's last hardware). `--table` prints the
-card's table of the shipped checkpoints from their own metadata (the numbers `landscape train` measured at the end,
-on all 50,000 / 10,000 images) beside issue 8's targets, so that the card cannot drift from the files.
+to go at the median pace of each unfinished run's last hardware). `--table` prints the card's table of the shipped
+checkpoints from their own metadata (the numbers `landscape train` measured at the end, on all 50,000 / 10,000
+images) beside issue 8's targets, so that the card cannot drift from the files.
 `--provenance` re-measures the shipped checkpoints' test accuracy (fp32, all 10,000 images of $LANDSCAPE_DATA_ROOT)
 split by where each image comes from: the data copy's `provenance_mask.npz` marks the byte-exact images; the others
 were decoded from a quality-75 JPEG copy. Its byte-exact test images are not a random draw (all of airplane,

@@ -205,6 +205,8 @@ def compute(
             )
         return DirectionSpec(kind="random", seed=seed_, norm=norm, ignore=ignore, dir_type=dir_type)
 
+    if ydir_file is not None and not y and not trajectory:
+        raise LandscapeError("--ydir-file needs a 2D grid: give --y")
     if trajectory:  # axes of NUM points get their bounds from the path (_pca_or_hessian)
         grid = GridSpec(_axis_or_count(x, "--x"), _axis_or_count(y, "--y"))
     else:

@@ -8,6 +8,7 @@ folder that is then renamed over the target, so a kill or a full disk leaves the
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,14 +31,26 @@ def check_writable(path: str | Path, overwrite: bool = False, inputs: Sequence[s
 
 
 def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
-    """Write `data` to `path` whole (temporary file, then rename), after `check_writable`."""
+    """Write `data` to `path` whole (temporary file, then rename), after `check_writable`.
+
+    The temporary file is created anew under a random name (`O_EXCL`: a file or link planted in the folder is
+    never opened, let alone followed) and synced to disk before the rename.
+    """
     path = check_writable(path, overwrite, inputs)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    created = False
     try:
-        temporary.write_bytes(data)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        created = True
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
+        created = False
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
     finally:  # after an error or an interrupt; once renamed it is gone already
-        temporary.unlink(missing_ok=True)
+        if created:
+            temporary.unlink(missing_ok=True)
     return path

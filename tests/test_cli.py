@@ -144,6 +144,10 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
         "output is another file": (ok + ["--out", text], "not a landscape surface file"),
         "surface of another run": (ok + ["--out", other], "holds a different surface"),
         "bad precision": (ok + ["--precision", "fp8", "--out", tmp_path / "o.h5"], "unknown precision 'fp8'"),
+        "y direction without y axis": (
+            ok + ["--ydir-file", other, "--out", tmp_path / "o.h5"],
+            "--ydir-file needs a 2D grid: give --y",
+        ),
     }
 
 
@@ -162,6 +166,7 @@ CASES = [
     "output is another file",
     "surface of another run",
     "bad precision",
+    "y direction without y axis",
 ]
 
 

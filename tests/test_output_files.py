@@ -117,3 +117,33 @@ def test_check_writable_messages(tmp_path):
     with pytest.raises(LandscapeError, match="it is a folder"):
         check_writable(tmp_path, overwrite=True)
     assert check_writable(tmp_path / "new.pdf") == tmp_path / "new.pdf"
+
+
+def test_a_planted_link_is_never_followed(tmp_path, monkeypatch):
+    """The temporary name is not guessable from the pid, and even a link at the name it does get is not opened."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    out = tmp_path / "out"
+    out.mkdir()
+    for pid in range(os.getpid() - 5, os.getpid() + 5):  # the names the old code used
+        (out / f".figure.svg.{pid}.partial").symlink_to(outside)
+    write_file(out / "figure.svg", b"new figure")
+    assert outside.read_bytes() == b"not yours"
+    assert (out / "figure.svg").read_bytes() == b"new figure"
+
+    import secrets
+
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "guessed")  # a link at the very name: refused, not followed
+    (out / f".table.dat.{os.getpid()}.guessed.partial").symlink_to(outside)
+    with pytest.raises(LandscapeError, match=r"cannot write .*table.dat: File exists"):
+        write_file(out / "table.dat", b"rows")
+    assert outside.read_bytes() == b"not yours" and not (out / "table.dat").exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = write_file(tmp_path / "figure.svg", b"figure")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640

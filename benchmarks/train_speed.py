@@ -22,13 +22,12 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from landscape.data import DEFAULT_NORMALIZATION, normalizer
 from landscape.evaluate import normalize
-from landscape.hardware import autocast, describe, resolve_device
+from landscape.hardware import describe, resolve_device
 from landscape.models import create_model
-from landscape.train import augment, backward_precision, cudnn_benchmark
+from landscape.train import augment, cudnn_benchmark, train_step
 
 
 def main() -> None:
@@ -74,18 +73,10 @@ def main() -> None:
             x = normalize(augment(images[idx], generator), scale, shift, memory_format)
             y = labels[idx]
         calls[0] += 1
-        if args.compile and cuda:
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast(args.precision, device):
-            out = forward(x)
-        loss = F.cross_entropy(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        with backward_precision(args.precision, device):
-            loss.backward()
-        optimizer.step()
+        loss, out = train_step(forward, optimizer, x, y, args.precision, device, cuda_graphs=args.compile)
         if args.loop:
-            nonfinite |= ~torch.isfinite(loss.detach())
-            loss_sum += loss.detach() * len(y)
+            nonfinite |= ~torch.isfinite(loss)
+            loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
 
     def clock() -> float:

@@ -200,6 +200,32 @@ def backward_precision(precision: str, device: torch.device) -> contextlib.Abstr
     return exact_fp32() if precision == "fp32" and device.type == "cuda" else contextlib.nullcontext()
 
 
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str,
+    device: torch.device,
+    cuda_graphs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; the loss (fp32 cross-entropy) and logits, detached and left on the device.
+
+    `cuda_graphs`: `forward` is compiled with CUDA graphs (`--compile` on CUDA), whose outputs the next step may
+    overwrite, so each step is marked as a new one.
+    """
+    if cuda_graphs and device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()
+    with autocast(precision, device):
+        logits = forward(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    with backward_precision(precision, device):
+        loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 @contextlib.contextmanager
 def cudnn_benchmark(device: torch.device) -> Iterator[None]:
     """On CUDA, let cuDNN time its convolution algorithms and keep the fastest for each shape (training's shapes are
@@ -325,21 +351,13 @@ def _train(
             x = normalize(images, scale, shift, memory_format)
             y = train_set.labels[idx]
             try:
-                if compile and dev.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
-                with autocast(precision, dev):
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                with backward_precision(precision, dev):
-                    loss.backward()
+                loss, logits = train_step(forward, optimizer, x, y, precision, dev, cuda_graphs=compile)
             except Exception as e:
                 if compile and _compile_failed(e):
                     raise LandscapeError(_compile_failure(e)) from None
                 raise
-            optimizer.step()
-            nonfinite |= ~torch.isfinite(loss.detach())  # on the device: no waiting for it here
-            loss_sum += loss.detach() * len(y)
+            nonfinite |= ~torch.isfinite(loss)  # on the device: no waiting for it here
+            loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             stopping = stop_requested()

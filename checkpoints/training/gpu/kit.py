@@ -227,6 +227,9 @@ def main() -> None:
     elif args.command == "restore":
         print(f"restored {len(restore())} files")
     else:
+        missing = [c for c in args.carry if not (REPO / c).exists()]
+        if missing:
+            sys.exit(f"error: --carry {missing[0]}: no such file or folder under {REPO}")
         print(f"{travelling_bytes(args.carry) / 2**20:.1f} MiB would travel (limit 64 MiB)")
 
 

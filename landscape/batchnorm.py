@@ -1,16 +1,22 @@
 """BatchNorm folded into the preceding convolutions: a traced copy of a model whose Conv2d→BatchNorm2d pairs are
-single convolutions, exact up to rounding in eval mode, refolded whenever the original weights change.
+single convolutions, exact up to rounding in eval mode, refolded whenever the original weights change; and
+BatchNorm statistics re-estimated from a set of images (`--bn recompute`).
 
 `fold_batchnorm(model)` returns None when there is nothing to fold and raises `NotTraceable` when torch.fx
 cannot trace the model (data-dependent control flow, for instance): the caller decides what to do then.
+`recompute_batchnorm(model, batches)` sets every BatchNorm's running statistics to those of all the images.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .errors import LandscapeError
 
 
 class NotTraceable(Exception):
@@ -160,3 +166,82 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent_name, _, name = target.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, name, module)
+
+
+def batch_slices(count: int, size: int) -> list[slice]:
+    """Consecutive batches of `size` of `count` images; a last batch of one image joins the one before (train-mode
+    BatchNorm cannot normalize a single value per channel)."""
+    starts = list(range(0, count, size))
+    if len(starts) > 1 and count - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [count])]
+
+
+@dataclass
+class _Moments:
+    """Per channel: how many values, their mean and the sum of squared deviations from it, in float64."""
+
+    count: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+    def add(self, x: torch.Tensor) -> None:
+        """Pool the values of `x` (channels along dim 1) in, exactly (Chan et al.'s parallel update)."""
+        x = x.detach().double()
+        dims = [d for d in range(x.dim()) if d != 1]
+        n = x.numel() // x.shape[1]
+        mean = x.mean(dims)
+        m2 = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dims)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta.square() * (self.count * n / total)
+        self.count = total
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Set the running statistics of every BatchNorm of `model` to those of all the images of `batches`.
+
+    Each batch passes through the model in train mode, so that each BatchNorm normalizes it with its own batch
+    statistics, as in training (and as `torch.optim.swa_utils.update_bn`). What each BatchNorm sees is pooled over
+    all batches, weighted by their sizes: running_mean is the mean over all images (and positions), running_var
+    their unbiased variance, PyTorch's convention for running_var (the variance of all values about the pooled mean
+    times N/(N-1), N values per channel). The statistics of the first BatchNorm are thus those of one batch of all
+    the images, whatever the batch sizes; those of later BatchNorms depend on them through the batch-normalized
+    activations before them, as in training. A BatchNorm no image reaches keeps reset statistics (0 and 1).
+    Refuses fewer than 2 images in all (no variance); the model's mode is restored.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    moments: dict[nn.Module, _Moments] = {}
+
+    def pool(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        if module not in moments:
+            zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            moments[module] = _Moments(0, zeros, zeros.clone())
+        moments[module].add(x)
+
+    iterator = iter(batches)
+    head = list(itertools.islice(iterator, 2))  # enough to know whether there are two images, before any change
+    images = sum(len(x) for x in head)
+    if images < 2:
+        raise LandscapeError(f"--bn recompute needs at least 2 images (got {images}): a variance needs two")
+    for m in norms:
+        m.reset_running_stats()
+    hooks = [m.register_forward_pre_hook(pool) for m in norms]
+    training = model.training
+    try:
+        model.train()
+        for x in itertools.chain(head, iterator):
+            model(x)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    for m in norms:
+        if m in moments:
+            assert m.running_mean is not None and m.running_var is not None  # track_running_stats
+            pooled = moments[m]
+            m.running_mean.copy_(pooled.mean)
+            m.running_var.copy_(pooled.m2 / max(pooled.count - 1, 1))

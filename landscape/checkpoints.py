@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,57 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
         )
     model.load_state_dict(checkpoint.state_dict)
     return model.eval()
+
+
+COMPARED = ("arch", "num_classes", "dataset", "mean", "std", "skips")  # what makes two checkpoints one model
+
+
+def check_same_model(
+    checkpoint: Checkpoint,
+    state: Mapping[str, torch.Tensor],
+    recorded: Mapping[str, Any],
+    what: str = "the target checkpoint",
+) -> None:
+    """Refuse `checkpoint` unless it is of the model whose tensors are `state` (its state_dict) and whose settings are
+    `recorded` (arch, num_classes, dataset, mean, std as in checkpoint metadata; None: not known).
+
+    In this order, one line naming the first difference: a field of `COMPARED` that both record with other values,
+    a tensor of the model the checkpoint lacks, a tensor the model lacks, a tensor of another shape.
+    """
+    head = f"{what} {checkpoint.path} is not of this model"
+    theirs = dict(checkpoint.metadata)
+    if checkpoint.untrusted_arch is not None:
+        theirs["arch"] = checkpoint.untrusted_arch
+    for key in COMPARED:
+        a, b = _comparable(theirs.get(key)), _comparable(recorded.get(key))
+        if a is not None and b is not None and a != b:
+            raise LandscapeError(f"{head}: it records {key} {_show(theirs[key])}, the model {_show(_plain(b))}")
+    missing = [k for k in state if k not in checkpoint.state_dict]
+    extra = [k for k in checkpoint.state_dict if k not in state]
+    if missing:
+        raise LandscapeError(
+            f"{head}: it lacks {missing[0]} ({len(missing)} of the model's tensors missing, "
+            f"{len(extra)} tensors the model lacks)"
+        )
+    if extra:
+        raise LandscapeError(f"{head}: it holds {extra[0]}, which the model lacks")
+    for k, t in state.items():
+        if checkpoint.state_dict[k].shape != t.shape:
+            raise LandscapeError(
+                f"{head}: its {k} has shape {tuple(checkpoint.state_dict[k].shape)}, the model's {tuple(t.shape)}"
+            )
+
+
+def _comparable(value: Any) -> Any:
+    """A metadata value in one form for comparison: lists and tuples of numbers as tuples of floats."""
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The model's value shown as a checkpoint's (a list, not a tuple)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _untrusted_arch_message(checkpoint: Checkpoint) -> str:

@@ -6,6 +6,7 @@ checkpoints, and directions read back from an earlier surface file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -79,8 +80,10 @@ def direction_names(model: nn.Module, dir_type: str) -> list[str]:
 
 
 def center_of(model: nn.Module, names: list[str]) -> Direction:
-    """θ*: detached copies of the named tensors of `model`, in float32."""
+    """θ*: detached copies of the named tensors of `model`, in float32. Refuses a model with NaN or inf in any
+    tensor (a buffer such as a BatchNorm statistic is part of θ* too)."""
     state = model.state_dict()
+    check_finite(state, "the model")
     return {n: state[n].detach().clone().float() for n in names}
 
 
@@ -122,8 +125,14 @@ def normalize_direction(direction: Direction, center: Direction, norm: str, igno
     return out
 
 
-def target_direction(center: Direction, target: dict[str, torch.Tensor]) -> Direction:
-    """target − θ*, for interpolating from θ* (x=0) to the target checkpoint (x=1)."""
+def target_direction(center: Direction, target: Mapping[str, torch.Tensor]) -> Direction:
+    """target − θ*, for interpolating from θ* (x=0) to the target checkpoint (x=1).
+
+    Refuses NaN or inf anywhere in `target`. That `target` is a checkpoint of the same model (the same tensor names
+    and shapes, the same recorded arch and normalization) is `checkpoints.check_same_model`'s to say: `center` holds
+    only the tensors a direction moves, not all of the model's.
+    """
+    check_finite(target, "the target checkpoint")
     missing = [n for n in center if n not in target]
     if missing:
         raise LandscapeError(f"the target checkpoint lacks {len(missing)} tensors of the model, e.g. {missing[0]}")
@@ -136,6 +145,13 @@ def target_direction(center: Direction, target: dict[str, torch.Tensor]) -> Dire
             )
         out[n] = t - w
     return out
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse NaN or inf in any floating-point tensor of `tensors`, naming the first: "<what>'s <name> holds ..."."""
+    for name, t in tensors.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise LandscapeError(f"{what}'s {name} holds NaN or inf")
 
 
 def check_same_keys(a: Direction, b: Direction, a_name: str, b_name: str) -> None:

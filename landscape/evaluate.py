@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm import NotTraceable, fold_batchnorm
+from .batchnorm import NotTraceable, batch_slices, fold_batchnorm, recompute_batchnorm
 from .data import ImageSet, normalizer
-from .directions import Direction, check_same_keys
+from .directions import Direction, check_finite, check_same_keys
 from .errors import LandscapeError
 from .hardware import PRECISIONS, autocast, resolve_device
 
@@ -36,6 +36,27 @@ class Metrics:
 
     loss: np.ndarray
     acc: np.ndarray
+
+
+def moved_weights(
+    center: list[torch.Tensor], directions: list[list[torch.Tensor]], coefficients: torch.Tensor
+) -> list[torch.Tensor]:
+    """θ* + Σ_k c_k d_k for each row c of `coefficients` (points, K): for each tensor of `center`, one tensor
+    (points, *shape). `directions[k][i]` is direction k's tensor i (matched by name by the caller).
+
+    c is rounded to the tensor's precision (float32 for float32, bfloat16 and float16 tensors), and the products and
+    sums are done in the same order for one point as for many, c_k = 0 not skipped: a point's weights are the same
+    bits whether it is evaluated alone or batched with others (with finite directions, 0·d = 0).
+    """
+    out = []
+    for i, c in enumerate(center):
+        shape = (len(coefficients),) + (1,) * c.dim()
+        scale = coefficients.to(torch.promote_types(c.dtype, torch.float32))
+        value = c.unsqueeze(0).expand(shape[:1] + c.shape)
+        for k, direction in enumerate(directions):
+            value = value + scale[:, k].view(shape) * direction[i].unsqueeze(0)
+        out.append(value)
+    return out
 
 
 def normalize(
@@ -64,6 +85,7 @@ def loss_and_accuracy(
 
     `forward` maps a normalized batch of B images to logits, (B, classes) for one point or (points, B, classes)
     for `points` stacked weights. Put a module in eval mode first: this loop does not change its mode.
+    A point whose loss is not finite (NaN or inf logits) has NaN accuracy: argmax would pick a class all the same.
     """
     device = images.images.device
     loss_sum = torch.zeros(points, dtype=torch.float64, device=device)
@@ -78,7 +100,9 @@ def loss_and_accuracy(
             losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(points), reduction="none")
             loss_sum += losses.view(points, -1).sum(1, dtype=torch.float64)
             correct += (logits.argmax(-1) == y).sum(1)
-    return Metrics(loss=loss_sum.cpu().numpy() / len(images), acc=100.0 * correct.cpu().numpy() / len(images))
+    loss = loss_sum.cpu().numpy() / len(images)
+    acc = np.where(np.isfinite(loss), 100.0 * correct.cpu().numpy() / len(images), np.nan)
+    return Metrics(loss=loss, acc=acc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +110,8 @@ class EvalSpec:
     """What is computed at each point (part of a surface's identity).
 
     bn: `eval` uses the stored running statistics; `recompute` re-estimates them at each point from
-    `bn_images` fixed training images in batches of `bn_batch_size`, as mode-connectivity work does.
+    `bn_images` (>= 2) fixed training images in batches of `bn_batch_size`, as mode-connectivity work does, every
+    image weighing alike (`batchnorm.recompute_batchnorm`).
     """
 
     precision: str = "fp32"
@@ -99,8 +124,11 @@ class EvalSpec:
             raise LandscapeError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}")
         if self.bn not in BN_MODES:
             raise LandscapeError(f"unknown BatchNorm mode '{self.bn}': use {', '.join(BN_MODES)}")
-        if self.bn_images < 1 or self.bn_batch_size < 2:
-            raise LandscapeError("--bn-images must be >= 1 and the BN batch size >= 2")
+        if self.bn_images < 2 or self.bn_batch_size < 2:
+            raise LandscapeError(
+                f"--bn-images must be >= 2 (a variance needs two images) and the BN batch size >= 2, not "
+                f"{self.bn_images} and {self.bn_batch_size}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +181,14 @@ class PointEvaluator:
         options = options.resolved()
         for d in directions:
             check_same_keys(d, center, "direction", "model")
+        check_finite(model.state_dict(), "the model")  # θ*: its parameters and buffers
+        check_finite(center, "the center")
+        for k, d in enumerate(directions):
+            check_finite(d, f"direction {k + 1}")
         if spec.bn == "recompute" and bn_set is None:
             raise LandscapeError("--bn recompute needs a set of training images")
+        if spec.bn == "recompute" and bn_set is not None and len(bn_set) < 2:
+            raise LandscapeError(f"--bn recompute needs at least 2 images (got {len(bn_set)}): a variance needs two")
         if spec.bn == "recompute" and options.points_per_pass > 1:
             raise LandscapeError("--bn recompute evaluates one point per pass: use --points-per-pass 1")
         self.spec, self.options = spec, options
@@ -243,50 +277,32 @@ class PointEvaluator:
             results[f"{split}_loss"], results[f"{split}_acc"] = metrics.loss, metrics.acc
         return results
 
+    def _coefficients(self, coefficients: np.ndarray) -> torch.Tensor:
+        """(points, directions) coefficients as a float64 tensor on the device."""
+        return torch.as_tensor(coefficients, dtype=torch.float64, device=self.device).reshape(-1, len(self.directions))
+
     def _write_point(self, coefficients: np.ndarray) -> None:
-        """targets ← θ* + Σ c_k d_k, written into the model's own tensors."""
+        """targets ← θ* + Σ c_k d_k, written into the model's own tensors (the sums of the batched path)."""
         if not self.targets:
             return
-        torch._foreach_copy_(self.targets, self.center)
-        for c, direction in zip(coefficients, self.directions):
-            if c != 0.0:
-                torch._foreach_add_(self.targets, torch._foreach_mul(direction, float(c)))
+        values = moved_weights(self.center, self.directions, self._coefficients(coefficients))
+        torch._foreach_copy_(self.targets, [v[0] for v in values])
 
     def _recompute_batchnorm(self) -> None:
         assert self.bn_set is not None
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the batches
-        self.model.train()
-        try:
-            with autocast(self.spec.precision, self.device):
-                for start in range(0, len(self.bn_set), self.spec.bn_batch_size):
-                    x = normalize(
-                        self.bn_set.images[start : start + self.spec.bn_batch_size],
-                        self.scale,
-                        self.shift,
-                        self.memory_format,
-                    )
-                    if len(x) > 1:
-                        self.model(x)
-        finally:
-            self.model.eval()
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
+        bn_set = self.bn_set
+        batches = (
+            normalize(bn_set.images[s], self.scale, self.shift, self.memory_format)
+            for s in batch_slices(len(bn_set), self.spec.bn_batch_size)
+        )
+        with autocast(self.spec.precision, self.device):
+            recompute_batchnorm(self.model, batches)
 
     def _evaluate_batched(self, coefficients: np.ndarray) -> dict[str, np.ndarray]:
         """Several points in one vmapped forward pass over stacked weights."""
         points = len(coefficients)
-        coeffs = torch.as_tensor(coefficients, dtype=torch.float32, device=self.device)
-        stacked: dict[str, torch.Tensor] = {}
-        for name, center, *dirs in zip(self.moving, self.center, *self.directions):
-            shape = (points,) + (1,) * center.dim()
-            value = center.unsqueeze(0).expand(points, *center.shape)
-            for k, d in enumerate(dirs):
-                value = value + coeffs[:, k].view(shape) * d.unsqueeze(0)
-            stacked[name] = value
+        values = moved_weights(self.center, self.directions, self._coefficients(coefficients))
+        stacked = dict(zip(self.moving, values))
         module: nn.Module
         if self.folded is not None:
             batched, constant = self.folded.functional_state(stacked)

@@ -3,8 +3,10 @@ import pickle
 
 import pytest
 import torch
+from toymodels import softmax, tiny_tanh
 
 from landscape import LandscapeError, build_model, create_model, load_checkpoint, save_checkpoint
+from landscape.checkpoints import check_same_model
 
 
 @pytest.fixture
@@ -190,3 +192,73 @@ def test_compute_with_mistyped_metadata_exits_2_with_one_line(tmp_path, model, c
         f"error: checkpoint {path} has malformed metadata: 'num_classes' must be a whole "
         "number in 1..1000000, found 'ten'\n"
     )
+
+
+# A second checkpoint (--xtarget) must be of the model: same recorded arch, classes, dataset and normalization,
+# the same tensor names and shapes.
+
+
+def saved(path, model, metadata=None):
+    save_checkpoint(path, model, metadata or {})
+    return load_checkpoint(path)
+
+
+def test_a_target_of_another_structure_is_refused_naming_the_first_tensor(tmp_path):
+    model = softmax()
+    other = saved(tmp_path / "t.pt", tiny_tanh())
+    with pytest.raises(LandscapeError) as raised:
+        check_same_model(other, model.state_dict(), {})
+    assert str(raised.value) == (
+        f"the target checkpoint {tmp_path / 't.pt'} is not of this model: it lacks fc.weight (2 of the model's "
+        "tensors missing, 4 tensors the model lacks)"
+    )
+
+
+def test_a_target_with_one_extra_tensor_is_refused(tmp_path):
+    model = softmax()
+    path = tmp_path / "t.pt"
+    torch.save({**model.state_dict(), "fc2.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(LandscapeError) as raised:
+        check_same_model(load_checkpoint(path), model.state_dict(), {})
+    assert (
+        str(raised.value)
+        == f"the target checkpoint {path} is not of this model: it holds fc2.weight, which the model lacks"
+    )
+    check_same_model(saved(tmp_path / "same.pt", softmax()), model.state_dict(), {})  # the same structure is fine
+
+
+def test_a_target_of_other_shapes_is_refused(tmp_path):
+    model = softmax()
+    other = saved(tmp_path / "t.pt", softmax(num_classes=5))
+    with pytest.raises(LandscapeError) as raised:
+        check_same_model(other, model.state_dict(), {})
+    assert str(raised.value) == (
+        f"the target checkpoint {tmp_path / 't.pt'} is not of this model: its fc.weight has shape (5, 3072), "
+        "the model's (10, 3072)"
+    )
+
+
+@pytest.mark.parametrize(
+    "field, theirs, ours, shown",
+    [
+        ("arch", "resnet20_noshort", "resnet20", "arch 'resnet20_noshort', the model 'resnet20'"),
+        ("num_classes", 100, 10, "num_classes 100, the model 10"),
+        ("dataset", "cifar100", "cifar10", "dataset 'cifar100', the model 'cifar10'"),
+        ("mean", [0.5, 0.5, 0.5], (0.49, 0.48, 0.45), "mean [0.5, 0.5, 0.5], the model [0.49, 0.48, 0.45]"),
+        ("std", [0.2, 0.2, 0.2], [0.25, 0.24, 0.26], "std [0.2, 0.2, 0.2], the model [0.25, 0.24, 0.26]"),
+    ],
+)
+def test_a_target_recording_other_metadata_is_refused_naming_the_field(tmp_path, field, theirs, ours, shown):
+    model = softmax()
+    same = {"arch": "resnet20", "num_classes": 10, "dataset": "cifar10", "mean": [0.49, 0.48, 0.45]}
+    target = saved(tmp_path / "t.pt", softmax(), {**same, "std": [0.25, 0.24, 0.26], field: theirs})
+    with pytest.raises(LandscapeError) as raised:
+        check_same_model(target, model.state_dict(), {**same, "std": (0.25, 0.24, 0.26), field: ours})
+    assert str(raised.value) == f"the target checkpoint {tmp_path / 't.pt'} is not of this model: it records {shown}"
+
+
+def test_metadata_recorded_on_one_side_only_is_no_difference(tmp_path):
+    model = softmax()
+    target = saved(tmp_path / "t.pt", softmax(), {"arch": "resnet20", "test_acc": 50.0})
+    check_same_model(target, model.state_dict(), {"num_classes": 10, "mean": (0.5, 0.5, 0.5), "arch": None})
+    check_same_model(target, model.state_dict(), {"arch": "resnet20"})

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from landscape import LandscapeError, create_model, normalize_direction, random_direction
-from landscape.directions import center_of, direction_names, inner, target_direction
+from landscape.directions import center_of, check_finite, direction_names, inner, target_direction
 
 
 @pytest.fixture
@@ -75,3 +75,21 @@ def test_target_direction_is_the_difference(center):
     target = {n: t + 1 for n, t in w.items()}
     d = target_direction(w, target)
     assert all(torch.allclose(d[n], torch.ones_like(t)) for n, t in w.items())
+
+
+def test_a_target_with_nan_or_inf_is_refused_naming_the_tensor(center):
+    _, w = center
+    target = {n: t + 1 for n, t in w.items()}
+    target["layer2.1.conv2.weight"][0, 0, 1, 1] = float("-inf")
+    with pytest.raises(LandscapeError, match=r"^the target checkpoint's layer2\.1\.conv2\.weight holds NaN or inf$"):
+        target_direction(w, target)
+    target = {n: t + 1 for n, t in w.items()} | {"bn1.running_var": torch.full((16,), float("nan"))}
+    with pytest.raises(LandscapeError, match=r"^the target checkpoint's bn1\.running_var holds NaN or inf$"):
+        target_direction(w, target)  # a tensor the direction does not use is θ* of the target all the same
+
+
+def test_check_finite_names_the_first_tensor_by_name():
+    tensors = {"a": torch.ones(3), "steps": torch.tensor(7), "b": torch.tensor([1.0, float("nan")])}
+    with pytest.raises(LandscapeError, match=r"^the file's b holds NaN or inf$"):
+        check_finite(tensors, "the file")
+    check_finite({"a": torch.ones(2), "steps": torch.tensor(3)}, "the file")  # integer tensors are always finite

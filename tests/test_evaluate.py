@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from surface_fixtures import spec as surface_spec
 from torch import nn
+from toymodels import ConvBN, LinearBN, Softmax
 
 from landscape import DataSpec, EvalSpec, LandscapeError, PointEvaluator, RunOptions, build_model, load_checkpoint
-from landscape.batchnorm import NotTraceable, fold_batchnorm
-from landscape.data import load_split, normalizer
+from landscape.batchnorm import NotTraceable, fold_batchnorm, recompute_batchnorm
+from landscape.data import ImageSet, load_split, normalizer
 from landscape.directions import center_of, direction_names, normalize_direction, random_direction
-from landscape.evaluate import loss_and_accuracy
+from landscape.evaluate import loss_and_accuracy, moved_weights
 from landscape.storage import create_surface_file, metric_names, read_surface, write_points
 from landscape.train import TrainSpec, train
 
@@ -343,3 +344,167 @@ def test_settings_are_built_by_name():
         EvalSpec("bf16")
     with pytest.raises(TypeError):
         RunOptions("cpu")
+
+
+# Non-finite points and inputs.
+
+
+@pytest.fixture
+def tiny_sets(cifar_root):
+    data = DataSpec(root=str(cifar_root), split="both")
+    return {s: load_split(data, s) for s in ("train", "test")}
+
+
+def test_loss_and_accuracy_give_nan_accuracy_beside_a_non_finite_loss():
+    images = ImageSet(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 1, 2]), np.arange(4))
+    logits = torch.tensor([[5.0, 0, 0], [0, 5, 0], [5, 0, 0], [0, 0, 5]])  # 3 of 4 right
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        nan, inf = torch.full_like(logits, float("nan")), logits.clone()
+        inf[2, 1] = float("-inf")  # image 2: a logit of -inf for its label, a loss of +inf
+        return torch.stack([logits, nan, inf])
+
+    scale, shift = normalizer((0.5,) * 3, (0.25,) * 3, "cpu")
+    got = loss_and_accuracy(forward, images, scale, shift, batch_size=4, points=3)
+    expected_loss = F.cross_entropy(logits.double(), images.labels).item()
+    assert got.loss[0] == pytest.approx(expected_loss, rel=1e-6) and got.acc[0] == 75.0
+    assert np.isnan(got.loss[1]) and np.isnan(got.acc[1])  # argmax of NaN logits would say class 0: 25%
+    assert got.loss[2] == np.inf and np.isnan(got.acc[2])
+
+
+@pytest.mark.parametrize("points_per_pass", [1, 3])
+def test_a_point_whose_loss_is_not_finite_has_nan_accuracy(tiny_sets, points_per_pass):
+    torch.manual_seed(0)
+    model = Softmax()
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    points = np.array([[0.0], [1e40], [0.5]])  # 1e40 overflows float32: inf weights, NaN logits
+    got = PointEvaluator(
+        copy.deepcopy(model), center, dirs, tiny_sets, MEAN, STD, options=RunOptions(points_per_pass=points_per_pass)
+    ).evaluate(points)
+    for split, images in tiny_sets.items():
+        assert not np.isfinite(got[f"{split}_loss"][1]) and np.isnan(got[f"{split}_acc"][1]), split
+        for k in (0, 2):
+            loss, acc = plain_loss(moved(model, center, dirs, points[k]), images)
+            assert got[f"{split}_loss"][k] == pytest.approx(loss, rel=1e-5)
+            assert got[f"{split}_acc"][k] == acc
+
+
+def test_a_model_with_nan_or_inf_is_refused_naming_the_tensor(tiny_sets):
+    model = ConvBN()
+    with torch.no_grad():
+        model.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(LandscapeError, match=r"^the model's conv\.weight holds NaN or inf$"):
+        center_of(model, direction_names(model, "weights"))
+    model = ConvBN()
+    center = center_of(model, direction_names(model, "weights"))  # parameters only: the statistics are θ* too
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    model.bn.running_var[1] = float("inf")
+    with pytest.raises(LandscapeError, match=r"^the model's bn\.running_var holds NaN or inf$"):
+        PointEvaluator(model, center, dirs, tiny_sets, MEAN, STD)
+
+
+@pytest.mark.parametrize("points_per_pass", [1, 5])
+def test_a_direction_with_nan_or_inf_is_refused_before_any_evaluation(tiny_sets, points_per_pass):
+    torch.manual_seed(0)
+    model = Softmax()
+    center = center_of(model, direction_names(model, "weights"))
+    good = normalize_direction(random_direction(center, 0), center, "filter", "biasbn")
+    bad = {n: t.clone() for n, t in good.items()}
+    bad["fc.weight"][3, 7] = float("inf")  # before: 0·inf = NaN at c = 0 in the batched path, skipped in the other
+    options = RunOptions(points_per_pass=points_per_pass)
+    with pytest.raises(LandscapeError, match=r"^direction 2's fc\.weight holds NaN or inf$"):
+        PointEvaluator(model, center, [good, bad], tiny_sets, MEAN, STD, options=options)
+    bad["fc.weight"][3, 7], bad["fc.bias"][0] = 0.0, float("nan")
+    with pytest.raises(LandscapeError, match=r"^direction 1's fc\.bias holds NaN or inf$"):
+        PointEvaluator(model, center, [bad, good], tiny_sets, MEAN, STD, options=options)
+
+
+def test_the_weights_of_a_point_are_the_same_alone_or_with_others():
+    """Batched and one-point evaluation write the same weights, bit for bit, c = 0 included."""
+    g = torch.Generator().manual_seed(0)
+    center = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    dirs = [[torch.randn(t.shape, generator=g) for t in center] for _ in range(2)]
+    coefficients = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.0, -0.7], [0.1, 0.2], [-1.0, 1e-8]], dtype=torch.float64)
+    together = moved_weights(center, dirs, coefficients)
+    for p in range(len(coefficients)):
+        alone = moved_weights(center, dirs, coefficients[p : p + 1])
+        for t, a in zip(together, alone):
+            assert torch.equal(t[p], a[0]) and not (t[p] != a[0]).any()
+    for t, c in zip(together, center):
+        assert torch.equal(t[0], c)  # θ* itself at the origin
+
+
+# --bn recompute: statistics of all the BN images, however they are batched.
+
+
+def bn_reference(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and unbiased variance, per channel, of the BN's input over all of `x` at once (float64)."""
+    with torch.no_grad():
+        h = model.conv(x) if isinstance(model, ConvBN) else model.hidden(model.pool(x).flatten(1))
+    dims = [d for d in range(h.dim()) if d != 1]
+    return h.double().mean(dims), h.double().var(dims, unbiased=True)
+
+
+@pytest.mark.parametrize("toy", [ConvBN, LinearBN])
+@pytest.mark.parametrize("sizes", [(5, 5, 2), (12,), (1, 11), (2, 3, 7)])
+def test_recomputed_statistics_are_those_of_all_images_at_once(toy, sizes):
+    torch.manual_seed(0)
+    model = toy().double().eval()
+    x = torch.randn(12, 3, 6, 6, dtype=torch.float64) * 2 + 0.5
+    if toy is LinearBN and 1 in sizes:
+        pytest.skip("train-mode BatchNorm1d cannot take one image")
+    recompute_batchnorm(model, list(x.split(list(sizes))))
+    mean, var = bn_reference(model, x)
+    torch.testing.assert_close(model.bn.running_mean, mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(model.bn.running_var, var, rtol=1e-12, atol=1e-14)
+    assert not model.training  # its mode restored
+
+
+def test_recompute_refuses_fewer_than_two_images():
+    model = LinearBN()
+    with pytest.raises(LandscapeError, match=r"^--bn recompute needs at least 2 images \(got 1\)"):
+        recompute_batchnorm(model, [torch.randn(1, 3, 4, 4)])
+    with pytest.raises(LandscapeError, match=r"^--bn-images must be >= 2"):
+        EvalSpec(bn="recompute", bn_images=1).validate()
+
+
+@pytest.mark.parametrize("toy", [ConvBN, LinearBN])
+@pytest.mark.parametrize("count", [12, 11])
+def test_bn_recompute_does_not_depend_on_the_batch_size(tiny_sets, toy, count):
+    """5+5+2 (or 5+5+1, the one image joined to the batch before) weigh every image alike: the same surface as one
+    batch of all images, and the statistics as computed by hand."""
+    torch.manual_seed(0)
+    model = conftest_randomize(toy())
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, 0), center, "layer", "none")]
+    train = tiny_sets["train"]
+    bn_set = ImageSet(train.images[:count], train.labels[:count], train.indices[:count])
+    points = np.array([[0.0], [0.4]])
+    results = []
+    for batch in (5, count):
+        spec = EvalSpec(bn="recompute", bn_images=count, bn_batch_size=batch)
+        evaluator = PointEvaluator(copy.deepcopy(model), center, dirs, tiny_sets, MEAN, STD, spec=spec, bn_set=bn_set)
+        results.append(evaluator.evaluate(points))
+    assert_same_metrics(results[0], results[1], rtol=2e-6)
+    # by hand, at the second point: the model moved, statistics over all images in float64, then eval mode
+    at_point = moved(model, center, dirs, points[1])
+    x = (bn_set.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    mean, var = bn_reference(at_point, x)
+    with torch.no_grad():
+        at_point.bn.running_mean.copy_(mean)
+        at_point.bn.running_var.copy_(var)
+    for split, images in tiny_sets.items():
+        loss, acc = plain_loss(at_point, images)
+        assert results[0][f"{split}_loss"][1] == pytest.approx(loss, rel=2e-6)
+        assert results[0][f"{split}_acc"][1] == pytest.approx(acc, rel=1e-12)  # 100·k/n vs a mean
+
+
+def conftest_randomize(model: nn.Module) -> nn.Module:
+    """Non-trivial BN parameters, so that the statistics matter."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.weight.data = 1 + 0.5 * torch.randn(m.weight.shape, generator=g)
+            m.bias.data = 0.3 * torch.randn(m.bias.shape, generator=g)
+    return model

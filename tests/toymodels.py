@@ -35,3 +35,32 @@ class TinyTanh(nn.Module):
 
 def tiny_tanh(num_classes: int = 10) -> nn.Module:
     return TinyTanh(num_classes)
+
+
+class ConvBN(nn.Module):
+    """conv → BatchNorm2d → ReLU → mean over pixels → classes. One BatchNorm, fed by the convolution alone: its
+    statistics over a set of images do not depend on how the images are split into batches."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+class LinearBN(nn.Module):
+    """The image averaged to 2x2 pixels → linear → BatchNorm1d → ReLU → classes. One BatchNorm that sees one value
+    per image and channel, so that train mode refuses a batch of one image."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.hidden = nn.Linear(12, 5)
+        self.bn = nn.BatchNorm1d(5)
+        self.out = nn.Linear(5, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.bn(self.hidden(self.pool(x).flatten(1)))))

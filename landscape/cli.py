@@ -153,7 +153,7 @@ def compute(
     ] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     bn: Annotated[str, typer.Option(help="eval (stored BN statistics) | recompute (re-estimated per point)")] = "eval",
-    bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used.")] = 1280,
+    bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used (at least 2).")] = 1280,
     precision: Annotated[
         str, typer.Option(help="fp32 | bf16 (autocast; warns where the hardware only emulates bf16)")
     ] = "fp32",
@@ -171,7 +171,7 @@ def compute(
     ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,
     points_per_pass: Annotated[int, typer.Option(help="Grid points per vmapped forward pass.")] = 1,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file of another spec.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file (of another spec, or recompute this one).")] = False,
     workers: Annotated[
         Optional[str],
         typer.Option(

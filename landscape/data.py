@@ -5,6 +5,8 @@ The evaluated images are held once as a uint8 tensor (N, 3, H, W) and normalized
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -174,6 +176,7 @@ def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]
             f"cannot read {path}: it is not a CIFAR batch (a dict whose 'data' is a uint8 array "
             "of N rows of 3072 pixels)"
         )
+    data = np.asarray(data)  # a plain ndarray, no longer the unpickler's `_PickledArray`
     labels = batch.get("labels", batch.get("fine_labels"))
     try:
         labels = np.asarray(labels)
@@ -205,6 +208,91 @@ def _take_rows(batches: list[tuple[np.ndarray, np.ndarray]], indices: np.ndarray
 
 # numpy's own array-rebuilding function, under whichever module name this numpy gives it
 _RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+# What numpy's pickles of a plain number type hold, after `dtype(spec, False, True)`: (3, byte order, no sub-array,
+# no fields, no names, the default size and alignment, no flags)
+_PLAIN_DTYPE_STATE = (None, None, None, -1, -1, 0)
+
+
+class _PickledArrayClass:
+    """`numpy.ndarray` as numpy's pickles name it: the first argument of `_reconstruct`, never called itself
+    (`ndarray(shape)` would allocate whatever shape a file declares)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: object) -> None:
+        raise LandscapeError("it asks to make a numpy array of a given shape, which pickled arrays never do")
+
+
+_NDARRAY = _PickledArrayClass()
+
+
+class _PickledDtype:
+    """`numpy.dtype(spec, False, True)` as numpy's pickles call it, for plain numbers only (bool, integers and
+    floats of at most 8 bytes: no objects, strings, sub-arrays or fields); its BUILD may set the byte order and
+    nothing else. The array's BUILD (`_PickledArray`) takes the checked type from it."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, spec: object, align: object = False, copy: object = True) -> None:
+        if not isinstance(spec, str) or (align, copy) != (False, True):
+            raise LandscapeError("it asks for a numpy data type with arguments that numpy's pickles never use")
+        dtype = np.dtype(spec) if len(spec) <= 8 else None  # "u1", "<f8": longer ones are never plain numbers
+        if dtype is None or dtype.kind not in "biuf" or dtype.itemsize > 8 or dtype.subdtype or dtype.names:
+            raise LandscapeError(
+                f"it asks for the numpy data type {_short(spec)}, not a plain number (bool, integer, float of at "
+                "most 8 bytes)"
+            )
+        self.dtype = dtype
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")):
+            raise LandscapeError("it holds a numpy data type state that numpy's pickles never write")
+        if state[2:] != _PLAIN_DTYPE_STATE:
+            raise LandscapeError(
+                "it holds a numpy data type state with a sub-array, fields, a size or flags, which numpy's pickles "
+                "of plain numbers never write"
+            )
+        self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _PickledArray(np.ndarray):
+    """An array as numpy's pickles rebuild it (`_reconstruct`, then BUILD): the state is checked before numpy takes
+    it, so that its size is that of the bytes in the file and its type a checked `_PickledDtype`."""
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise LandscapeError("it holds a numpy array state that numpy's pickles never write")
+        version, shape, dtype, fortran_order, raw = state
+        if not (
+            isinstance(version, int)
+            and version == 1
+            and isinstance(shape, tuple)
+            and len(shape) <= 32
+            and all(isinstance(n, int) and 0 <= n < 2**62 for n in shape)
+            and isinstance(dtype, _PickledDtype)
+            and isinstance(fortran_order, bool)
+            and isinstance(raw, (bytes, str))  # str: bytes of Python 2, read as latin-1
+        ):
+            raise LandscapeError("it holds a numpy array state that numpy's pickles never write")
+        size = dtype.dtype.itemsize
+        for n in shape:
+            size *= n
+        if size != len(raw):
+            raise LandscapeError(
+                f"it holds a numpy array of shape {_short(str(shape))} that declares {size} bytes, and the file "
+                f"holds {len(raw)}"
+            )
+        data = raw.encode("latin1") if isinstance(raw, str) else raw  # as numpy does
+        state = (1, shape, dtype.dtype, fortran_order, data)
+        super().__setstate__(state)  # type: ignore[arg-type]  # numpy's stub asks for np.bool, numpy for an int
+
+
+def _empty_array(cls: object, shape: object, typecode: object) -> np.ndarray:
+    """numpy's `_reconstruct` as numpy's pickles call it, always as `(ndarray, (0,), b'b')`: an empty array, which
+    its BUILD then fills in (checked)."""
+    if cls is not _NDARRAY or type(shape) is not tuple or shape != (0,) or typecode not in (b"b", "b"):
+        raise LandscapeError("it asks numpy to rebuild an array from arguments that numpy's pickles never use")
+    return _RECONSTRUCT(_PickledArray, (0,), b"b")
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -214,17 +302,19 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-_CIFAR_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # files written with numpy < 2
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+# Each stands in for what numpy's pickles name, accepting only the arguments numpy's own pickles use.
+_CIFAR_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,  # files written with numpy < 2
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _PickledDtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays, never any other Python object."""
+    """Unpickles dicts, lists, strings, numbers and numpy arrays of plain numbers, never any other Python object,
+    and numpy allocates no more than the bytes in the file."""
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in _CIFAR_GLOBALS:
@@ -300,3 +390,36 @@ def normalizer(
     scale = (1.0 / (255.0 * std_t)).to(device=device, dtype=dtype)
     shift = (-mean_t / std_t).to(device=device, dtype=dtype)
     return scale, shift
+
+
+def fingerprint(images: ImageSet) -> str:
+    """sha256 (hex) of what an image set holds, to tell whether two copies of a data set give the same images: its
+    shape (N, 3, H, W) as four little-endian int64, its uint8 pixels in that order (row-major) and its labels as
+    little-endian int64. The indices are not part of it (they are stored next to it)."""
+    pixels = images.images.detach().cpu().contiguous()
+    if pixels.dtype != torch.uint8:
+        raise LandscapeError(f"a fingerprint is taken of uint8 images, not {pixels.dtype}")
+    digest = hashlib.sha256(np.asarray(pixels.shape, dtype="<i8").tobytes())
+    digest.update(pixels.numpy().data)  # contiguous: hashed in place, not copied
+    digest.update(images.labels.detach().cpu().numpy().astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
+IMAGE_CHANNELS = 3  # every ImageSet is (N, 3, H, W): CIFAR is RGB, and ImageFolder images are read as 3 channels
+
+
+def check_normalization(
+    mean: tuple[float, ...], std: tuple[float, ...], names: tuple[str, str] = ("--mean", "--std")
+) -> None:
+    """One LandscapeError unless `mean` and `std` are IMAGE_CHANNELS finite numbers each and every std is > 0."""
+    for name, values in zip(names, (mean, std)):
+        if len(values) != IMAGE_CHANNELS:
+            raise LandscapeError(
+                f"{name} must be {IMAGE_CHANNELS} numbers, one per colour channel (R,G,B), got {len(values)}"
+            )
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise LandscapeError(f"{name} must be finite numbers, got {', '.join(str(v)[:20] for v in values)}")
+    if min(std) <= 0:
+        raise LandscapeError(
+            f"{names[1]} must be positive (the images are divided by it), got {', '.join(str(v) for v in std)}"
+        )

@@ -47,7 +47,18 @@ from .errors import LandscapeError
 from .evaluate import RunOptions
 from .spec import CurvatureMapSpec, SurfaceSpec, as_stored
 from .storage import Surface, read_surface, write_points, writer_lock
-from .surface import Job, Progress, Work, check_out_folder, chunks, job_images, surface_work, work_from_description
+from .surface import (
+    Job,
+    Progress,
+    Work,
+    check_out_folder,
+    chunks,
+    different_images,
+    image_fingerprints,
+    job_images,
+    surface_work,
+    work_from_description,
+)
 
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 0.02
@@ -127,6 +138,7 @@ class Channel:
             "todo": job.todo.tolist(),
             "total": job.total,
             "points_per_pass": points_per_pass,
+            "fingerprints": image_fingerprints(job.datasets, job.bn_set),  # every rank must hold the same images
         }
         self.store.set("plan", json.dumps(plan))
 
@@ -408,6 +420,13 @@ def _follow(channel: Channel, work: Work, options: RunOptions, rank_timeout: flo
     curvature = None if plan["curvature"] is None else CurvatureMapSpec.from_dict(plan["curvature"])
     center = center_of(model, direction_names(model, own_spec.x.dir_type))
     datasets, bn_set = job_images(own_spec, curvature, channel.indices())
+    different = different_images(image_fingerprints(datasets, bn_set), plan["fingerprints"])
+    if different is not None:  # another copy of the data on this node: its points would not be the surface's
+        words, here, lead = different
+        raise LandscapeError(
+            f"the {words} on this rank differ from rank 0's (sha256 {here[:12]}... here, {lead[:12]}... on rank 0): "
+            "give every rank the same data"
+        )
     channel.working = True
     todo = np.asarray(plan["todo"], dtype=np.int64)
     directions = channel.directions(center)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataSpec
+from .data import DataSpec, check_normalization
 from .directions import DirectionSpec
 from .errors import LandscapeError
 from .evaluate import EvalSpec
@@ -45,6 +45,15 @@ class CheckpointSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     sha256: str | None = None
+
+    def validate(self) -> None:
+        """`mean` and `std` given together (else both come from the checkpoint or the dataset), and usable."""
+        if (self.mean is None) != (self.std is None):
+            raise LandscapeError(
+                "--mean and --std go together: give both, or neither to use the checkpoint's (or the dataset's)"
+            )
+        if self.mean is not None and self.std is not None:
+            check_normalization(self.mean, self.std)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +90,7 @@ class SurfaceSpec:
     trajectory: TrajectorySpec | None = None
 
     def validate(self) -> None:
+        self.checkpoint.validate()
         self.data.validate()
         self.grid.validate()
         self.x.validate()

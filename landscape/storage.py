@@ -10,8 +10,8 @@ disk can stop a run but never damage what the file holds. One process at a time 
 (`writer_lock`, a lock on a hidden lock file that dies with its process); readers take no lock and never block it.
 
 Files are untrusted input: every dataset is checked before it is read (a plain dataset of this file, not a link,
-an external or virtual dataset, and no larger than a surface can be), so a crafted file can neither make a
-reader open other files nor allocate what it declares.
+an external or virtual dataset, of numbers of at most 8 bytes, and no larger than a surface can be), so a crafted
+file can neither make a reader open other files nor allocate what it declares.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import h5py
 import numpy as np
 import torch
 
-from .directions import Direction
+from .data import SPLITS
+from .directions import Direction, check_finite
 from .errors import LandscapeError
 from .grid import MAX_POINTS
 from .spec import CurvatureMapSpec, SurfaceSpec
@@ -41,6 +42,7 @@ FORMAT_VERSION = 2  # 2: provenance in the preallocated `runs` dataset; 1: in a 
 METRICS = ("loss", "acc")
 RUN_SLOTS = 32  # slot 0: the session that created the file; 1..31: a ring of the latest resumes
 RUN_BYTES = 2048  # one session's record, JSON
+MAX_NUMBER_BYTES = 8  # a value of a numeric dataset: float64, int64 at most
 MAX_SPEC_BYTES = 1 << 20
 MAX_INDICES = 50_000_000  # images per split (ImageNet's training set is 1.28 million)
 MAX_DIRECTION_VALUES = 2_000_000_000
@@ -165,11 +167,14 @@ def create_surface_file(
     directions: dict[str, Direction],
     indices: dict[str, np.ndarray],
     trajectory: dict[str, np.ndarray] | None = None,
+    fingerprints: dict[str, str] | None = None,
 ) -> None:
-    """Write a new, empty surface file atomically (a temporary file renamed into place).
+    """Write a new, empty surface file atomically (a temporary file renamed into place; a file it replaces stays as
+    it was until then).
 
     Call it holding `writer_lock(path)`: temporary files of earlier runs killed while creating it are removed.
     `trajectory`: the arrays of the `trajectory` group of a surface on PCA directions (`landscape.trajectory`).
+    `fingerprints`: `landscape.data.fingerprint` of the images of `indices`, by the same names (`read_fingerprints`).
     """
     path = Path(path)
     for orphan in path.parent.glob(f".{path.name}.*.tmp"):
@@ -191,10 +196,14 @@ def create_surface_file(
                 for tensor_name, tensor in direction.items():
                     group.create_dataset(tensor_name, data=tensor.detach().cpu().numpy())
             for split, idx in indices.items():
-                f.create_dataset(f"indices/{split}", data=np.asarray(idx, dtype=np.int64))
+                stored = f.create_dataset(f"indices/{split}", data=np.asarray(idx, dtype=np.int64))
+                if fingerprints and split in fingerprints:
+                    stored.attrs[FINGERPRINT] = fingerprints[split]
             for name, values in (trajectory or {}).items():
                 f.create_dataset(f"trajectory/{name}", data=values)
+        _sync(tmp)
         tmp.replace(path)
+        _sync_folder(path.parent)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
     finally:
@@ -228,12 +237,33 @@ def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarr
             f.create_dataset(CURVATURE_INDICES, data=np.asarray(indices, dtype=np.int64))
             f.attrs[CURVATURE_ATTRIBUTE] = json.dumps(curvature, sort_keys=True)
         append_run(tmp, run)
+        _sync(tmp)
         tmp.replace(path)
+        _sync_folder(path.parent)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    """Put a written file's bytes on the disk, so that a power loss after a rename cannot leave an empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Put a rename in `folder` on the disk, where the OS allows it (some file systems cannot sync a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -292,10 +322,11 @@ def _encode_run(run: dict[str, Any], number: int) -> bytes:
 
 
 def is_surface_file(path: str | Path) -> bool:
+    """Whether `path` is an HDF5 file whose `format` attribute names this format (False for a damaged one)."""
     try:
         with h5py.File(path, "r", locking=False) as f:
-            return f.attrs.get("format") == FORMAT
-    except OSError:
+            return _format(f, path) == FORMAT
+    except (OSError, ValueError, TypeError, LandscapeError):
         return False
 
 
@@ -323,7 +354,7 @@ def append_run(path: str | Path, run: dict[str, Any]) -> None:
                         "its disk (the results are untouched)"
                     )
                 _create_runs(f, {"n": 0, "note": "file of format 1: earlier sessions are in the runs attribute"})
-            slots = _dataset(f, "runs", path, RUN_SLOTS)
+            slots = _dataset(f, "runs", path, RUN_SLOTS, max_string_bytes=RUN_BYTES)
             if slots.shape != (RUN_SLOTS,) or slots.dtype != np.dtype(f"S{RUN_BYTES}"):
                 raise LandscapeError(f"{path} has a damaged runs dataset: shape {slots.shape}, type {slots.dtype}")
             numbers = [_run_number(raw) for raw in slots[()]]
@@ -347,12 +378,13 @@ def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], st
         if "runs" in f.attrs:  # format 1
             runs += json.loads(_attribute(f, "runs", path))
         if "runs" in f:
-            records = [json.loads(raw.decode()) for raw in _dataset(f, "runs", path, RUN_SLOTS)[()] if raw]
+            slots = _dataset(f, "runs", path, RUN_SLOTS, max_string_bytes=RUN_BYTES)[()]
+            records = [json.loads(raw.decode()) for raw in slots if raw]
             runs += sorted((r for r in records if "note" not in r), key=lambda r: r["n"])
         if not all(isinstance(r, dict) for r in runs):
             raise ValueError("a record is not an object")
         return runs, None
-    except (LandscapeError, ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
+    except (LandscapeError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:  # numbers: no .decode
         return [], f"unreadable runs ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
 
 
@@ -387,6 +419,7 @@ def write_points(
                 for flat, value in zip(flat_indices, np.asarray(array, dtype=np.float64), strict=True):
                     dataset[np.unravel_index(int(flat), shape)] = value
             f.flush()
+            os.fsync(f.id.get_vfd_handle())  # the values reach the disk before the mask marks them
             for flat in flat_indices:
                 f[mask][np.unravel_index(int(flat), shape)] = 1
     except OSError as e:
@@ -397,7 +430,13 @@ def _marked_arrays(f: h5py.File, mask: str) -> list[str]:
     """The arrays whose points `mask` marks as finished."""
     if mask == CURVATURE_MASK:
         return list(CURVATURE_ARRAYS)
-    return [name for name in f if name.endswith(tuple(f"_{metric}" for metric in METRICS))]
+    return _metric_arrays(f)
+
+
+def _metric_arrays(f: h5py.File) -> list[str]:
+    """The metric arrays of a file: of the format's own names, (train|test)_(loss|acc), those it holds, in HDF5's
+    (alphabetical) order. Other datasets, whatever their names, are never read."""
+    return sorted(name for name in metric_names(SPLITS) if f.get(name, getlink=True) is not None)
 
 
 def read_computed(path: str | Path, mask: str = "computed") -> np.ndarray:
@@ -428,6 +467,7 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
                     f"{tuple(like[name].shape)}"
                 )
             out[name] = torch.from_numpy(np.asarray(ds[()]))
+        check_finite(out, f"the {axis} direction in {path}")
         return out
 
 
@@ -439,13 +479,37 @@ def read_indices(path: str | Path) -> dict[str, np.ndarray]:
         return {name: np.asarray(_dataset(group, name, path, MAX_INDICES)[()], dtype=np.int64) for name in group}
 
 
+FINGERPRINT = "sha256"  # attribute of `indices/<name>`: the sha256 of those images and their labels
+
+
+def read_fingerprints(path: str | Path) -> dict[str, str]:
+    """The recorded `landscape.data.fingerprint` of each stored image set, by its name in `indices` (`train`,
+    `test`, `bn`); sets of files written before fingerprints existed are left out."""
+    out = {}
+    with _open(path) as f:
+        group = _group(f, "indices", path)
+        for name in group if group is not None else []:
+            stored = _dataset(group, name, path, MAX_INDICES)
+            if FINGERPRINT not in stored.attrs:
+                continue
+            damaged = LandscapeError(f"{path} is damaged: the {FINGERPRINT} of indices/{name} is not a sha256")
+            if stored.attrs.get_id(FINGERPRINT).get_storage_size() > 256:
+                raise damaged
+            value = stored.attrs[FINGERPRINT]
+            value = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+                raise damaged
+            out[name] = value
+    return out
+
+
 def read_surface(path: str | Path) -> Surface:
     """Read a surface file of this project, or one written by the paper's original code.
 
     Everything is checked before it is allocated; a damaged or crafted file is one LandscapeError naming it.
     """
     with _open(path) as f:
-        if f.attrs.get("format") != FORMAT:
+        if _format(f, path) != FORMAT:
             return _read_legacy(f, path)
         _check_format(f, path)
         spec = _read_spec(f, path)
@@ -455,9 +519,9 @@ def read_surface(path: str | Path) -> Surface:
         if len(x) * (1 if y is None else len(y)) > MAX_POINTS:
             raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
         computed = _dataset(f, "computed", path, MAX_POINTS)
-        names = [n for n in f if n.endswith(tuple(f"_{m}" for m in METRICS))]
+        names = _metric_arrays(f)
         if not names:
-            raise LandscapeError(f"{path} holds no *_loss or *_acc datasets")
+            raise LandscapeError(f"{path} holds none of the datasets {', '.join(metric_names(SPLITS))}")
         values = {}
         for name in names:
             ds = _dataset(f, name, path, MAX_POINTS)
@@ -553,17 +617,25 @@ def _settings(
 
 def _attribute(f: h5py.File, name: str, path: str | Path) -> str:
     """A string attribute, its size checked before it is read."""
+    value = _attribute_value(f, name, path)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            raise LandscapeError(f"{path}: its {name} attribute is not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise LandscapeError(f"{path}: its {name} attribute is not a string")
+    return value
+
+
+def _attribute_value(f: h5py.File, name: str, path: str | Path) -> Any:
+    """An attribute as h5py reads it, its size checked before it is read."""
     if name not in f.attrs:
         raise LandscapeError(f"{path} has no {name} attribute")
     size = f.attrs.get_id(name).get_storage_size()
     if size > MAX_SPEC_BYTES:
         raise LandscapeError(f"{path}: its {name} attribute declares {size} bytes, more than {MAX_SPEC_BYTES}")
-    value = f.attrs[name]
-    if isinstance(value, bytes):
-        value = value.decode()
-    if not isinstance(value, str):
-        raise LandscapeError(f"{path}: its {name} attribute is not a string")
-    return value
+    return f.attrs[name]
 
 
 def _coordinates(f: h5py.File, name: str, path: str | Path) -> np.ndarray:
@@ -591,11 +663,15 @@ def _group(parent: h5py.Group, name: str, path: str | Path) -> h5py.Group | None
     return node
 
 
-def _dataset(parent: h5py.Group, name: str, path: str | Path, max_values: int) -> h5py.Dataset:
+def _dataset(
+    parent: h5py.Group, name: str, path: str | Path, max_values: int, *, max_string_bytes: int = 0
+) -> h5py.Dataset:
     """A dataset of this very file, checked before anything is read from it.
 
     Refused: links (soft, external), virtual datasets and external raw storage (they read other files), types
-    other than numbers and fixed-size strings, and more values than `max_values`.
+    other than numbers (bool, integers, floats) of at most 8 bytes, and more values than `max_values`. Fixed-size
+    strings only where the format has them (`runs`), up to `max_string_bytes` each. So reading it allocates at most
+    `max_values` times 8 bytes (or `max_string_bytes`), whatever the file declares.
     """
     link = parent.get(name, getlink=True)
     if link is None:
@@ -609,8 +685,10 @@ def _dataset(parent: h5py.Group, name: str, path: str | Path, max_values: int) -
         raise LandscapeError(f"{path}: '{name}' is a virtual dataset (its data would come from other files)")
     if ds.external:
         raise LandscapeError(f"{path}: '{name}' keeps its data in an external file, which is never read")
-    if ds.dtype.kind not in "biufS":
-        raise LandscapeError(f"{path}: '{name}' has data type {ds.dtype}, not numbers")
+    strings = ds.dtype.kind == "S" and ds.dtype.itemsize <= max_string_bytes
+    if not strings and (ds.dtype.kind not in "biuf" or ds.dtype.itemsize > MAX_NUMBER_BYTES):
+        expected = f"strings of at most {max_string_bytes} bytes" if max_string_bytes else "numbers"
+        raise LandscapeError(f"{path} is damaged: {name} is {ds.dtype}, not {expected}")
     if ds.size > max_values:
         raise LandscapeError(f"{path}: '{name}' declares {ds.size} values, more than the {max_values} allowed")
     return ds
@@ -619,20 +697,22 @@ def _dataset(parent: h5py.Group, name: str, path: str | Path, max_values: int) -
 def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
     """Files of github.com/tomgoldstein/loss-landscape: arrays declared (nx, ny) but filled with rows = y,
     -1 for points not computed."""
-    if "xcoordinates" not in f or not any(n.endswith("_loss") for n in f):
-        raise LandscapeError(f"{path} is not a surface file (no format attribute, no xcoordinates/*_loss datasets)")
+    names = _metric_arrays(f)
+    if "xcoordinates" not in f or not any(n.endswith("_loss") for n in names):
+        raise LandscapeError(
+            f"{path} is not a surface file (no format attribute, no xcoordinates/train_loss/test_loss datasets)"
+        )
     x = _coordinates(f, "xcoordinates", path)
     y = _coordinates(f, "ycoordinates", path) if "ycoordinates" in f else None
     shape = (len(x),) if y is None else (len(y), len(x))
     if int(np.prod(shape)) > MAX_POINTS:
         raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
     values = {}
-    for n in f:
-        if n.endswith(("_loss", "_acc")):
-            ds = _dataset(f, n, path, MAX_POINTS)
-            if ds.size != int(np.prod(shape)):
-                raise LandscapeError(f"{path} is damaged: {n} has {ds.size} values, the grid {shape}")
-            values[n] = np.asarray(ds[()], dtype=np.float64).reshape(shape)
+    for n in names:
+        ds = _dataset(f, n, path, MAX_POINTS)
+        if ds.size != int(np.prod(shape)):
+            raise LandscapeError(f"{path} is damaged: {n} has {ds.size} values, the grid {shape}")
+        values[n] = np.asarray(ds[()], dtype=np.float64).reshape(shape)
     computed = np.ones(shape, dtype=bool)
     for n in values:
         computed &= values[n] != -1
@@ -641,21 +721,42 @@ def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
     return Surface(str(path), {"legacy": True}, x, y, values, computed, legacy=True)
 
 
-def _open(path: str | Path, mode: str = "r") -> h5py.File:
-    """Open without HDF5's file locks: the writer is guarded by `writer_lock`, and a reader that holds HDF5's
-    lock (h5py's default) must not make the writer fail."""
+@contextlib.contextmanager
+def _open(path: str | Path, mode: str = "r") -> Iterator[h5py.File]:
+    """The file, open for the block, without HDF5's file locks: the writer is guarded by `writer_lock`, and a reader
+    that holds HDF5's lock (h5py's default) must not make the writer fail.
+
+    Reading (mode "r"), whatever else a damaged or crafted file makes HDF5 or numpy raise in the block (data that
+    does not convert, an array where a string belongs, a chunk that does not inflate) is one LandscapeError naming it.
+    """
     try:
-        return h5py.File(path, mode, locking=False)
+        f = h5py.File(path, mode, locking=False)
     except FileNotFoundError:
         raise LandscapeError(f"no such file: {path}") from None
     except OSError as e:
         raise LandscapeError(f"cannot open {path} as HDF5 ({_os_reason(e)})") from None
+    with f:
+        if mode != "r":
+            yield f
+            return
+        try:
+            yield f
+        except OSError as e:
+            raise LandscapeError(f"cannot read {path}: {_os_reason(e)}") from None
+        except (ValueError, TypeError) as e:
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise LandscapeError(f"cannot read {path}: {type(e).__name__}: {reason}") from None
+
+
+def _format(f: h5py.File, path: str | Path) -> str | None:
+    """The `format` attribute (None without one); a LandscapeError naming the file when it is not a string."""
+    return _attribute(f, "format", path) if "format" in f.attrs else None
 
 
 def _check_format(f: h5py.File, path: str | Path) -> None:
-    if f.attrs.get("format") != FORMAT:
+    if _format(f, path) != FORMAT:
         raise LandscapeError(f"{path} is not a landscape surface file (format attribute missing)")
-    raw = f.attrs.get("format_version", 0)
+    raw = _attribute_value(f, "format_version", path) if "format_version" in f.attrs else 0
     try:
         version = int(raw)
     except (TypeError, ValueError):

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import platform
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoints import Checkpoint, build_model, file_sha256, load_checkpoint
+from .checkpoints import Checkpoint, build_model, check_same_model, file_sha256, load_checkpoint
 from .curvature import CurvatureEvaluator, eigenvector_file_sha256, hessian_direction
-from .data import DEFAULT_NORMALIZATION, ImageSet, load_split, resolve_root
+from .data import DEFAULT_NORMALIZATION, ImageSet, check_normalization, fingerprint, load_split, resolve_root
 from .directions import (
     Direction,
     DirectionSpec,
@@ -53,6 +54,7 @@ from .storage import (
     metric_names,
     read_computed,
     read_directions,
+    read_fingerprints,
     read_indices,
     read_spec,
     read_surface,
@@ -79,6 +81,13 @@ def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
         raise LandscapeError(
             f"{checkpoint.path} was trained on {str(dataset)[:40]!r}, but --dataset is {spec.data.name}"
         )
+    if spec.checkpoint.mean is None:  # given: checked by spec.validate(); recorded: checked here
+        try:
+            check_normalization(ckpt.mean or (), ckpt.std or (), ("mean", "std"))
+        except LandscapeError as e:
+            raise LandscapeError(
+                f"{checkpoint.path} records an unusable input normalization: {e} (pass --mean and --std)"
+            ) from None
     resolved = dataclasses.replace(spec, checkpoint=ckpt)
     for axis in ("x", "y"):
         d = getattr(spec, axis)
@@ -111,12 +120,17 @@ def run_record(options: RunOptions, device: torch.device) -> dict[str, Any]:
     }
 
 
-def build_direction(spec: DirectionSpec, model: torch.nn.Module, center: Direction) -> Direction:
+def build_direction(
+    spec: DirectionSpec, model: torch.nn.Module, center: Direction, recorded: dict[str, Any] | None = None
+) -> Direction:
+    """The direction `spec` describes, around `center`. `recorded`: the model's settings (arch, num_classes,
+    dataset, mean, std), which a target checkpoint's metadata must not contradict."""
     if spec.kind == "random":
         return normalize_direction(random_direction(center, spec.seed), center, spec.norm, spec.ignore)
     if spec.kind == "target":
         assert spec.target is not None  # DirectionSpec.validate
         target = load_checkpoint(spec.target)
+        check_same_model(target, model.state_dict(), recorded or {})
         return target_direction(center, target.state_dict)
     assert spec.source is not None  # DirectionSpec.validate
     if spec.kind == "hessian":
@@ -397,21 +411,40 @@ def prepare_job(
     center = center_of(model, names)
     axes = ["x"] if spec.y is None else ["x", "y"]
     trajectory = None
+    recorded: dict[str, str] = {}
     if resume:
         directions = {axis: read_directions(out, axis, like=center) for axis in axes}
-        indices = read_indices(out)
+        indices, recorded = read_indices(out), read_fingerprints(out)
     elif spec.trajectory is not None:  # PCA directions: both at once, and the path on their plane
         plane = trajectory_plane(spec.trajectory, center, model.state_dict().keys(), spec.x.ignore)
         directions, trajectory = {"x": plane.x, "y": plane.y}, plane.path.datasets()
         indices = {}
     else:
-        directions = {axis: build_direction(getattr(spec, axis), model, center) for axis in axes}
+        recorded_model = {
+            "arch": spec.checkpoint.arch,
+            "num_classes": spec.checkpoint.num_classes,
+            "dataset": spec.data.name,
+            "mean": spec.checkpoint.mean,
+            "std": spec.checkpoint.std,
+        }
+        directions = {axis: build_direction(getattr(spec, axis), model, center, recorded_model) for axis in axes}
         indices = {}
     datasets, bn_set = load_images(spec, indices)
-    if not resume:
+    fingerprints = image_fingerprints(datasets, bn_set)
+    if resume:
+        check_images(out, fingerprints, recorded)
+        if bn_set is not None and "bn" not in recorded:
+            raise LandscapeError(  # the same change gave files their fingerprints: a recompute file without is older
+                f"{out} was computed with an earlier --bn recompute (every batch weighing alike in the "
+                "statistics, now every image does): its points and new ones would not agree. Pass --overwrite to "
+                "recompute it"
+            )
+    else:
         stored_indices = {split: s.indices for split, s in datasets.items()}
         if bn_set is not None:
             stored_indices["bn"] = bn_set.indices
+        if out.exists():  # --overwrite: replaced only once the new file is complete (create_surface_file)
+            notice(overwrite_note(out))
         coordinates = [spec.grid.x.coordinates()] + ([spec.grid.y.coordinates()] if spec.grid.y else [])
         create_surface_file(
             out,
@@ -423,9 +456,13 @@ def prepare_job(
             directions,
             stored_indices,
             trajectory,
+            fingerprints,
         )
     todo = np.flatnonzero(~read_computed(out).ravel())
     if resume and len(todo):  # a session that computes points is recorded; one that finds nothing to do is not
+        unchecked = [name for name in fingerprints if name not in recorded]
+        if unchecked:
+            notice(unchecked_note(out, unchecked))
         append_run(out, run_record(options, device))
     total = int(np.prod(spec.grid.shape))
     return Job(spec, model, center, directions, datasets, bn_set, todo, total)
@@ -435,10 +472,65 @@ def load_images(spec: SurfaceSpec, indices: dict[str, np.ndarray]) -> tuple[dict
     """The evaluated images of each split and, for `--bn recompute`, the BN images; `indices` as stored, if any."""
     datasets = {split: load_split(spec.data, split, indices.get(split)) for split in spec.data.splits}
     bn_set = None
-    if spec.evaluation.bn == "recompute":  # a fixed draw of training images, apart from the evaluated subset
-        bn_data = dataclasses.replace(spec.data, subset=spec.evaluation.bn_images, seed=spec.data.seed + 1)
+    if spec.evaluation.bn == "recompute":
+        # a fixed draw of training images of its own seed, independent of the evaluated subset (it may overlap it) and
+        # the same for every --data-part, so that the surfaces of the parts differ only in the evaluated images
+        # (files of landscape before that drew it as part `part`: their stored indices are what they use)
+        bn_data = dataclasses.replace(spec.data, subset=spec.evaluation.bn_images, seed=spec.data.seed + 1, part=0)
         bn_set = load_split(bn_data, "train", indices.get("bn"))
     return datasets, bn_set
+
+
+def image_fingerprints(datasets: dict[str, ImageSet], bn_set: ImageSet | None = None) -> dict[str, str]:
+    """`landscape.data.fingerprint` of each image set, by its name in the file's `indices` group (split, `bn`)."""
+    sets = {**datasets, **({"bn": bn_set} if bn_set is not None else {})}
+    return {name: fingerprint(images) for name, images in sets.items()}
+
+
+def different_images(here: dict[str, str], there: dict[str, str]) -> tuple[str, str, str] | None:
+    """The first image set whose fingerprint here differs from the one there, as (its words, here, there); sets
+    without a fingerprint there are not compared."""
+    for name, value in here.items():
+        if name in there and there[name] != value:
+            words = "BatchNorm images (--bn recompute)" if name == "bn" else f"{name} images"
+            return words, value, there[name]
+    return None
+
+
+def check_images(
+    out: Path, here: dict[str, str], recorded: dict[str, str], advice: str = ", or pass --overwrite"
+) -> None:
+    """Refuse to add points computed on other images than the file's (a copy of the data that differs)."""
+    different = different_images(here, recorded)
+    if different is not None:
+        words, value, stored = different
+        raise LandscapeError(
+            f"{out}: the {words} here differ from the ones this surface was computed on (sha256 {value[:12]}... "
+            f"here, {stored[:12]}... in the file): point --data-root at the same data{advice}"
+        )
+
+
+def unchecked_note(out: Path, names: list[str]) -> str:
+    return (
+        f"warning: {out} predates data fingerprints: cannot check that its images ({', '.join(names)}) here are "
+        "the ones it was computed on"
+    )
+
+
+def overwrite_note(out: Path) -> str:
+    """What --overwrite is about to replace."""
+    if not is_surface_file(out):
+        return f"--overwrite: replacing {out} (not a surface file)"
+    try:
+        computed = read_computed(out)
+    except LandscapeError:
+        return f"--overwrite: replacing {out} (a damaged surface file)"
+    return f"--overwrite: replacing {out} ({int(computed.sum())} of {computed.size} points were computed)"
+
+
+def notice(line: str) -> None:
+    """One line on stderr about something the user should know that does not stop the run."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def surface_model(
@@ -498,10 +590,14 @@ def prepare_curvature_job(
     device = torch.device(options.device)
     record = {**run_record(options, device), "work": "convexity map"}
     resume = surface.curvature is not None
+    stored = read_indices(out)
+    if curvature.split not in stored:
+        raise LandscapeError(f"{out} is damaged: it lacks the indices of its {curvature.split} images")
+    recorded = read_fingerprints(out)
+    if curvature.split in recorded:  # the map on the surface's images, not on another copy's
+        evaluated = load_split(spec.data, curvature.split, stored[curvature.split])
+        check_images(out, {curvature.split: fingerprint(evaluated)}, recorded, advice="")
     if surface.curvature is None:
-        stored = read_indices(out)
-        if curvature.split not in stored:
-            raise LandscapeError(f"{out} is damaged: it lacks the indices of its {curvature.split} images")
         indices = hessian_indices(stored[curvature.split], curvature)
         add_curvature(out, as_stored(curvature), indices, record)
     else:
@@ -515,6 +611,8 @@ def prepare_curvature_job(
     datasets, _ = job_images(spec, curvature, {curvature.split: indices})
     selected = curvature.selected(spec.grid.shape).ravel()
     todo = np.flatnonzero(selected & ~read_computed(out, CURVATURE_MASK).ravel())
+    if curvature.split not in recorded and len(todo):
+        notice(unchecked_note(out, [curvature.split]))
     if resume and len(todo):
         append_run(out, record)
     return Job(spec, model, center, directions, datasets, None, todo, int(selected.sum()), curvature=curvature)

@@ -1,5 +1,6 @@
 """The data loaders: CIFAR-10/100 pickles, ImageFolder trees, seeded subsets, clear errors."""
 
+import hashlib
 import pickle
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from conftest import write_cifar10
 
 from landscape import DataSpec, LandscapeError, load_split
-from landscape.data import normalizer, subset_indices
+from landscape.data import ImageSet, fingerprint, normalizer, subset_indices
 
 
 def test_cifar10_images_labels_and_subsets(cifar_root):
@@ -236,3 +237,24 @@ def test_a_corrupt_image_among_the_chosen_is_one_line_naming_it(tmp_path):
         load_split(spec, "train", np.array([0, 6]))
     text = str(error.value)
     assert text.startswith(f"cannot read image {broken}: UnidentifiedImageError: ") and "\n" not in text
+
+
+def test_fingerprint_is_the_sha256_of_shape_pixels_and_labels(cifar_root):
+    images = load_split(DataSpec(root=str(cifar_root), subset=6), "test")
+    header = np.array(images.images.shape, dtype="<i8").tobytes()
+    expected = hashlib.sha256(header + images.images.numpy().tobytes() + images.labels.numpy().astype("<i8").tobytes())
+    assert fingerprint(images) == expected.hexdigest()
+    same = ImageSet(images.images.clone(), images.labels.clone(), images.indices + 1)  # the indices are not hashed
+    assert fingerprint(same) == fingerprint(images)
+    pixel = images.images.clone()
+    pixel[5, 2, 31, 31] ^= 1
+    label = images.labels.clone()
+    label[0] = (label[0] + 1) % 10
+    order = torch.arange(5, -1, -1)
+    others = [
+        ImageSet(pixel, images.labels, images.indices),
+        ImageSet(images.images, label, images.indices),
+        ImageSet(images.images[order], images.labels[order], images.indices),
+        ImageSet(images.images.reshape(6, 3, 16, 64), images.labels, images.indices),
+    ]
+    assert len({fingerprint(images)} | {fingerprint(other) for other in others}) == 5

@@ -10,6 +10,9 @@ computes it.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,6 +214,47 @@ def test_a_failing_or_killed_rank_stops_the_run_and_the_file_resumes(
         assert errors[0].startswith("error: rank 1 stopped responding (no heartbeat for 3 s")
     assert f"finished points are saved in {out}" in errors[0]
     check_partial(out)
+    resumed = landscape(["compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID], data_root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_surface(out, reference)
+
+
+def test_a_rank_with_other_data_is_refused_and_contributes_no_point(
+    tmp_path: Path, resnet20_ckpt: Path, data_root: Path, reference: Path
+) -> None:
+    other = shutil.copytree(data_root, tmp_path / "other")  # the same files but one label, on rank 1's node
+    path = other / "cifar-10-batches-py" / "data_batch_3"
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch["labels"][7] = (batch["labels"][7] + 1) % 10
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    out = tmp_path / "mixed.h5"
+    port = str(free_port())
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "landscape", "compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID],
+            env=env(
+                root, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank, root in ((0, data_root), (1, other))
+    ]
+    outputs = [rank.communicate(timeout=TIMEOUT) for rank in ranks]
+    codes = [rank.returncode for rank in ranks]
+    assert codes[1] == 2 and codes[0] in (0, 3), outputs  # rank 0 stops quietly (or had finished alone)
+    errors = error_lines(outputs[0][1]) + error_lines(outputs[1][1])
+    assert len(errors) == 1 and re.fullmatch(
+        r"error: rank 1: the train images on this rank differ from rank 0's \(sha256 [0-9a-f]{12}\.\.\. here, "
+        r"[0-9a-f]{12}\.\.\. on rank 0\): give every rank the same data",
+        errors[0],
+    ), outputs
+    got, want = read_surface(out), read_surface(reference)
+    for name in want.values:  # every point in the file is one of rank 0's, on rank 0's data
+        np.testing.assert_array_equal(got.values[name][got.computed], want.values[name][got.computed], err_msg=name)
     resumed = landscape(["compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID], data_root)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_surface(out, reference)

@@ -4,9 +4,12 @@ import importlib
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import tracemalloc
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_cifar10
@@ -139,13 +142,13 @@ def test_compute_refuses_a_checkpoint_that_names_code(tmp_path, model, cifar_roo
 
 
 class Reduce:
-    """Unpickling it calls `func(*args)`."""
+    """Unpickling it calls `func(*args)`, then, with a `state`, `result.__setstate__(state)` (pickle's BUILD)."""
 
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
+    def __init__(self, func, *args, state=None):
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 def test_a_pickled_os_system_is_named_and_never_run(tmp_path, model):
@@ -210,3 +213,149 @@ def test_codecs_encode_serves_only_pickled_bytes(tmp_path):
     with pytest.raises(LandscapeError) as error:
         load_split(DataSpec(root=str(tmp_path)), "train")
     assert str(error.value) == f"cannot read {path}: it asks to encode text as 'rot13', which pickled arrays never do"
+
+
+# numpy's own pickles call these three with fixed arguments; a crafted batch can call them with others.
+RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+PLAIN_DTYPE_STATE = (3, "|", None, None, None, -1, -1, 0)
+
+
+def array(shape, dtype, raw, dtype_state=PLAIN_DTYPE_STATE):
+    """An array as numpy pickles it, with whatever shape, type and bytes: `_reconstruct(ndarray, (0,), b'b')`,
+    then BUILD with (1, shape, dtype, fortran, bytes), the dtype `dtype(spec, False, True)` then BUILD."""
+    return Reduce(
+        RECONSTRUCT,
+        np.ndarray,
+        (0,),
+        b"b",
+        state=(1, shape, Reduce(np.dtype, dtype, False, True, state=dtype_state), False, raw),
+    )
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (Reduce(RECONSTRUCT, np.ndarray, (2**31,), b"b"), "asks numpy to rebuild an array from arguments"),
+        (Reduce(RECONSTRUCT, np.ndarray, (0,), b"O"), "asks numpy to rebuild an array from arguments"),
+        (Reduce(np.ndarray, (2**31,)), "asks to make a numpy array of a given shape"),
+        (array((2**31,), "u1", b"x"), "declares 2147483648 bytes, and the file holds 1"),
+        (array((1,), "O", [0]), "asks for the numpy data type 'O'"),
+        (array((1,), "V2147483648", b"x"), "asks for the numpy data type 'V2147483648'"),
+        (array((1,), "S2000000000", b"x"), "asks for the numpy data type 'S2000000000'"),
+        (array((1,), "(2147483648,)u1", b"x"), "asks for the numpy data type '(2147483648,)u1'"),
+        (array((1,), "u1,u1", b"xx"), "asks for the numpy data type 'u1,u1'"),
+        (array((1,), "c16", b"x" * 16), "asks for the numpy data type 'c16'"),
+        (array((1,), "u1", b"x", (3, "|", (np.dtype("u1"), (2**31,)), None, None, -1, -1, 0)), "data type state"),
+        (array((1,), "u8", b"x" * 8, (3, "|", None, None, None, -1, -1, 1)), "data type state"),  # "holds objects"
+    ],
+    ids=[
+        "reconstruct-2GB",
+        "reconstruct-object",
+        "ndarray-16GB",
+        "setstate-2GB",
+        "object",
+        "void",
+        "string",
+        "subarray",
+        "structured",
+        "complex",
+        "dtype-setstate-subarray",
+        "dtype-setstate-hasobject",
+    ],
+)
+def test_a_crafted_cifar_batch_makes_numpy_allocate_nothing(tmp_path, payload, reason):
+    """A pickle of a few hundred bytes could make numpy allocate gigabytes (or build an array of "objects" from raw
+    bytes): each is refused before numpy allocates, in one line naming the file."""
+    path = crafted_cifar(tmp_path, {"data": payload, "labels": []})
+    assert path.stat().st_size < 400
+    tracemalloc.start()
+    try:
+        with pytest.raises(LandscapeError) as error:
+            load_split(DataSpec(root=str(tmp_path)), "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(error.value).startswith(f"cannot read {path}: it ") and reason in str(error.value)
+    assert "\n" not in str(error.value)
+    assert peak < 20 << 20
+
+
+@pytest.mark.parametrize(
+    "protocol, module",
+    [
+        (2, "numpy.core.multiarray"),  # numpy < 2, as the published batches
+        (2, "numpy._core.multiarray"),
+        (3, "numpy.core.multiarray"),
+        (3, "numpy._core.multiarray"),
+        (4, RECONSTRUCT.__module__),  # protocol 4 frames the module name: only this numpy's own
+    ],
+)
+def test_cifar_batches_pickled_by_numpy_still_load(tmp_path, protocol, module):
+    """As numpy < 2 and numpy 2 write them, with protocol 2 (bytes through `_codecs.encode`) and newer ones; the
+    labels also as arrays of either byte order."""
+    write_cifar10(tmp_path)
+    images = np.arange(4 * 3072, dtype=np.uint8).reshape(4, 3072)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name, labels in [
+        ("data_batch_1", [1, 2, 3, 4]),
+        ("data_batch_2", np.array([5, 6, 7, 8], dtype="<i8")),
+        ("data_batch_3", np.array([9, 0, 1, 2], dtype=">i4")),
+        ("data_batch_4", np.array([3, 4, 5, 6], dtype=np.uint8)),
+        ("data_batch_5", [7, 8, 9, 0]),
+    ]:
+        raw = pickle.dumps({"data": images, "labels": labels, "batch_label": name}, protocol=protocol)
+        native = RECONSTRUCT.__module__.encode()
+        if protocol < 4:  # GLOBAL opcodes: the module name is a line of text
+            raw = raw.replace(native + b"\n", module.encode() + b"\n")
+        assert module.encode() in raw
+        (folder / name).write_bytes(raw)
+    split = load_split(DataSpec(root=str(tmp_path)), "train")
+    assert split.images.shape == (20, 3, 32, 32)
+    assert torch.equal(split.images[:4].reshape(4, 3072), torch.from_numpy(images))
+    assert split.labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def python2_pickle(images, labels):
+    """A batch as the published CIFAR files hold it, pickled by Python 2 and numpy 1 (protocol 2): byte strings
+    (read back as latin-1 text), `dtype('u1', 0, 1)`, `numpy.core.multiarray`."""
+
+    def string(data):
+        return b"U" + bytes([len(data)]) + data if len(data) < 256 else b"T" + struct.pack("<i", len(data)) + data
+
+    def small_int(n):
+        return b"K" + bytes([n]) if n < 256 else b"M" + struct.pack("<H", n)
+
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + string(b"u1")
+        + b"K\x00K\x01\x87R(K\x03"
+        + string(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+        + string(b"b")
+        + b"\x87R"
+        + b"(K\x01("
+        + small_int(images.shape[0])
+        + small_int(images.shape[1])
+        + b"t"
+        + dtype
+        + b"\x89"
+        + string(images.tobytes())
+        + b"tb"
+    )
+    label_list = b"](" + b"".join(small_int(int(v)) for v in labels) + b"e"
+    return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."
+
+
+def test_cifar_batches_as_python_2_pickled_them_still_load(tmp_path):
+    write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 4, 3072), dtype=np.uint8)
+    for k in range(5):
+        (folder / f"data_batch_{k + 1}").write_bytes(python2_pickle(images[k], [k, k + 1, k + 2, k + 3]))
+    split = load_split(DataSpec(root=str(tmp_path)), "train")
+    assert torch.equal(split.images.reshape(20, 3072), torch.from_numpy(images.reshape(20, 3072)))
+    assert split.labels.tolist() == [k + i for k in range(5) for i in range(4)]

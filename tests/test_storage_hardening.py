@@ -7,22 +7,32 @@ Real files and real processes: a small tmpfs fills up for real (skipped where mo
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from surface_fixtures import spec, write_surface
+from surface_fixtures import spec, write_legacy, write_surface
 from typer.testing import CliRunner
 
 from landscape import LandscapeError, read_surface
 from landscape.cli import app
 from landscape.grid import Axis, GridSpec
-from landscape.storage import RUN_SLOTS, append_run, writer_lock
+from landscape.storage import (
+    RUN_SLOTS,
+    add_curvature,
+    append_run,
+    is_surface_file,
+    read_spec,
+    write_points,
+    writer_lock,
+)
 
 runner = CliRunner()
 
@@ -485,3 +495,193 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path):
     finally:
         os.close(write_end)
     assert result.returncode == 0 and result.stderr == ""
+
+
+# 10. Declared data types: what a dataset's type makes the reader allocate is bounded too.
+
+HUGE_STRING = "S134217728"  # 128 MiB a value: 15 of them read as 1.9 GiB, from a file of a few kB
+
+
+def huge_strings(shape):
+    """A dataset of 128 MiB strings that stores none of them (compressed chunks, never written)."""
+    return lambda f, n: f.create_dataset(
+        n, shape=shape, dtype=HUGE_STRING, chunks=(1,) * len(shape), compression="gzip"
+    )
+
+
+@contextlib.contextmanager
+def allocation_at_most(limit):
+    """Fails if the block makes Python or numpy allocate more than `limit` bytes at once."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"allocated {peak} bytes"
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("train_loss", huge_strings((3, 5)), f"is damaged: train_loss is |{HUGE_STRING}, not numbers"),
+        ("computed", huge_strings((3, 5)), f"is damaged: computed is |{HUGE_STRING}, not numbers"),
+        ("xcoordinates", huge_strings((5,)), f"is damaged: xcoordinates is |{HUGE_STRING}, not numbers"),
+        (
+            "train_loss",
+            lambda f, n: f.create_dataset(n, data=np.full((3, 5), b"1.5")),
+            "is damaged: train_loss is |S3",
+        ),
+        (
+            "train_loss",
+            lambda f, n: f.create_dataset(n, data=np.ones((3, 5), dtype=np.longdouble)),
+            "is damaged: train_loss is float128, not numbers",
+        ),
+        (
+            "train_loss",
+            lambda f, n: f.create_dataset(n, data=np.ones((3, 5), dtype="c16")),
+            "is damaged: train_loss is complex128, not numbers",
+        ),
+    ],
+    ids=["huge-strings", "huge-strings-mask", "huge-strings-coordinates", "S3", "float128", "complex"],
+)
+def test_data_types_are_checked_before_anything_is_allocated(tmp_path, name, make, message):
+    path = write_surface(tmp_path / "types.h5")
+    replace_dataset(path, name, make)
+    assert path.stat().st_size < 100_000
+    with allocation_at_most(20 << 20), pytest.raises(LandscapeError) as error:
+        read_surface(path)
+    assert str(error.value).startswith(f"{path} ") and message in str(error.value)
+    r = runner.invoke(app, ["info", str(path)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and message in r.stderr
+
+
+def test_strings_are_read_only_where_the_format_has_them_and_no_longer(tmp_path):
+    """`runs` is the one dataset of strings, S2048: a longer type is refused, and the results are still read."""
+    path = write_surface(tmp_path / "runs.h5")
+    replace_dataset(path, "runs", huge_strings((RUN_SLOTS,)))
+    with allocation_at_most(20 << 20):
+        surface = read_surface(path)
+    assert surface.runs == [] and f"is damaged: runs is |{HUGE_STRING}" in surface.runs_error
+    assert surface.completion == 1.0
+    with (
+        allocation_at_most(20 << 20),
+        pytest.raises(LandscapeError, match=re.escape(f"is damaged: runs is |{HUGE_STRING}")),
+    ):
+        append_run(path, {"started": "resume"})
+
+
+def test_legacy_files_get_the_same_type_checks(tmp_path):
+    path = write_legacy(tmp_path / "legacy.h5")
+    replace_dataset(path, "train_loss", huge_strings((5, 3)))
+    with (
+        allocation_at_most(20 << 20),
+        pytest.raises(LandscapeError, match=re.escape(f"is damaged: train_loss is |{HUGE_STRING}")),
+    ):
+        read_surface(path)
+
+
+# 11. Only the format's own metrics are read: (train|test)_(loss|acc); other datasets are ignored.
+
+
+def test_only_the_metrics_of_the_format_are_read(tmp_path):
+    path = write_surface(tmp_path / "extra.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f.create_dataset("evil_loss", shape=(20000, 20000), dtype="f8", chunks=(100, 100))
+        huge_strings((3, 5))(f, "evil_acc")
+        for k in range(100):
+            f.create_dataset(f"more{k}_loss", shape=(1000, 1000), dtype="f8", chunks=(100, 100))
+    with allocation_at_most(20 << 20):
+        surface = read_surface(path)
+    assert surface.metrics == ["test_acc", "test_loss", "train_acc", "train_loss"]
+    write_points(path, np.array([0]), {name: np.array([1.0]) for name in surface.metrics})  # the writer agrees
+    assert read_surface(path)["train_loss"][0, 0] == 1.0
+
+    legacy = write_legacy(tmp_path / "legacy.h5")
+    with h5py.File(legacy, "r+", locking=False) as f:
+        f.create_dataset("evil_loss", shape=(20000, 20000), dtype="f8", chunks=(100, 100))
+    with allocation_at_most(20 << 20):
+        assert read_surface(legacy).metrics == ["train_acc", "train_loss"]
+
+
+# 12. Damaged attributes and data: one LandscapeError naming the file, never a raw ValueError or TypeError.
+
+
+def corrupt_a_chunk(path):
+    """train_loss compressed, its one chunk's bytes overwritten: HDF5 cannot inflate it."""
+    replace_dataset(path, "train_loss", lambda f, n: f.create_dataset(n, data=np.ones((3, 5)), compression="gzip"))
+    with h5py.File(path, "r", locking=False) as f:
+        info = f["train_loss"].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(b"\xff" * info.size)
+
+
+@pytest.mark.parametrize(
+    "damage_file, message",
+    [
+        (lambda p: damage(p, format=np.array([b"landscape-surface", b"x"])), "its format attribute is not a string"),
+        (lambda p: damage(p, format=np.array([1, 2])), "its format attribute is not a string"),
+        (lambda p: damage(p, format=np.bytes_(b"\xff\xfe")), "its format attribute is not UTF-8 text"),
+        (lambda p: damage(p, format_version=np.array([1, 2])), "has a damaged format_version"),
+        (lambda p: damage(p, spec=np.bytes_(b"\xff{")), "spec attribute"),
+        (corrupt_a_chunk, "cannot read"),
+    ],
+    ids=["format-strings", "format-numbers", "format-not-utf8", "format_version-array", "spec-not-utf8", "bad-chunk"],
+)
+def test_damaged_attributes_and_data_are_one_line_naming_the_file(tmp_path, damage_file, message):
+    path = write_surface(tmp_path / "damaged.h5")
+    damage_file(path)
+    with pytest.raises(LandscapeError) as error:
+        read_surface(path)
+    assert str(path) in str(error.value) and message in str(error.value) and "\n" not in str(error.value)
+    r = runner.invoke(app, ["info", str(path)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and str(path) in r.stderr and message in r.stderr
+
+
+def test_a_damaged_format_attribute_is_not_a_surface_file(tmp_path):
+    path = write_surface(tmp_path / "damaged.h5")
+    damage(path, format=np.array([b"landscape-surface", b"x"]))
+    assert is_surface_file(path) is False
+    with pytest.raises(LandscapeError, match="its format attribute is not a string"):
+        read_spec(path)
+
+
+# 13. Durability: the bytes are on the disk before a rename makes them the file, and values before their mask.
+
+
+@pytest.fixture
+def synced(monkeypatch):
+    """Records, in order, every os.fsync (as the path of its file or folder) and every rename."""
+    events = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(self, target):
+        events.append(("rename", str(self), str(target)))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    return events
+
+
+def test_files_are_synced_before_they_are_renamed_into_place(tmp_path, synced):
+    path = tmp_path / "s.h5"
+    write_surface(path)  # create_surface_file, then one write_points
+    tmp = tmp_path / f".s.h5.{os.getpid()}.tmp"
+    assert synced == [
+        ("fsync", str(tmp)),
+        ("rename", str(tmp), str(path)),
+        ("fsync", str(tmp_path)),
+        ("fsync", str(path)),  # write_points: the values, before the mask marks them
+    ]
+    synced.clear()
+    write_points(path, np.arange(6), {name: np.zeros(6) for name in read_surface(path).metrics})
+    assert synced == [("fsync", str(path))]  # once per call, not once per point
+    synced.clear()
+    add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
+    assert synced == [("fsync", str(tmp)), ("rename", str(tmp), str(path)), ("fsync", str(tmp_path))]

@@ -3,28 +3,39 @@
 import dataclasses
 import json
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TRAIN_PER_BATCH
 from toymodels import softmax
+from typer.testing import CliRunner
 
 from landscape import (
     Axis,
     CheckpointSpec,
+    CurvatureMapSpec,
     DataSpec,
     DirectionSpec,
     GridSpec,
     LandscapeError,
     SurfaceSpec,
     build_model,
+    compute_convexity,
     compute_surface,
     load_checkpoint,
     read_surface,
     save_checkpoint,
 )
+from landscape.checkpoints import CHECKPOINT_FORMAT
+from landscape.cli import app
+from landscape.data import subset_indices
+from landscape.evaluate import EvalSpec
+from landscape.storage import read_indices
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -248,3 +259,250 @@ def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_r
     )
     flat = compute_surface(line, tmp_path / "t.h5")  # target == θ*: a zero direction, a flat line
     assert flat["train_loss"][0] == flat["train_loss"][1] == pytest.approx(first["train_loss"][1, 1])
+
+
+def altered_copy(root, dest, split, index, what="pixel"):
+    """A copy of the CIFAR folder `root` in which image `index` of `split` has one pixel value or its label changed."""
+    shutil.copytree(root, dest)
+    name, row = (
+        ("test_batch", index)
+        if split == "test"
+        else (f"data_batch_{index // TRAIN_PER_BATCH + 1}", index % TRAIN_PER_BATCH)
+    )
+    path = dest / "cifar-10-batches-py" / name
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    if what == "pixel":
+        batch["data"][row, 100] ^= 1
+    else:
+        batch["labels"][row] = (batch["labels"][row] + 1) % 10
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return dest
+
+
+def with_root(spec, root):
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=str(root)))
+
+
+def other_data_message(out, images):
+    return (
+        rf"^{re.escape(str(out))}: the {images} here differ from the ones this surface was computed on "
+        r"\(sha256 [0-9a-f]{12}\.\.\. here, [0-9a-f]{12}\.\.\. in the file\): "
+        r"point --data-root at the same data, or pass --overwrite$"
+    )
+
+
+def test_a_resume_on_other_images_is_refused_and_on_the_same_images_moved_resumes(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", "-1:1:2", split="both", subset=8)
+    compute_surface(spec, tmp_path / "full.h5")
+    out = tmp_path / "part.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(2))
+    stored, before = read_indices(out), out.read_bytes()
+    for split, what in (("test", "pixel"), ("train", "label")):
+        other = altered_copy(cifar_root, tmp_path / f"{split}-{what}", split, int(stored[split][3]), what)
+        with pytest.raises(LandscapeError, match=other_data_message(out, f"{split} images")):
+            compute_surface(with_root(spec, other), out)
+        assert out.read_bytes() == before  # nothing written, not even a session record
+    compute_surface(with_root(spec, shutil.copytree(cifar_root, tmp_path / "moved")), out)  # the same data elsewhere
+    full, full_attrs = datasets(tmp_path / "full.h5")
+    resumed, resumed_attrs = datasets(out)
+    assert full_attrs == resumed_attrs and full.keys() == resumed.keys()
+    for name in full:
+        np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+
+
+def test_a_convexity_map_on_other_images_is_refused(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    out = tmp_path / "s.h5"
+    compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), out)
+    before = out.read_bytes()
+    other = altered_copy(cifar_root, tmp_path / "other", "train", int(read_indices(out)["train"][0]), "label")
+    curvature = CurvatureMapSpec(steps=3, images=4)
+    message = other_data_message(out, "train images").replace(", or pass --overwrite", "")
+    with pytest.raises(LandscapeError, match=message):
+        compute_convexity(out, curvature, data_root=other, arch="toymodels:softmax")
+    assert out.read_bytes() == before
+    moved = shutil.copytree(cifar_root, tmp_path / "moved")
+    surface = compute_convexity(out, curvature, data_root=moved, arch="toymodels:softmax")
+    assert surface.curvature is not None and surface.curvature.computed.all()
+
+
+def test_the_batchnorm_images_are_checked_too(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8)
+    spec = dataclasses.replace(spec, evaluation=EvalSpec(bn="recompute", bn_images=16))
+    out = tmp_path / "bn.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(1))
+    stored, before = read_indices(out), out.read_bytes()
+    bn_only = sorted(set(stored["bn"]) - set(stored["train"]))[0]  # changes the BN images, not the evaluated ones
+    other = altered_copy(cifar_root, tmp_path / "other", "train", int(bn_only))
+    with pytest.raises(LandscapeError, match=other_data_message(out, r"BatchNorm images \(--bn recompute\)")):
+        compute_surface(with_root(spec, other), out)
+    assert out.read_bytes() == before
+
+
+def as_before_fingerprints(path):
+    """The file as an older landscape wrote it: no sha256 on the stored indices."""
+    with h5py.File(path, "r+") as f:
+        for name in f["indices"]:
+            f["indices"][name].attrs.pop("sha256", None)
+
+
+def test_a_file_without_fingerprints_resumes_with_one_warning(tmp_path, cifar_root, softmax_ckpt, capsys):
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", "-1:1:2", subset=8, part=1)
+    full = compute_surface(spec, tmp_path / "full.h5")
+    out = tmp_path / "old.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(2))
+    as_before_fingerprints(out)
+    capsys.readouterr()
+    resumed = compute_surface(spec, out)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"warning: {out} predates data fingerprints: cannot check that its images (train) here are the ones it "
+        "was computed on"
+    ]
+    assert resumed.computed.all()
+    np.testing.assert_array_equal(resumed["train_loss"], full["train_loss"])
+
+
+def test_a_bn_recompute_file_of_the_old_statistics_is_refused(tmp_path, cifar_root, softmax_ckpt):
+    """Before the fingerprints, --bn recompute weighted every batch alike: its points and new ones would differ."""
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", "-1:1:2", subset=8)
+    spec = dataclasses.replace(spec, evaluation=EvalSpec(bn="recompute", bn_images=16))
+    out = tmp_path / "old.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(2))
+    as_before_fingerprints(out)
+    before = out.read_bytes()
+    with pytest.raises(LandscapeError, match="was computed with an earlier --bn recompute .* Pass --overwrite"):
+        compute_surface(spec, out)
+    assert out.read_bytes() == before
+    assert compute_surface(spec, out, overwrite=True).computed.all()
+
+
+def test_the_batchnorm_images_do_not_depend_on_the_data_part(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    stored = []
+    for part in (0, 1):
+        spec = spec_for(ckpt, cifar_root, "0:0:1", None, subset=8, part=part)
+        spec = dataclasses.replace(spec, evaluation=EvalSpec(bn="recompute", bn_images=40))  # > half the 60 images
+        compute_surface(spec, tmp_path / f"part{part}.h5")
+        stored.append(read_indices(tmp_path / f"part{part}.h5"))
+    assert not set(stored[0]["train"]) & set(stored[1]["train"])  # the evaluated images: disjoint parts
+    np.testing.assert_array_equal(stored[0]["bn"], stored[1]["bn"])  # the BN images: the same for every part
+    np.testing.assert_array_equal(stored[0]["bn"], subset_indices(5 * TRAIN_PER_BATCH, 40, 1, "train"))
+
+
+def test_overwrite_says_what_it_replaces_and_recomputes(tmp_path, cifar_root, softmax_ckpt, capsys, monkeypatch):
+    ckpt, _ = softmax_ckpt
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", "-1:1:2", subset=8)
+    out = tmp_path / "s.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(4))
+    capsys.readouterr()
+    seen = []
+    surface = compute_surface(spec, out, overwrite=True, progress=lambda done, total: seen.append(done))
+    assert capsys.readouterr().err == f"--overwrite: replacing {out} (4 of 6 points were computed)\n"
+    assert seen == list(range(7)) and surface.computed.all()  # every point computed again, in a new file
+    assert [run["n"] for run in surface.runs] == [0]
+    before = out.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("landscape.storage._create_runs", full_disk)  # creation fails half way
+    with pytest.raises(LandscapeError, match=r"cannot write .*s\.h5: no space left"):
+        compute_surface(spec, out, overwrite=True)
+    assert out.read_bytes() == before  # the old file is replaced only by a complete new one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.h5.lock", "s.h5"]
+
+
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        (["--mean", "0.5,0.5,0.5", "--std", "0.2,0,0.2"], "--std must be positive"),
+        (["--mean", "0.5,0.5,0.5", "--std", "nan,0.2,0.2"], "--std must be finite numbers"),
+        (["--mean", "0.5,inf,0.5", "--std", "0.2,0.2,0.2"], "--mean must be finite numbers"),
+        (["--mean", "0.5,0.5", "--std", "0.2,0.2"], "--mean must be 3 numbers, one per colour channel"),
+        (["--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2,0.2"], "--std must be 3 numbers, one per colour channel"),
+        (["--mean", "0.5,0.5,0.5"], "--mean and --std go together"),
+    ],
+)
+def test_a_bad_normalization_is_one_line_before_any_file(tmp_path, cifar_root, resnet20_ckpt, options, problem):
+    out = tmp_path / "s.h5"
+    args = ["compute", "--ckpt", str(resnet20_ckpt), "--x", "0:0:1", "--subset", "4", "--data-root", str(cifar_root)]
+    result = CliRunner().invoke(app, [*args, *options, "--out", str(out)], env={"LANDSCAPE_DATA_ROOT": ""})
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_that_records_a_bad_normalization_is_refused(tmp_path, cifar_root):
+    model = softmax()
+    ckpt = tmp_path / "softmax.pt"
+    meta = {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar10", "mean": [0.5], "std": [0.25]}
+    save_checkpoint(ckpt, model, meta)
+    out = tmp_path / "s.h5"
+    with pytest.raises(
+        LandscapeError, match=r"softmax.pt records an unusable input normalization: mean must be 3 numbers"
+    ):
+        compute_surface(spec_for(ckpt, cifar_root, "0:0:1", None, subset=4), out)
+    assert not out.exists()
+
+
+def target_line(ckpt, target, root):
+    arch = "toymodels:softmax" if Path(ckpt).name == "softmax.pt" else None
+    return SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(ckpt), arch=arch),
+        data=DataSpec(root=str(root), subset=8),
+        grid=GridSpec(Axis.parse("0:1:2")),
+        x=DirectionSpec(kind="target", target=str(target)),
+    )
+
+
+def test_a_target_of_another_model_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt):
+    """x = 1 must be the target: a checkpoint with an extra tensor, or one that records other settings, is refused
+    (extra tensors used to be ignored)."""
+    ckpt, _ = softmax_ckpt
+    torch.manual_seed(1)
+    model = softmax()
+    state = dict(model.state_dict(), **{"extra.weight": torch.ones(3)})
+    extra = tmp_path / "extra.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "metadata": {"num_classes": 10}}, extra)
+    other_data = tmp_path / "other_data.pt"
+    save_checkpoint(other_data, model, {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar100"})
+    same = tmp_path / "same.pt"
+    save_checkpoint(same, model, {"arch": "toymodels:softmax", "num_classes": 10, "dataset": "cifar10"})
+    for target, message in [(extra, "holds extra.weight, which the model lacks"), (other_data, "records dataset")]:
+        with pytest.raises(LandscapeError, match=f"is not of this model: .*{message}"):
+            compute_surface(target_line(ckpt, target, cifar_root), tmp_path / "t.h5")
+        assert not (tmp_path / "t.h5").exists()
+    line = compute_surface(target_line(ckpt, same, cifar_root), tmp_path / "t.h5")
+    assert np.isfinite(line["train_loss"]).all()
+
+
+def test_a_direction_file_holding_nan_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt):
+    ckpt, _ = softmax_ckpt
+    source = tmp_path / "a.h5"
+    compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), source)
+    with h5py.File(source, "r+") as f:
+        name = sorted(f["directions/x"])[0]
+        values = f[f"directions/x/{name}"][()]
+        values.flat[0] = np.nan
+        f[f"directions/x/{name}"][...] = values
+    spec = dataclasses.replace(
+        spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8),
+        x=DirectionSpec(kind="file", source=str(source), source_axis="x"),
+    )
+    with pytest.raises(LandscapeError, match=f"the x direction in .*a.h5's {re.escape(name)} holds NaN or inf"):
+        compute_surface(spec, tmp_path / "b.h5")
+    assert not (tmp_path / "b.h5").exists()

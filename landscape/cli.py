@@ -171,7 +171,9 @@ def compute(
     ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (pays off on large grids).")] = False,
     points_per_pass: Annotated[int, typer.Option(help="Grid points per vmapped forward pass.")] = 1,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file (of another spec, or recompute this one).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing --out file (of another spec, or recompute this one).")
+    ] = False,
     workers: Annotated[
         Optional[str],
         typer.Option(
@@ -1037,7 +1039,7 @@ def hessian(
     Lanczos quadrature), over a fixed set of images."""
     from .checkpoints import build_model, load_checkpoint
     from .curvature import HessianSpec, hessian_report
-    from .data import DEFAULT_NORMALIZATION, DataSpec, load_split
+    from .data import DEFAULT_NORMALIZATION, DataSpec, check_normalization, load_split
     from .hardware import resolve_device
 
     if split not in ("train", "test"):
@@ -1064,6 +1066,10 @@ def hessian(
     default_mean, default_std = DEFAULT_NORMALIZATION[dataset]
     mean = tuple(checkpoint.metadata.get("mean") or default_mean)
     std = tuple(checkpoint.metadata.get("std") or default_std)
+    try:
+        check_normalization(mean, std, ("mean", "std"))
+    except LandscapeError as e:
+        raise LandscapeError(f"{ckpt} records an unusable input normalization: {e}") from None
     images = load_split(spec.data, split)
     report = hessian_report(
         model,

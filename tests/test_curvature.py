@@ -546,3 +546,15 @@ def test_products_run_inside_the_exact_fp32_context(monkeypatch):
     HessianVectorProduct(model, images, MEAN, STD)(torch.zeros(39, dtype=torch.float64))
     assert entered == [("fp32", "cpu")]
     assert forwards and all(forwards)
+
+
+def test_cli_hessian_refuses_a_recorded_normalization_of_one_value(tmp_path, cifar_root, resnet20_ckpt):
+    """The checkpoint loader accepts 1 to 4 values; the images have 3 channels, and one value used to broadcast."""
+    payload = torch.load(resnet20_ckpt, weights_only=True)
+    payload["metadata"] = dict(payload["metadata"], mean=[0.5], std=[0.25])
+    ckpt = tmp_path / "one_value.pt"
+    torch.save(payload, ckpt)
+    result = invoke("hessian", "--ckpt", ckpt, "--data-root", cifar_root, "--subset", 8)
+    assert result.exit_code == 2, result.output
+    assert "records an unusable input normalization: mean must be 3 numbers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -185,13 +185,10 @@ class _Moments:
     mean: torch.Tensor
     m2: torch.Tensor
 
-    def add(self, x: torch.Tensor) -> None:
-        """Pool the values of `x` (channels along dim 1) in, exactly (Chan et al.'s parallel update)."""
-        x = x.detach().double()
-        dims = [d for d in range(x.dim()) if d != 1]
-        n = x.numel() // x.shape[1]
-        mean = x.mean(dims)
-        m2 = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dims)
+    def add(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Pool in the moments of `n` more values per channel: their `mean` and sum of squared deviations `m2`
+        (Chan et al.'s parallel update, in float64)."""
+        mean, m2 = mean.double(), m2.double()
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
@@ -199,7 +196,6 @@ class _Moments:
         self.count = total
 
 
-@torch.no_grad()
 def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Set the running statistics of every BatchNorm of `model` to those of all the images of `batches`.
 
@@ -215,21 +211,27 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     moments: dict[nn.Module, _Moments] = {}
 
-    def pool(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0]
+    def pool(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        # with momentum 1 the running statistics are the batch's own, as BatchNorm just computed them (no second
+        # pass over the activations): its mean, and its unbiased variance = m2 / (n - 1)
+        n = inputs[0].numel() // inputs[0].shape[1]
+        mean, variance = module.running_mean, module.running_var
+        assert isinstance(mean, torch.Tensor) and isinstance(variance, torch.Tensor)  # track_running_stats
         if module not in moments:
-            zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            zeros = torch.zeros(mean.shape, dtype=torch.float64, device=mean.device)
             moments[module] = _Moments(0, zeros, zeros.clone())
-        moments[module].add(x)
+        moments[module].add(n, mean, variance.double() * (n - 1))
 
     iterator = iter(batches)
     head = list(itertools.islice(iterator, 2))  # enough to know whether there are two images, before any change
     images = sum(len(x) for x in head)
     if images < 2:
         raise LandscapeError(f"--bn recompute needs at least 2 images (got {images}): a variance needs two")
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-    hooks = [m.register_forward_pre_hook(pool) for m in norms]
+        m.momentum = 1.0
+    hooks = [m.register_forward_hook(pool) for m in norms]
     training = model.training
     try:
         model.train()
@@ -237,8 +239,9 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
             model(x)
     finally:
         model.train(training)
-        for hook in hooks:
+        for hook, m, momentum in zip(hooks, norms, momenta):
             hook.remove()
+            m.momentum = momentum
     for m in norms:
         if m in moments:
             assert m.running_mean is not None and m.running_var is not None  # track_running_stats

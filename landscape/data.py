@@ -5,6 +5,7 @@ The evaluated images are held once as a uint8 tensor (N, 3, H, W) and normalized
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import math
 import os
@@ -165,7 +166,11 @@ def _read_cifar(root: Path, name: str, split: str, download: bool) -> list[tuple
 def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = _CifarUnpickler(f, encoding="latin1").load()
+            budget = _BYTES_LEFT.set(2 * os.fstat(f.fileno()).st_size)
+            try:
+                batch = _CifarUnpickler(f, encoding="latin1").load()
+            finally:
+                _BYTES_LEFT.reset(budget)
     except LandscapeError as e:
         raise LandscapeError(f"cannot read {path}: {e}") from None
     except Exception as e:
@@ -213,7 +218,31 @@ _RECONSTRUCT = np.ndarray(0).__reduce__()[0]
 _PLAIN_DTYPE_STATE = (None, None, None, -1, -1, 0)
 
 
-class _PickledArrayClass:
+# Bytes a CIFAR pickle may still make numpy and the encoder produce: twice its file's size (a protocol-2 array's
+# bytes are made once from text, then taken by the array), set for each file by `_read_cifar_batch`. A memoized
+# string or array state used again costs again, so a small file cannot multiply its bytes.
+_BYTES_LEFT: contextvars.ContextVar[int] = contextvars.ContextVar("cifar_pickle_bytes_left", default=0)
+
+
+def _spend(count: int) -> None:
+    left = _BYTES_LEFT.get() - count
+    if left < 0:
+        raise LandscapeError(
+            "it makes more bytes than the file holds (the same data used again), as no CIFAR file does"
+        )
+    _BYTES_LEFT.set(left)
+
+
+class _Guarded:
+    """What the unpickler hands out for a name: slots and a refusing BUILD, so a file cannot change it."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: object) -> None:
+        raise LandscapeError("it asks to change a function it loads, which numpy's pickles never do")
+
+
+class _PickledArrayClass(_Guarded):
     """`numpy.ndarray` as numpy's pickles name it: the first argument of `_reconstruct`, never called itself
     (`ndarray(shape)` would allocate whatever shape a file declares)."""
 
@@ -282,39 +311,49 @@ class _PickledArray(np.ndarray):
                 f"it holds a numpy array of shape {_short(str(shape))} that declares {size} bytes, and the file "
                 f"holds {len(raw)}"
             )
+        _spend(len(raw))
         data = raw.encode("latin1") if isinstance(raw, str) else raw  # as numpy does
         state = (1, shape, dtype.dtype, fortran_order, data)
         super().__setstate__(state)  # type: ignore[arg-type]  # numpy's stub asks for np.bool, numpy for an int
 
 
-def _empty_array(cls: object, shape: object, typecode: object) -> np.ndarray:
+class _EmptyArray(_Guarded):
     """numpy's `_reconstruct` as numpy's pickles call it, always as `(ndarray, (0,), b'b')`: an empty array, which
     its BUILD then fills in (checked)."""
-    if cls is not _NDARRAY or type(shape) is not tuple or shape != (0,) or typecode not in (b"b", "b"):
-        raise LandscapeError("it asks numpy to rebuild an array from arguments that numpy's pickles never use")
-    return _RECONSTRUCT(_PickledArray, (0,), b"b")
+
+    __slots__ = ()
+
+    def __call__(self, cls: object, shape: object, typecode: object) -> np.ndarray:
+        if cls is not _NDARRAY or type(shape) is not tuple or shape != (0,) or typecode not in (b"b", "b"):
+            raise LandscapeError("it asks numpy to rebuild an array from arguments that numpy's pickles never use")
+        return _RECONSTRUCT(_PickledArray, (0,), b"b")
 
 
-def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+class _Latin1Encode(_Guarded):
     """`_codecs.encode` as pickles of bytes use it (protocol 2), limited to that use."""
-    if encoding not in ("latin1", "latin-1"):
-        raise LandscapeError(f"it asks to encode text as {_short(encoding)}, which pickled arrays never do")
-    return text.encode("latin1")
+
+    __slots__ = ()
+
+    def __call__(self, text: object, encoding: object = "utf-8") -> bytes:
+        if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+            raise LandscapeError(f"it asks to encode text as {_short(str(encoding))}, which pickled arrays never do")
+        _spend(len(text))
+        return text.encode("latin1")
 
 
 # Each stands in for what numpy's pickles name, accepting only the arguments numpy's own pickles use.
 _CIFAR_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _empty_array,  # files written with numpy < 2
-    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy.core.multiarray", "_reconstruct"): _EmptyArray(),  # files written with numpy < 2
+    ("numpy._core.multiarray", "_reconstruct"): _EmptyArray(),
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _PickledDtype,
-    ("_codecs", "encode"): _latin1_encode,
+    ("numpy", "dtype"): _PickledDtype,  # a class: BUILD on it calls __setstate__ unbound, which fails
+    ("_codecs", "encode"): _Latin1Encode(),
 }
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays of plain numbers, never any other Python object,
-    and numpy allocates no more than the bytes in the file."""
+    """Unpickles dicts, lists, strings, numbers and numpy arrays of plain numbers, never any other Python object;
+    the arrays' bytes come to at most twice the file's size (`_BYTES_LEFT`)."""
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in _CIFAR_GLOBALS:

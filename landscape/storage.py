@@ -471,12 +471,27 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
         return out
 
 
+INDEX_SETS = ("train", "test", "bn", "hessian")  # the datasets of `indices/`: splits, BN images, a map's Hessian
+
+
 def read_indices(path: str | Path) -> dict[str, np.ndarray]:
+    """The stored image indices of each set of `INDEX_SETS` the file has (other names are never read). Each must be
+    stored whole and uncompressed, as the writer stores it, so that reading it allocates no more than the file holds
+    (a declared dataset whose chunks were never written, or compressed, costs nothing in the file)."""
+    out = {}
     with _open(path) as f:
         group = _group(f, "indices", path)
-        if group is None:
-            return {}
-        return {name: np.asarray(_dataset(group, name, path, MAX_INDICES)[()], dtype=np.int64) for name in group}
+        for name in INDEX_SETS:
+            if group is None or group.get(name, getlink=True) is None:
+                continue
+            ds = _dataset(group, name, path, MAX_INDICES)
+            if ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
+                raise LandscapeError(
+                    f"{path} is damaged: indices/{name} declares {ds.size} values but stores "
+                    f"{ds.id.get_storage_size()} bytes"
+                )
+            out[name] = np.asarray(ds[()], dtype=np.int64)
+    return out
 
 
 FINGERPRINT = "sha256"  # attribute of `indices/<name>`: the sha256 of those images and their labels
@@ -488,7 +503,9 @@ def read_fingerprints(path: str | Path) -> dict[str, str]:
     out = {}
     with _open(path) as f:
         group = _group(f, "indices", path)
-        for name in group if group is not None else []:
+        for name in INDEX_SETS:
+            if group is None or group.get(name, getlink=True) is None:
+                continue
             stored = _dataset(group, name, path, MAX_INDICES)
             if FINGERPRINT not in stored.attrs:
                 continue

@@ -124,7 +124,7 @@ def build_direction(
     spec: DirectionSpec, model: torch.nn.Module, center: Direction, recorded: dict[str, Any] | None = None
 ) -> Direction:
     """The direction `spec` describes, around `center`. `recorded`: the model's settings (arch, num_classes,
-    dataset, mean, std), which a target checkpoint's metadata must not contradict."""
+    dataset), which a target checkpoint's metadata must not contradict."""
     if spec.kind == "random":
         return normalize_direction(random_direction(center, spec.seed), center, spec.norm, spec.ignore)
     if spec.kind == "target":
@@ -420,12 +420,11 @@ def prepare_job(
         directions, trajectory = {"x": plane.x, "y": plane.y}, plane.path.datasets()
         indices = {}
     else:
+        # not the normalization: --mean/--std may replace the checkpoint's, and the target's weights are the point
         recorded_model = {
             "arch": spec.checkpoint.arch,
             "num_classes": spec.checkpoint.num_classes,
             "dataset": spec.data.name,
-            "mean": spec.checkpoint.mean,
-            "std": spec.checkpoint.std,
         }
         directions = {axis: build_direction(getattr(spec, axis), model, center, recorded_model) for axis in axes}
         indices = {}

@@ -280,6 +280,38 @@ def test_a_crafted_cifar_batch_makes_numpy_allocate_nothing(tmp_path, payload, r
     assert peak < 20 << 20
 
 
+@pytest.mark.parametrize("dtype", [">i8", "<i8"])
+def test_one_buffer_used_by_many_arrays_cannot_multiply_the_file(tmp_path, dtype):
+    """Arrays may share a memoized buffer in a pickle; numpy copies it for each (a byte-swapped type, text): a 1 MiB
+    file made 50 MiB. The arrays' bytes may come to at most twice the file's size."""
+    raw = b"\x01" * (1 << 20)
+    path = crafted_cifar(tmp_path, {"data": [array((1 << 17,), dtype, raw) for _ in range(50)], "labels": []})
+    assert path.stat().st_size < (1 << 20) + 20_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(LandscapeError) as error:
+            load_split(DataSpec(root=str(tmp_path)), "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(error.value) == (
+        f"cannot read {path}: it makes more bytes than the file holds (the same data used again), as no CIFAR file does"
+    )
+    assert peak < 8 << 20
+
+
+def test_a_pickle_cannot_change_what_the_unpickler_hands_out(tmp_path):
+    """BUILD on an allowed name (numpy's _reconstruct) would set attributes on it for the rest of the process."""
+    data = (  # {"junk": <numpy.core.multiarray._reconstruct, BUILD with (None, {"__qualname__": "pwned"})>}
+        b"\x80\x02}X\x04\x00\x00\x00junkcnumpy.core.multiarray\n_reconstruct\n"
+        b"N}X\x0c\x00\x00\x00__qualname__X\x05\x00\x00\x00pwneds\x86bs."
+    )
+    path = crafted_cifar(tmp_path, {})
+    path.write_bytes(data)
+    with pytest.raises(LandscapeError, match="it asks to change a function it loads"):
+        load_split(DataSpec(root=str(tmp_path)), "train")
+
+
 @pytest.mark.parametrize(
     "protocol, module",
     [

@@ -29,6 +29,7 @@ from landscape.storage import (
     add_curvature,
     append_run,
     is_surface_file,
+    read_indices,
     read_spec,
     write_points,
     writer_lock,
@@ -685,3 +686,29 @@ def test_files_are_synced_before_they_are_renamed_into_place(tmp_path, synced):
     synced.clear()
     add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
     assert synced == [("fsync", str(tmp)), ("rename", str(tmp), str(path)), ("fsync", str(tmp_path))]
+
+
+def test_only_the_index_sets_of_the_format_are_read_and_each_as_stored(tmp_path):
+    """Hard links to one never-written (or compressed) dataset of 50 million indices: a file of a few KiB that
+    allocated 400 MB per link when `read_indices` read every name in `indices/`."""
+    path = write_surface(tmp_path / "links.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f.create_dataset("indices/test", data=np.arange(7))
+        for k in range(20):
+            f["indices"].create_dataset(f"copy{k}", shape=(10_000_000,), dtype="<i8", chunks=(1 << 20,))
+    assert path.stat().st_size < 200_000
+    with allocation_at_most(20 << 20):
+        stored = read_indices(path)
+    assert list(stored) == ["test"] and np.array_equal(stored["test"], np.arange(7))
+    for layout in ({"chunks": (1 << 20,)}, {"chunks": (1 << 20,), "compression": "gzip"}):
+        with h5py.File(path, "r+", locking=False) as f:
+            del f["indices/test"]
+            f["indices"].create_dataset("test", shape=(10_000_000,), dtype="<i8", **layout)
+            if "compression" in layout:
+                f["indices/test"][:] = 0
+        with allocation_at_most(20 << 20), pytest.raises(LandscapeError) as error:
+            read_indices(path)
+        assert re.fullmatch(
+            rf"{re.escape(str(path))} is damaged: indices/test declares 10000000 values but stores \d+ bytes",
+            str(error.value),
+        )

@@ -506,3 +506,14 @@ def test_a_direction_file_holding_nan_is_refused_before_any_file(tmp_path, cifar
     with pytest.raises(LandscapeError, match=f"the x direction in .*a.h5's {re.escape(name)} holds NaN or inf"):
         compute_surface(spec, tmp_path / "b.h5")
     assert not (tmp_path / "b.h5").exists()
+
+
+def test_a_target_with_the_users_own_normalization_is_accepted(tmp_path, cifar_root, softmax_ckpt):
+    """--mean/--std replace the checkpoint's normalization: the target, which records the checkpoint's, still fits."""
+    ckpt, _ = softmax_ckpt
+    line = target_line(ckpt, ckpt, cifar_root)
+    line = dataclasses.replace(
+        line, checkpoint=dataclasses.replace(line.checkpoint, mean=(0.4, 0.4, 0.4), std=(0.3,) * 3)
+    )
+    flat = compute_surface(line, tmp_path / "t.h5")  # target == θ*: a flat line
+    assert flat["train_loss"][0] == flat["train_loss"][1]

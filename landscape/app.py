@@ -5,6 +5,10 @@ results folder; reads are cached by name, modification time and size, so a file 
 read again when it grows, and the folder is looked at every few seconds for new and finished files. The `*_ui`
 functions draw widgets and return what was chosen; figures come from `landscape.plots` and downloads from
 `landscape.export`. Every setting is kept in the URL, so that a view can be bookmarked or sent.
+
+Files and the URL are not trusted: their text reaches Streamlit's Markdown (headings, captions, alerts, tables)
+only through `escape_markdown`, URL settings are range-checked before they reach a widget, and a file that fails
+in any way is one line in the page, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import re
 import sys
 from collections.abc import Callable
@@ -52,7 +55,7 @@ MIME = {
     "npz": "application/octet-stream",
 }
 # The settings kept in the URL: session key -> kind ('bool', 'float', 'text' or a tuple of the allowed values),
-# and their defaults (not written to the URL).
+# the range of each float (as its widget allows; else ±plots.HUGE), and their defaults (not written to the URL).
 URL_SETTINGS: dict[str, Any] = {
     "mode": MODES,
     "metric": "text",
@@ -76,6 +79,7 @@ URL_SETTINGS: dict[str, Any] = {
     "slice_at": "float",
     "slice_angle": "float",
 }
+FLOAT_RANGES = {"clip": (0.0, plots.HUGE), "zscale": (0.2, 2.0), "slice_angle": (0.0, 180.0)}
 DEFAULTS: dict[str, Any] = {
     "mode": MODES[0],
     "log": False,
@@ -200,7 +204,7 @@ def results_root(argv: list[str]) -> Path:
     return Path(parser.parse_known_args(argv)[0].results)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=8, show_spinner=False)  # the files shown (the table keeps its rows in `_summaries`)
 def _read(root: str, name: str, stamp: tuple[int, int]) -> Surface:
     return results.load(root, name)
 
@@ -208,6 +212,12 @@ def _read(root: str, name: str, stamp: tuple[int, int]) -> Surface:
 def load(root: Path, name: str) -> Surface:
     """A surface of the results folder, read again only when the file changed."""
     return _read(str(root), name, results.file_stamp(root, name))
+
+
+@st.cache_resource
+def _summaries() -> results.Summaries:
+    """The rows of the files table, kept per file until it changes, for every session of this server."""
+    return results.Summaries()
 
 
 @st.cache_data(max_entries=16, show_spinner="rendering PNG, SVG and PDF ...")
@@ -223,16 +233,31 @@ def _chosen(value: str | None) -> str:
 
 # --- pure helpers ---------------------------------------------------------------------------------------------
 
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LINKED = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")  # where GFM's autolink literals begin
+WORD_JOINER = "\u2060"
 
-def parse_setting(kind: Any, text: str) -> Any:
-    """A setting from the URL as its kind says; a ValueError for anything else."""
+
+def escape_markdown(text: str) -> str:
+    """Text from a file or the URL for a Streamlit call that renders Markdown (st.subheader, st.caption, st.error,
+    an expander's label, st.table's cells ...), shown as it is: every ASCII punctuation character backslash-escaped
+    (CommonMark allows it for each), so that no image, link, HTML, entity, heading, list, table, math (`$`) or
+    Streamlit directive (`:red[...]`, `:material/icon:`) can form; control characters (line breaks) become spaces;
+    and an invisible word joiner in `://`, after `www` and after `@` keeps URLs and e-mail addresses from becoming
+    links (GFM looks for them in the text after the escapes are undone)."""
+    return _PUNCTUATION.sub(r"\\\1", _LINKED.sub(WORD_JOINER, _CONTROL.sub(" ", text)))
+
+
+def parse_setting(kind: Any, text: str, limits: tuple[float, float] = (-plots.HUGE, plots.HUGE)) -> Any:
+    """A setting from the URL as its kind says (a float within `limits`); a ValueError for anything else."""
     if kind == "bool":
         if text not in ("0", "1"):
             raise ValueError(text)
         return text == "1"
     if kind == "float":
         value = float(text)
-        if not math.isfinite(value):
+        if not limits[0] <= value <= limits[1]:  # NaN and inf too
             raise ValueError(text)
         return value
     if kind == "text":
@@ -336,7 +361,7 @@ def settings_from_url() -> list[str]:
         if text is None:
             continue
         try:
-            st.session_state[key] = parse_setting(kind, text)
+            st.session_state[key] = parse_setting(kind, text, FLOAT_RANGES.get(key, (-plots.HUGE, plots.HUGE)))
         except ValueError:
             problems.append(f"{key}={text[:40]!r}")
     return problems
@@ -394,9 +419,9 @@ def _defaults_from_url(root: Path, names: list[str]) -> None:
             continue
         try:
             results.resolve(root, wanted)
-            st.error(f"'{wanted}' is not a surface file of the results folder")
+            st.error(escape_markdown(f"'{wanted}' is not a surface file of the results folder"))
         except LandscapeError as e:
-            st.error(str(e))
+            st.error(escape_markdown(str(e)))
 
 
 def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
@@ -407,10 +432,13 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
         st.session_state["metric"] = "train_loss" if "train_loss" in metrics else metrics[0]
     metric = _chosen(sb.selectbox("Metric", metrics, key="metric", format_func=plots.metric_label))
     log = sb.checkbox("Log scale", key="log")
-    clip = sb.number_input("Clip at (max value)", value=None, min_value=0.0, key="clip", placeholder="no clipping")
+    huge = plots.HUGE  # beyond it nothing is drawn (and the URL may not go)
+    clip = sb.number_input(
+        "Clip at (max value)", value=None, min_value=0.0, max_value=huge, key="clip", placeholder="no clipping"
+    )
     c1, c2 = sb.columns(2)
-    zmin = c1.number_input("Colour min", value=None, key="zmin", placeholder="data", format="%g")
-    zmax = c2.number_input("Colour max", value=None, key="zmax", placeholder="data", format="%g")
+    zmin = c1.number_input("Colour min", -huge, huge, value=None, key="zmin", placeholder="data", format="%g")
+    zmax = c2.number_input("Colour max", -huge, huge, value=None, key="zmax", placeholder="data", format="%g")
     levels, spacing = levels_ui()
     labels = sb.checkbox("Values on the contour lines", key="labels")
     colorscale = _chosen(sb.selectbox("Colours", COLORSCALES, key="colorscale"))
@@ -453,7 +481,7 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
         zrange = colour_range(zmin, zmax, plots.value_range(surfaces, options))
         return replace(options, zrange=zrange)
     except LandscapeError as e:
-        sb.error(str(e))
+        sb.error(escape_markdown(str(e)))
         return options
 
 
@@ -479,7 +507,7 @@ def levels_ui() -> tuple[Levels | tuple[float, ...] | None, str]:
     try:
         return plots.parse_levels(text), "log"
     except LandscapeError as e:
-        sb.error(str(e))
+        sb.error(escape_markdown(str(e)))
         return None, "log"
 
 
@@ -529,7 +557,7 @@ def downloads_ui(figures: dict[str, go.Figure], names: dict[str, str], surface: 
             for col, fmt in zip(cols[2:5], export.IMAGE_FORMATS):
                 _download(col, fmt.upper(), images[fmt], f"{base}.{fmt}")
         except LandscapeError as e:
-            st.error(str(e))
+            st.error(escape_markdown(str(e)))
     if surface is not None:
         data = st.columns(6)
         _download(data[0], "CSV", lambda: export.csv_text(surface), f"{stem}.csv")
@@ -559,17 +587,27 @@ def _chart(where: DeltaGenerator | None, fig: go.Figure, key: str, file_name: st
         where.plotly_chart(fig, key=key, config=config)
 
 
-def _header(names: list[str], surfaces: list[Surface]) -> None:
+def _header(names: list[str], surfaces: list[Surface], metric: str) -> None:
+    """Each file's caption, all it records (folded), its progress, and a note on values too large to draw."""
     for name, surface in zip(names, surfaces):
-        st.caption(f"{name}: {caption(surface)}" if len(names) > 1 else caption(surface))
-        with st.expander(f"Everything {name} records", expanded=False):
-            st.table({label: [value] for label, value in results.describe(surface).fields().items()})
+        st.caption(escape_markdown(f"{name}: {caption(surface)}" if len(names) > 1 else caption(surface)))
+        with st.expander(escape_markdown(f"Everything {name} records"), expanded=False):
+            fields = results.describe(surface).fields().items()
+            st.table({label: [escape_markdown(value)] for label, value in fields})
         _progress(surface)
+        extreme = plots.extreme_count(surface, metric) if metric in surface.values else 0
+        if extreme:
+            st.warning(
+                escape_markdown(
+                    f"{name}: {extreme} values of {plots.metric_label(metric)} beyond ±{plots.HUGE:g} are drawn as "
+                    "infinite (gaps, or at the clip)"
+                )
+            )
 
 
 def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
-    st.subheader(name)
-    _header([name], [surface])
+    st.subheader(escape_markdown(name))
+    _header([name], [surface], options.metric)
     model = results.describe(surface).model
     metric = plots.metric_label(options.metric)
     figures: dict[str, go.Figure] = {}
@@ -579,10 +617,16 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
         _chart(None, figures["curves"], "chart_curves", file_names["curves"])
         downloads_ui(figures, file_names, surface, Path(name).stem)
         return
+    (drawn,) = _drawn([name], [surface])
+    drawing = options
+    if drawn is not surface:  # a thinned grid: in the colours and levels of the whole one
+        drawing = replace(options, zrange=options.zrange or plots.value_range([surface], options))
     for kind, title in VIEWS.items():
-        fig = plots.figure(surface, kind, options)
+        fig = plots.figure(drawn, kind, drawing)
         height = SURFACE_HEIGHT if kind == "surface" else PLANE_HEIGHT
-        figures[title] = fig.update_layout(height=height, title=dict(text=f"{title} · {model} · {metric}"))
+        figures[title] = fig.update_layout(
+            height=height, title=dict(text=f"{title} · {plots.plain_text(model)} · {metric}")
+        )
     file_names = {title: figure_name([surface], [name], title, options.metric) for title in figures}
     _chart(None, figures["3D surface"], "chart_3D surface", file_names["3D surface"])
     planes = st.container(key="plane_views")  # filled below, once the slice to draw on them is chosen
@@ -602,8 +646,8 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
 
 
 def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions) -> None:
-    st.subheader(" vs ".join(names))
-    _header(names, surfaces)
+    st.subheader(escape_markdown(" vs ".join(names)))
+    _header(names, surfaces, options.metric)
     if len({s.ndim for s in surfaces}) > 1:
         raise LandscapeError("a 1D and a 2D surface cannot be compared")
     titles = panel_titles(names)
@@ -618,16 +662,17 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
     rng = plots.value_range(surfaces, options)
     shared = replace(options, zrange=options.zrange or rng)
     if rng and options.zrange is None:
-        st.caption(f"one colour scale for both: {metric} {rng[0]:.4g} .. {rng[1]:.4g}")
+        st.caption(escape_markdown(f"one colour scale for both: {metric} {rng[0]:.4g} .. {rng[1]:.4g}"))
+    drawn = _drawn(names, surfaces)
     link = st.toggle("Turn the two 3D views together", key="link")
     with st.container(key="linked_3d" if link else "unlinked_3d"):
-        for k, (col, surface, title) in enumerate(zip(st.columns(2), surfaces, titles)):
+        for k, (col, surface, title) in enumerate(zip(st.columns(2), drawn, titles)):
             fig = plots.surface_figure(surface, shared).update_layout(
-                height=SURFACE_HEIGHT, title=dict(text=f"{title} · {metric}")
+                height=SURFACE_HEIGHT, title=dict(text=f"{plots.plain_text(title)} · {metric}")
             )
             _chart(col, fig, f"compare_3d_{k}", figure_name([surface], [names[k]], "3d_surface", options.metric))
     for kind, title in VIEWS.items():
-        fig = plots.compare_figure(surfaces, kind, options, titles)
+        fig = plots.compare_figure(drawn, kind, shared, titles)
         figures[title] = fig.update_layout(
             height=SURFACE_HEIGHT if kind == "surface" else PLANE_HEIGHT, title=dict(text=f"{title} · {metric}")
         )
@@ -635,11 +680,11 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
         _chart(None, figures[title], f"compare_{title}", figure_name(surfaces, names, title, options.metric))
     st.subheader("Difference")
     try:
-        diff = plots.difference_figure(surfaces[0], surfaces[1], options, titles).update_layout(height=PLANE_HEIGHT)
+        diff = plots.difference_figure(drawn[0], surfaces[1], options, titles).update_layout(height=PLANE_HEIGHT)
         figures["Difference"] = diff
         _chart(None, diff, "compare_difference", figure_name(surfaces, names, "difference", options.metric))
     except LandscapeError as e:
-        st.info(f"no difference view: {e}")
+        st.info(escape_markdown(f"no difference view: {e}"))
     st.subheader("1D slice")
     line = slice_ui(surfaces[0])
     curves = plots.compare_figure(surfaces, "1d", replace(options, line=line), titles)
@@ -647,6 +692,23 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
     _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric))
     file_names = {title: figure_name(surfaces, names, title, options.metric) for title in figures}
     downloads_ui(figures, file_names, None, "_vs_".join(titles))
+
+
+def _drawn(names: list[str], surfaces: list[Surface]) -> list[Surface]:
+    """The surfaces as the 3D views and maps draw them: a large grid thinned (`plots.thin`), with a note saying so."""
+    drawn = [plots.thin(s) for s in surfaces]
+    for name, surface, thinned in zip(names, surfaces, drawn):
+        if thinned is not surface:
+            assert surface.ycoordinates is not None and thinned.ycoordinates is not None
+            full = f"{len(surface.xcoordinates)} x {len(surface.ycoordinates)}"
+            shown = f"{len(thinned.xcoordinates)} x {len(thinned.ycoordinates)}"
+            st.caption(
+                escape_markdown(
+                    f"{name}: the 3D view and the maps draw {shown} of its {full} points (evenly spaced, through θ*) "
+                    "so that the browser keeps up; the 1D slice and the CSV and NPZ downloads hold every point"
+                )
+            )
+    return drawn
 
 
 def _slice_trace(x: np.ndarray, y: np.ndarray) -> go.Scatter:
@@ -673,14 +735,8 @@ def _progress(surface: Surface) -> None:
 
 def files_ui(root: Path, names: list[str]) -> None:
     """The table of all surface files of the folder with their spec summary (or why a file cannot be read)."""
-    st.subheader(f"Surface files in {root}")
-    rows = []
-    for name in names:
-        try:
-            rows.append({"file": name, **results.describe(load(root, name)).columns(), "status": "ok"})
-        except LandscapeError as e:
-            rows.append({"file": name, **dict.fromkeys(results.COLUMNS, ""), "status": str(e)})
-    st.dataframe(rows, hide_index=True)
+    st.subheader(escape_markdown(f"Surface files in {root}"))
+    st.dataframe(_summaries().rows(root, names), hide_index=True)  # a data frame shows its cells as text
 
 
 def main() -> None:
@@ -691,7 +747,7 @@ def main() -> None:
     try:
         names = results.list_files(root)
     except LandscapeError as e:
-        st.error(str(e))
+        st.error(escape_markdown(str(e)))
         return
     if not names:
         st.info(
@@ -706,15 +762,17 @@ def main() -> None:
         _set_defaults()
         problems = settings_from_url()
         if problems:
-            st.warning(f"settings in the URL that were not understood and are left out: {', '.join(problems)}")
+            st.warning(
+                escape_markdown(f"settings in the URL that were not understood and are left out: {', '.join(problems)}")
+            )
     _set_defaults()
     chosen = selection_ui(root, names)
     try:
         surfaces = [load(root, name) for name in chosen]
         metrics = plots.metric_order([m for m in surfaces[0].metrics if all(m in s.values for s in surfaces)])
         options = options_ui(metrics, surfaces)
-    except LandscapeError as e:
-        st.error(str(e))
+    except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw
+        st.error(escape_markdown(_failure(chosen, e)))
         settings_to_url(chosen)
         watch(root, names)
         return
@@ -728,8 +786,8 @@ def main() -> None:
                 single_view(chosen[0], shown[0], options)
             else:
                 compare_view(chosen, shown, options)
-        except LandscapeError as e:
-            st.error(str(e))
+        except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw: one line, no traceback
+            st.error(escape_markdown(_failure(chosen, e)))
             return
         if interval is not None and all(s.completion >= 1 for s in shown):
             st.rerun()
@@ -738,6 +796,14 @@ def main() -> None:
     keep_views()
     settings_to_url(chosen)
     watch(root, names)
+
+
+def _failure(names: list[str], error: Exception) -> str:
+    """Why the files `names` cannot be shown, in one line: a LandscapeError says it (naming the file); anything else
+    is named with its type and the first line of its message."""
+    if isinstance(error, LandscapeError):
+        return str(error)
+    return f"{' and '.join(names)} cannot be shown ({results.failure(error)})"
 
 
 def keep_views() -> None:

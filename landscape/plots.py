@@ -1,10 +1,10 @@
 """Figures of loss surfaces: pure functions from a `Surface` to a `plotly.graph_objects.Figure`.
 
 No I/O and no `.show()`: the app shows the figures, `landscape.export` writes them. Points that are not computed
-or not finite (a diverged loss) are gaps; `clip` caps the values at a maximum first (so an infinite loss shows at
-the cap), `log` shows log10 of the values with tick labels in the metric's own units, and one `zrange` colours
-several surfaces on one scale. `compare_figure` puts surfaces side by side on one shared colour axis,
-`difference_figure` draws A − B on a shared grid and `curve_figure` a 1D slice.
+or not finite (a diverged loss) are gaps, and values beyond ±`HUGE` count as infinite; `clip` caps the values at a
+maximum first (so an infinite loss shows at the cap), `log` shows log10 of the values with tick labels in the
+metric's own units, and one `zrange` colours several surfaces on one scale. `compare_figure` puts surfaces side by
+side on one shared colour axis, `difference_figure` draws A − B on a shared grid and `curve_figure` a 1D slice.
 
 α and β are drawn to one scale (a unit of α is as long as a unit of β, in 2D and 3D) unless the two directions
 are of different kinds or normalizations (`PlotOptions.aspect`). Automatic contour levels are log-spaced above the
@@ -50,6 +50,9 @@ DIVERGING = "RdBu_r"  # colours of a difference: blue where A is below B, red wh
 _SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
 _TAN_HALF_FOVY = 0.44  # plotly's 3D camera sees ±0.44 x distance up and down (measured: a 47.5° field of view)
 _FLOOR_GAP = 0.35  # the floor under the 3D surface, as a fraction of the z range below its minimum
+HUGE = 1e150  # values beyond ±HUGE are drawn as infinite: ranges, squares and levels of larger ones overflow float64
+MAX_LEVELS = 1000  # chosen contour levels (START:END:SIZE) at most
+DISPLAY_POINTS = 201  # `thin`: grid points along α and β that a browser draws quickly (contours of 1001² take minutes)
 
 
 @dataclass(frozen=True)
@@ -150,20 +153,29 @@ class PlotOptions:
         if self.zrange is not None and not self.zrange[0] <= self.zrange[1]:
             lo, hi = self.zrange
             raise LandscapeError(f"colour range: the minimum {lo:g} is above the maximum {hi:g}")
+        if self.zrange is not None and not all(abs(v) <= HUGE for v in self.zrange):
+            raise LandscapeError(f"colour range: the ends must lie within ±{HUGE:g} (got {self.zrange})")
+        if self.clip is not None and not abs(self.clip) <= HUGE:
+            raise LandscapeError(f"clip must lie within ±{HUGE:g} (got {self.clip:g})")
 
 
 def parse_levels(text: str) -> Levels | tuple[float, ...]:
     """'START:END:SIZE' (a `Levels` range) or 'A, B, C' (explicit levels)."""
+    levels: Levels | tuple[float, ...]
+    ends: tuple[float, ...]
     try:
         if ":" in text:
             start, end, size = (float(v) for v in text.split(":"))
-            return Levels(start, end, size)
-        values = tuple(sorted(float(v) for v in text.replace(",", " ").split()))
+            levels, ends = Levels(start, end, size), (start, end)
+        else:
+            levels = ends = tuple(sorted(float(v) for v in text.replace(",", " ").split()))
     except ValueError:
         raise LandscapeError(f"contour levels '{text}': use START:END:SIZE or a list like 0.5,1,2") from None
-    if not values:
+    if not ends:
         raise LandscapeError("no contour levels given")
-    return values
+    if not all(abs(v) <= HUGE for v in ends):  # NaN too
+        raise LandscapeError(f"contour levels '{text}': levels must lie within ±{HUGE:g}")
+    return levels
 
 
 def parse_slice(text: str) -> Slice:
@@ -175,6 +187,12 @@ def parse_slice(text: str) -> Slice:
         return Slice(along.strip(), float(at))
     except (ValueError, LandscapeError):
         raise LandscapeError(f"slice '{text}': use x=BETA, y=ALPHA or angle=DEGREES, e.g. x=0 or angle=45") from None
+
+
+def plain_text(text: str) -> str:
+    """Text from a file (its name, the model it records) for a plotly title, legend entry or panel title, shown as it
+    is: plotly reads a few HTML tags (`<a href=...>` makes a link) and entities there."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def metric_label(metric: str) -> str:
@@ -199,7 +217,19 @@ def higher_is_better(metric: str) -> bool:
 
 
 def metric_values(surface: Surface, metric: str) -> np.ndarray:
-    """The metric with NaN wherever the point is not computed yet."""
+    """The metric with NaN wherever the point is not computed yet and ±inf for values beyond ±HUGE."""
+    values = _stored_values(surface, metric)
+    return np.where(np.abs(values) > HUGE, np.copysign(np.inf, values), values)
+
+
+def extreme_count(surface: Surface, metric: str) -> int:
+    """How many computed values of `metric` are finite but beyond ±HUGE, and so drawn as infinite."""
+    values = _stored_values(surface, metric)
+    return int((np.isfinite(values) & (np.abs(values) > HUGE)).sum())
+
+
+def _stored_values(surface: Surface, metric: str) -> np.ndarray:
+    """The metric as the file holds it, NaN where not computed (what the hover shows)."""
     if metric not in surface.values:
         raise LandscapeError(f"{surface.path} has no metric '{metric}' (it has {', '.join(surface.metrics)})")
     return np.where(surface.computed, np.asarray(surface.values[metric], dtype=np.float64), np.nan)
@@ -252,9 +282,9 @@ def auto_levels(
     from 0 (so that a loss falling to 1e-3 gets levels in every decade down to it); each is rounded to two
     significant digits of its distance from the best end.
     """
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return ()
     span = hi - lo
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(span)) or hi <= lo:
+        return ()
     if spacing == "even":
         raw = span / count
         exponent = 10.0 ** math.floor(math.log10(raw))
@@ -269,6 +299,8 @@ def auto_levels(
     levels = []
     for g in np.geomspace(eps, span, count + 1)[:-1]:
         step = 10.0 ** (math.floor(math.log10(g)) - 1)
+        if step == 0:  # g a subnormal number: no round level there
+            continue
         distance = round(g / step) * step
         value = hi - distance if best == "max" else lo + distance
         levels.append(round(round(value / step) * step, 12))
@@ -284,12 +316,17 @@ def contour_levels(crange: tuple[float, float] | None, options: PlotOptions) -> 
         if options.log:
             if lv.start <= 0:
                 raise LandscapeError("a log scale needs positive contour levels")
-            steps = np.arange(0, math.log10(lv.end / lv.start) + 1e-9, lv.size)
-            values = tuple(float(f"{lv.start * 10.0**s:.10g}") for s in steps)
+            steps = (math.log10(lv.end) - math.log10(lv.start)) / lv.size
         else:
-            count = math.floor((lv.end - lv.start) / lv.size + 1e-9) + 1
-            if count > 1000:
-                raise LandscapeError(f"{count} contour levels are too many: take a larger size")
+            steps = (lv.end - lv.start) / lv.size
+        if not steps < MAX_LEVELS:  # inf and NaN too
+            raise LandscapeError(
+                f"{lv.start:g}:{lv.end:g}:{lv.size:g} gives too many contour levels: take a larger size"
+            )
+        count = math.floor(steps + 1e-9) + 1
+        if options.log:
+            values = tuple(float(f"{lv.start * 10.0 ** (k * lv.size):.10g}") for k in range(count))
+        else:
             values = tuple(round(lv.start + k * lv.size, 12) for k in range(count))
     elif crange is None:
         return ()
@@ -439,8 +476,8 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             y=y,
             z=z,
             coloraxis="coloraxis",
-            name=describe(surface).title,
-            customdata=metric_values(surface, options.metric),
+            name=plain_text(describe(surface).title),
+            customdata=_stored_values(surface, options.metric),
             hovertemplate=_hover(options.metric),
             contours=dict(z=dict(highlight=True, highlightcolor="white", highlightwidth=1)),
             lighting=dict(ambient=0.75, diffuse=0.6, specular=0.05, roughness=0.9),
@@ -497,7 +534,7 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
         raise LandscapeError(
             "filled contours take evenly spaced levels (START:END:SIZE); a list of levels draws contour lines"
         )
-    hover = dict(customdata=metric_values(surface, options.metric), hovertemplate=_hover(options.metric))
+    hover = dict(customdata=_stored_values(surface, options.metric), hovertemplate=_hover(options.metric))
     fig = go.Figure(_contour_traces(x, y, values, levels, options, crange, filled, named, hover))
     if not named:
         fig.add_trace(_colorbar_carrier(x, y, crange))
@@ -522,8 +559,8 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             y=y,
             z=displayed(surface, options),
             coloraxis="coloraxis",
-            name=describe(surface).title,
-            customdata=metric_values(surface, options.metric),
+            name=plain_text(describe(surface).title),
+            customdata=_stored_values(surface, options.metric),
             hovertemplate=_hover(options.metric),
         )
     )
@@ -551,6 +588,31 @@ def slice_values(surface: Surface, line: Slice, metric: str) -> tuple[np.ndarray
         return y, values[:, int(np.argmin(np.abs(x - line.at)))], "β"
     t, px, py = _angle_line(x, y, line.at)
     return t, _bilinear(x, y, values, px, py), f"distance from {CENTER_NAME} at {line.at:g}° from α"
+
+
+def thin(surface: Surface, most: int | None = None) -> Surface:
+    """The 2D surface on every k-th grid point along α and along β, k the smallest that leaves at most `most`
+    (default `DISPLAY_POINTS`) on each axis, taken through the points nearest θ* (0, 0): a large grid for a browser
+    to draw. The surface itself where it is small enough, or 1D; its convexity map is left out."""
+    most = most or DISPLAY_POINTS
+    x, y = surface.xcoordinates, surface.ycoordinates
+    if y is None or (len(x) <= most and len(y) <= most):
+        return surface
+    ix, iy = (_every(c, math.ceil(len(c) / most)) for c in (x, y))
+    cells = np.ix_(iy, ix)
+    return replace(
+        surface,
+        xcoordinates=x[ix],
+        ycoordinates=y[iy],
+        values={name: np.asarray(v)[cells] for name, v in surface.values.items()},
+        computed=surface.computed[cells],
+        curvature=None,
+    )
+
+
+def _every(coordinates: np.ndarray, k: int) -> np.ndarray:
+    """Indices of every k-th coordinate, through the one nearest 0."""
+    return np.arange(int(np.argmin(np.abs(coordinates))) % k, len(coordinates), k)
 
 
 def slice_path(surface: Surface, line: Slice) -> tuple[np.ndarray, np.ndarray]:
@@ -587,7 +649,7 @@ def curve_figure(
     metrics = list(metrics or metric_order(surface.metrics))
     line = line or options.line
     where = slice_title(surface, line)
-    title = describe(surface).title + (f" ({where})" if where else "")
+    title = plain_text(describe(surface).title) + (f" ({where})" if where else "")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     losses = []
     position = np.empty(0)
@@ -655,7 +717,7 @@ def difference_figure(a: Surface, b: Surface, options: PlotOptions, titles: Sequ
     """A − B as a heat map on A's grid (`shared_grid`), blue where A is lower, red where higher, on a colour scale
     symmetric about 0, with the line where they are equal; `options.zrange` is not used."""
     x, y, diff = shared_grid(a, b, options)
-    names = list(titles or [describe(a).title, describe(b).title])
+    names = [plain_text(n) for n in (titles or [describe(a).title, describe(b).title])]
     label = metric_label(options.metric)
     what = f"log10 {label} ratio (A / B)" if options.log else f"{label} difference (A − B)"
     finite = np.abs(diff[np.isfinite(diff)])
@@ -719,7 +781,7 @@ def compare_figure(
     n = len(panels)
     equal = kind in ("contour", "filled", "heatmap") and all(equal_axes(s, options) for s in surfaces)
     spec = {"type": "scene"} if kind == "surface" else {"secondary_y": True} if kind == "1d" else {}
-    names = list(titles or [describe(s).title for s in surfaces])
+    names = [plain_text(n) for n in (titles or [describe(s).title for s in surfaces])]
     fig = make_subplots(
         rows=1,
         cols=n,
@@ -1206,7 +1268,7 @@ def _log_tick_values(lo: float, hi: float, most: int = 7) -> list[float]:
     values: list[float] = []
     for mantissas in (range(1, 10), (1, 2, 5), (1, 3), (1,)):
         values = [m * 10.0**e for e in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
-        values = [float(f"{v:.6g}") for v in values if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
+        values = [float(f"{v:.6g}") for v in values if 0 < v < math.inf and lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
         if 2 <= len(values) <= most:
             break
     if len(values) < 2:
@@ -1456,7 +1518,7 @@ def convexity_figure(
         panels.append((x[cols], y[rows], curvature.ratio[np.ix_(rows, cols)]))
     finite = [r[np.isfinite(r)] for _, _, r in panels]
     top = zmax if zmax is not None else max((float(r.max()) for r in finite if r.size), default=1.0)
-    names = list(titles or [describe(s).title for s in surfaces])
+    names = [plain_text(n) for n in (titles or [describe(s).title for s in surfaces])]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=names, horizontal_spacing=0.08)
     for col, (x, y, ratio) in enumerate(panels, start=1):
         fig.add_trace(

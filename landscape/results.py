@@ -3,11 +3,13 @@
 
 What the app browses. A name that leads outside the folder (`..`, an absolute path, a symbolic link pointing
 elsewhere) is refused, and every failure to read a file, however foreign or broken, is one `LandscapeError`.
+`Summaries` keeps the row of each file of the folder's table until the file changes.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +24,26 @@ COLUMNS = ("model", "grid", "data", "completion")  # of a table of surfaces: `De
 
 
 def list_files(root: str | Path) -> list[str]:
-    """The relative paths (with '/') of the HDF5 files under `root`, sorted; links leading outside are left out."""
+    """The relative paths (with '/') of the HDF5 files under `root`, sorted; links leading outside or in a loop, and
+    names that `resolve` would refuse (control characters, bytes that are not UTF-8), are left out."""
     root = _root(root)
     names = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             path = Path(folder) / name
-            if name.lower().endswith(SUFFIXES) and not name.startswith(".") and _inside(path.resolve(), root):
+            if name.lower().endswith(SUFFIXES) and not name.startswith(".") and _listable(path, root):
                 names.append(path.relative_to(root).as_posix())
     return sorted(names)
+
+
+def _listable(path: Path, root: Path) -> bool:
+    try:
+        name = path.relative_to(root).as_posix()
+        name.encode()  # a name of bytes that are not UTF-8 could not be sent to the page
+        return not any(ord(c) < 32 for c in name) and _inside(path.resolve(), root)
+    except (OSError, RuntimeError, ValueError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        return False
 
 
 def resolve(root: str | Path, name: str) -> Path:
@@ -57,11 +69,64 @@ def load(root: str | Path, name: str) -> Surface:
         return read_surface(path)
     except LandscapeError as e:
         raise LandscapeError(str(e).replace(str(path), name)) from None
-    except (OSError, KeyError, ValueError, TypeError) as e:  # HDF5 damage or a foreign layout found while reading
-        raise LandscapeError(
-            f"{name} is not a readable surface file ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''})"
-        ) from None
+    except Exception as e:  # HDF5 damage or a foreign layout found while reading, or anything nobody foresaw
+        raise LandscapeError(f"{name} is not a readable surface file ({failure(e)})") from None
+
+
+def failure(error: BaseException) -> str:
+    """An exception in one short line: its type and the first line of its message."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+class Summaries:
+    """The rows of a results folder's table (`summary`), each read again only when its file's (mtime, size) changed,
+    so that redrawing the table of a large folder reads nothing unchanged. Rows of files no longer listed are
+    forgotten: what is kept follows the listing, however many files it has. Safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], tuple[tuple[int, int], dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def rows(self, root: str | Path, names: list[str]) -> list[dict[str, str]]:
+        """One row per name: 'file', the `COLUMNS` and 'status' ('ok', or why the file cannot be read)."""
+        folder = str(_root(root))
+        out = []
+        for name in names:
+            try:
+                stamp = file_stamp(folder, name)
+            except LandscapeError as e:
+                out.append(_failed(name, str(e)))
+                continue
+            with self._lock:
+                kept = self._rows.get((folder, name))
+            if kept is None or kept[0] != stamp:
+                kept = (stamp, summary(folder, name))
+                with self._lock:
+                    self._rows[(folder, name)] = kept
+            out.append(kept[1])
+        listed = {(folder, name) for name in names}
+        with self._lock:
+            for key in [k for k in self._rows if k not in listed]:
+                del self._rows[key]
+        return out
+
+
+def summary(root: str | Path, name: str) -> dict[str, str]:
+    """The row of the file `name` in the table of its folder: 'file', the `COLUMNS` and 'status'."""
+    try:
+        return {"file": name, **describe(load(root, name)).columns(), "status": "ok"}
+    except LandscapeError as e:
+        return _failed(name, str(e))
+    except Exception as e:  # a spec that reads but cannot be described
+        return _failed(name, f"{name} cannot be described ({failure(e)})")
+
+
+def _failed(name: str, why: str) -> dict[str, str]:
+    return {"file": name, **dict.fromkeys(COLUMNS, ""), "status": why}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,12 +232,18 @@ def _sessions(surface: Surface) -> str | None:
 
 def file_stamp(root: str | Path, name: str) -> tuple[int, int]:
     """(mtime in ns, size) of a file of the folder: a cache key that changes when a computation writes to it."""
-    stat = resolve(root, name).stat()
+    try:
+        stat = resolve(root, name).stat()
+    except OSError as e:  # removed since it was listed
+        raise LandscapeError(f"{name} cannot be read ({failure(e)})") from None
     return stat.st_mtime_ns, stat.st_size
 
 
 def _root(root: str | Path) -> Path:
-    path = Path(root).resolve()
+    try:
+        path = Path(root).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symbolic link loop
+        raise LandscapeError(f"results folder {root} cannot be resolved") from None
     if not path.is_dir():
         raise LandscapeError(f"results folder {root} does not exist")
     return path

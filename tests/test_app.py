@@ -1,11 +1,15 @@
 """The Streamlit app driven by `AppTest`: picking files, switching the metric, every plot setting reaching the
 figures (levels, labels, camera, height, floor, aspect, slices), comparing two surfaces (difference, titles that
 name the folder, linked 3D views), settings kept in the URL, download names, a file that is still being computed,
-and broken files or paths outside the results folder shown as errors in the page."""
+and broken files or paths outside the results folder shown as errors in the page; text from files and the URL
+shown as text (never as Markdown: no image, link or HTML), hostile URL settings, symbolic link loops, extreme
+values, unforeseen failures as one line, and a files table that does not read unchanged files again."""
 
 import base64
+import html
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,10 +21,12 @@ from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 
 from landscape import LandscapeError, read_surface
 from landscape import app as landscape_app
+from landscape import plots as landscape_plots
 from landscape import results as results_folder
 from landscape.plots import CAMERAS, camera_angles
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "landscape_app.py"
+escape = landscape_app.escape_markdown  # what the page's Markdown bodies hold of text from files and the URL
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +73,9 @@ def test_opens_on_the_demo_surface_with_3d_contour_heat_map_and_slice(app, resul
     assert not at.exception and not at.error
     assert at.sidebar.selectbox(key="file").value == "resnet56.h5"
     text = at.caption[0].value
-    assert text == landscape_app.caption(read_surface(results / "resnet56.h5"))
+    assert text == escape(landscape_app.caption(read_surface(results / "resnet56.h5")))
     for fact in ("200 images (seed 0)", "evaluation fp32", "seeds 0 (α) and 1 (β)", "norm filter", "100.0% (15/15)"):
-        assert fact in text  # images, precision, directions, completion
+        assert escape(fact) in text  # images, precision, directions, completion
     figures = charts(at)
     assert [[t["type"] for t in f["data"]] for f in figures] == [
         ["surface", "scatter3d", "scatter3d", "scatter3d"],
@@ -107,7 +113,7 @@ def test_select_a_file_and_switch_the_metric(app):
     at.sidebar.selectbox(key="file").select("paper.h5").run()
     assert not at.exception and not at.error
     assert at.sidebar.selectbox(key="metric").options == ["train loss", "train accuracy (%)"]
-    assert at.caption[0].value.startswith("surface file of the paper's original code")
+    assert at.caption[0].value.startswith(escape("surface file of the paper's original code"))
     at.sidebar.selectbox(key="metric").select("train_acc").run()
     heat = charts(at)[2]
     assert heat["layout"]["coloraxis"]["colorbar"]["title"]["text"] == "train accuracy (%)"
@@ -127,7 +133,7 @@ def test_plot_settings_reach_the_figures(app):
     levels = [t["contours"]["start"] for t in contour["data"] if t["type"] == "contour"]
     assert levels == pytest.approx([0.1, 10**-0.5, 1.0])  # 0.1 to 1, half a decade apart
     at.sidebar.text_input(key="levels_start:end:size").input("1:2").run()
-    assert "START:END:SIZE" in at.sidebar.error[0].value
+    assert escape("START:END:SIZE") in at.sidebar.error[0].value
 
 
 def test_new_controls_reach_the_figures(app):
@@ -193,7 +199,7 @@ def test_compare_two_on_one_colour_scale(app):
         assert (axis["cmin"], axis["cmax"]) == pytest.approx((0.1, 4.2))
     assert surface_a["layout"]["scene"]["zaxis"]["range"] == surface_b["layout"]["scene"]["zaxis"]["range"]
     assert at.toggle(key="link").value is True  # the two 3D views turn together
-    assert any("one colour scale for both: train loss 0.1 .. 4.2" in c.value for c in at.caption)
+    assert escape("one colour scale for both: train loss 0.1 .. 4.2") in [c.value for c in at.caption]
     np.testing.assert_allclose(array(difference["data"][0]["z"]), -bowl(X, Y)["train_loss"])  # A - 2A
     assert difference["layout"]["title"]["text"].startswith("resnet56 − resnet56_noshort")
     assert [a["text"] for a in contour["layout"]["annotations"]] == ["resnet56", "resnet56_noshort"]
@@ -235,7 +241,7 @@ def test_settings_are_kept_in_the_url(app):
     assert at.sidebar.selectbox(key="camera").value == "low"
     assert at.sidebar.slider(key="zscale").value == 1.5
     assert at.sidebar.radio(key="levels_mode").value == "even"
-    assert "clip='nonsense'" in at.warning[0].value  # left out, and said so
+    assert escape("clip='nonsense'") in at.warning[0].value  # left out, and said so
     surface = charts(at)[0]
     assert surface["layout"]["scene"]["aspectratio"]["z"] == 1.5
     at.sidebar.checkbox(key="labels").check().run()
@@ -284,7 +290,7 @@ def test_a_file_being_computed_shows_progress_and_follows(app):
     assert at.sidebar.toggle(key="follow").value is True
     z = array(charts(at)[2]["data"][0]["z"])
     assert np.isfinite(z).sum() == 5 and np.isfinite(z[1]).all()
-    assert "completion 33.3% (5/15)" in at.caption[0].value
+    assert escape("completion 33.3% (5/15)") in at.caption[0].value
 
 
 def test_a_1d_surface_shows_its_curves(app):
@@ -340,3 +346,185 @@ def test_results_folder_refuses_escapes(results):
         with pytest.raises(LandscapeError, match="outside the results folder"):
             results_folder.load(results, name)
     assert results_folder.load(results, "lines/line.h5").ndim == 1
+
+
+EVIL_IMAGE = "![x](http://evil.example/x.png)"
+EVIL = f"{EVIL_IMAGE} <img src=http://evil.example/y.png> [a](http://evil.example) :red[red] :material/home: $x^2$"
+EVIL_NAME = "![z](http:evil.example/z.png).h5"  # 'http:host/x' is 'http://host/x' to a browser
+MARKUP = ("![", "](", "<img", ":red[", ":material/", "$x", "://")
+
+
+def unescaped(body: str) -> str:
+    """A Markdown body without its escaped characters: what is left can still form markup."""
+    return re.sub(r"\\[!-/:-@\[-`{-~]", "", body)
+
+
+def markdown_bodies(at) -> list[str]:
+    """Every text of the page that Streamlit renders as Markdown: headings, captions, alerts, expander labels,
+    progress texts, the cells of st.table."""
+    texts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption") for e in at.get(kind)]
+    texts += [e.value for kind in ("error", "warning", "info", "success") for e in at.get(kind)]
+    texts += [e.label for e in at.get("expander")] + [e.proto.text for e in at.get("progress")]
+    texts += [str(v) for table in at.get("table") for v in table.value.to_numpy().ravel()]
+    return texts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        EVIL,
+        EVIL_NAME,
+        "[ref]\n\n[ref]: http://evil.example/r.png\n![r][ref]",
+        "<http://evil.example> www.evil.example a@evil.example &lt;img&gt; &#33;[x](y)",
+        "# heading\n- item\n1. one\n> quote\n| a | b |\n|---|---|\n\n    code\n`code` *em* _em_ ~~del~~ \\*",
+    ],
+)
+def test_escape_markdown_shows_text_as_it_is(text):
+    """Rendered as CommonMark with tables and strikethrough (markdown-it, the parser of `rich`), the escaped text is
+    one paragraph of the text itself (line breaks as spaces, invisible word joiners where a URL or an e-mail
+    address would become a link): no image, link, HTML, heading, list or code."""
+    markdown_it = pytest.importorskip("markdown_it")
+    escaped = landscape_app.escape_markdown(text)
+    rendered = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(escaped).strip()
+    assert rendered.startswith("<p>") and rendered.endswith("</p>") and rendered.count("<") == 2
+    shown = html.unescape(rendered[3:-4])
+    assert shown.replace(landscape_app.WORD_JOINER, "") == re.sub(r"[\x00-\x1f]", " ", text)
+    assert not re.search(r"(?i)://|www\.|@\w", shown)  # what GFM's autolink literals start with
+    for directive in (":red[", ":material/", "$x", "http:/"):  # Streamlit's own syntax, which markdown-it lacks
+        assert directive not in unescaped(escaped)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """A results folder of hostile text: a spec whose model is Markdown (an image, HTML, a link, a colour, an icon,
+    math) in a file whose path is an image itself."""
+    root = tmp_path_factory.mktemp("hostile")
+    write_surface(root / "evil.h5", arch=EVIL)
+    (root / EVIL_NAME.split("/")[0]).mkdir()
+    write_surface(root / EVIL_NAME, arch=EVIL)
+    return root
+
+
+def test_text_from_files_and_the_url_is_shown_as_text(hostile, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(hostile)])
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["file"] = EVIL_IMAGE
+    at.query_params["metric"] = EVIL * 2  # too long: left out, with a warning that quotes it
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="file").value == EVIL_NAME  # the first file
+    assert escape(f"'{EVIL_IMAGE}' is not a file in the results folder") in at.error[0].value
+    assert escape(f"metric={EVIL[:40]!r}") in at.warning[0].value
+    assert at.subheader[0].value == escape(EVIL_NAME)
+    assert escape(f"model {EVIL} ·") in at.caption[0].value
+    assert at.expander[0].label == escape(f"Everything {EVIL_NAME} records")
+    model = at.table[0].value.loc[0, "model"]
+    assert model == escape(f"{EVIL} from /ckpt/{EVIL}.pt (sha256 0123456789ab)")
+    assert at.dataframe[0].value.loc[0, "model"] == EVIL  # a data frame shows its cells as text
+    for body in markdown_bodies(at):
+        assert not any(markup in unescaped(body) for markup in MARKUP), body
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == escape(f"{EVIL_NAME} vs evil.h5")
+    assert at.caption[0].value.startswith(escape(f"{EVIL_NAME}: model {EVIL} ·"))
+    assert at.caption[1].value.startswith(escape(f"evil.h5: model {EVIL} ·"))
+    for body in markdown_bodies(at):
+        assert not any(markup in unescaped(body) for markup in MARKUP), body
+
+
+def test_a_symbolic_link_loop_in_the_folder_is_left_out(tmp_path, monkeypatch):
+    write_surface(tmp_path / "resnet56.h5")
+    os.symlink(tmp_path / "b.h5", tmp_path / "a.h5")  # a.h5 -> b.h5 -> a.h5
+    os.symlink(tmp_path / "a.h5", tmp_path / "b.h5")
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(tmp_path)])
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["file"] = "a.h5"
+    at.run()
+    assert not at.exception
+    assert "is not a file name of the results folder" in at.error[0].value
+    assert at.dataframe[0].value["file"].tolist() == ["resnet56.h5"] and len(charts(at)) == 4
+
+
+@pytest.mark.parametrize("log", ["0", "1"])
+def test_extreme_values_are_drawn_as_gaps_with_a_note(tmp_path, monkeypatch, log):
+    values = bowl(X, Y)
+    values["train_loss"][0, 0], values["train_loss"][2, 4] = 1e308, -1e308
+    write_surface(tmp_path / "extreme.h5", values)
+    write_surface(tmp_path / "bowl.h5")
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(tmp_path)])
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["file"] = "extreme.h5"
+    at.query_params["log"] = log
+    at.run()
+    assert not at.exception and not at.error
+    note = "extreme.h5: 2 values of train loss beyond ±1e+150 are drawn as infinite (gaps, or at the clip)"
+    assert at.warning[0].value == escape(note)
+    z = array(charts(at)[2]["data"][0]["z"])
+    assert np.isnan(z[0, 0]) and np.isnan(z[2, 4]) and np.isfinite(z).sum() == 13
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    assert not at.exception and not at.error and len(charts(at)) == 6
+
+
+def test_an_unforeseen_failure_while_drawing_is_one_line_naming_the_file(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the grid is odd\nsecond line")
+
+    monkeypatch.setattr(landscape_plots, "surface_figure", broken)
+    at = app.run()
+    assert not at.exception
+    assert at.error[0].value == escape("resnet56.h5 cannot be shown (RuntimeError: the grid is odd)")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"zscale": "100"},
+        {"slice": "angle", "slice_angle": "500"},
+        {"clip": "1e300"},
+        {"zmin": "-1e308", "zmax": "1e308"},
+        {"levels_mode": "start:end:size", "levels_start:end:size": "-1e308:1e308:1e300"},
+        {"log": "1", "levels_mode": "start:end:size", "levels_start:end:size": "1e-300:1e300:1e-9"},
+        {"levels_mode": "list", "levels_list": "1e308, -1e308"},
+    ],
+)
+def test_hostile_url_settings_are_one_line_each(app, params):
+    for key, value in params.items():
+        app.query_params[key] = value
+    at = app.run()
+    assert not at.exception
+    assert at.warning or at.sidebar.error
+    assert len(charts(at)) == 4
+
+
+def test_the_files_table_reads_no_unchanged_file_again(tmp_path, monkeypatch):
+    """The table of a folder of 100 files, redrawn every few seconds, reads only the files that changed."""
+    for k in range(100):
+        write_surface(tmp_path / f"s{k:03d}.h5")
+    reads = []
+    real = results_folder.read_surface
+    monkeypatch.setattr(results_folder, "read_surface", lambda path: reads.append(Path(path).name) or real(path))
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(tmp_path)])
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception and len(at.dataframe[0].value) == 100
+    reads.clear()
+    at.run()  # what the refresh of the table does, and any change of setting
+    assert not at.exception and reads == []
+
+
+def test_a_large_grid_is_drawn_thinned_with_a_note(app, monkeypatch):
+    monkeypatch.setattr(landscape_plots, "DISPLAY_POINTS", 3)  # the 5 x 3 bowl is then a large grid
+    at = app.run()
+    assert not at.exception and not at.error
+    note = "resnet56.h5: the 3D view and the maps draw 3 x 3 of its 5 x 3 points (evenly spaced, through θ*)"
+    assert escape(note) in at.caption[1].value
+    surface, contour, heat, curve = charts(at)
+    np.testing.assert_allclose(array(heat["data"][0]["x"]), [-1, 0, 1])
+    np.testing.assert_allclose(array(heat["data"][0]["z"]), bowl(X, Y)["train_loss"][:, ::2])
+    assert (heat["layout"]["coloraxis"]["cmin"], heat["layout"]["coloraxis"]["cmax"]) == pytest.approx((0.1, 2.1))
+    np.testing.assert_allclose(array(curve["data"][0]["y"]), bowl(X, Y)["train_loss"][1])  # the slice: every point
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    assert not at.exception and not at.error
+    assert len([c for c in at.caption if "3 x 3 of its 5 x 3 points" in c.value]) == 2
+    difference = charts(at)[4]
+    np.testing.assert_allclose(array(difference["data"][0]["z"]), -bowl(X, Y)["train_loss"][:, ::2])

@@ -2,8 +2,9 @@
 choreographer, which kaleido brings): the one-surface page at two window widths, of a random-plane surface and of
 one on PCA directions with its training path, where no element may overlap another (checked from the DOM boxes)
 and a screenshot is kept in the test's tmp folder; a rotated 3D view that survives a change of setting; two 3D
-views that turn together; new and finished files noticed without a reload; no request leaving localhost; and the
-`landscape app` process itself: it serves without a prompt and SIGTERM stops its server."""
+views that turn together; new and finished files noticed without a reload; no request leaving localhost, not even
+for a results folder and a URL whose text is Markdown of outside images; and the `landscape app` process itself: it
+serves without a prompt and SIGTERM stops its server."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,11 +245,7 @@ def test_the_one_surface_page_lays_out_without_overlaps(served, tmp_path, size, 
         assert contour[1] == pytest.approx(heat[1], abs=1) and heat[0] >= contour[2] - 1  # side by side
     else:
         assert heat[1] >= contour[3] - 1 and heat[0] == pytest.approx(contour[0], abs=1)  # stacked
-    from urllib.parse import urlsplit
-
-    outside = [u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")]
-    outside = [u for u in outside if urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
-    assert requests and not outside  # no usage statistics, no fonts or scripts from the network
+    assert requests and not _outside(requests)  # no usage statistics, no fonts or scripts from the network
     from PIL import Image
 
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
@@ -294,6 +292,48 @@ def test_a_turned_3d_view_survives_a_setting_and_turns_its_twin(served, tmp_path
     assert turned[0] != pytest.approx(before[0], abs=1e-3)  # the drag turned the first view
     assert turned[1] == pytest.approx(turned[0], abs=1e-6)  # and its twin with it
     assert after[0] == pytest.approx(turned[0], abs=1e-6) and after[1] == pytest.approx(turned[0], abs=1e-6)
+
+
+EVIL_IMAGE = "![x](http://evil.example/x.png)"
+EVIL = f"{EVIL_IMAGE} <img src=http://evil.example/y.png> [a](http://evil.example) :red[red] :material/home: $x^2$"
+EVIL_NAME = "![z](http:evil.example/z.png).h5"  # 'http:host/x' is 'http://host/x' to a browser
+IMAGES = "JSON.stringify([...document.images].map(i => i.src))"
+
+
+def _outside(urls: list[str]) -> list[str]:
+    """The URLs that leave localhost."""
+    leaving = [u for u in urls if urllib.parse.urlsplit(u).scheme in ("http", "https", "ws", "wss")]
+    return [u for u in leaving if urllib.parse.urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
+
+
+def test_markdown_in_files_and_the_url_fetches_nothing(tmp_path):
+    """A spec whose model is Markdown of an outside image (and HTML, a link, a colour, an icon, math), a file whose
+    path is such an image and a `?file=` naming one: the page shows them as text and asks nothing of the network."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    write_surface(folder / "evil.h5", bowl(GRID, GRID), x=GRID, y=GRID, arch=EVIL)
+    (folder / EVIL_NAME.split("/")[0]).mkdir()
+    write_surface(folder / EVIL_NAME, bowl(GRID, GRID), x=GRID, y=GRID, arch=EVIL)
+    proc, url = _serve(folder, tmp_path / "app.log", "--headless")
+
+    async def look(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=4))
+        await page.until("document.body.innerText.includes('is not a file in the results folder')")
+        await asyncio.sleep(2)
+        text = (await page.js("document.body.innerText")).replace("\u2060", "")  # word joiners break URLs
+        images = json.loads(await page.js(IMAGES))
+        links = json.loads(await page.js("JSON.stringify([...document.links].map(a => a.href))"))
+        return text, images, links, page.requests
+
+    query = urllib.parse.urlencode({"file": EVIL_IMAGE})
+    try:
+        text, images, links, requests = _in_browser(f"{url}/?{query}", (1400, 1000), look)
+    finally:
+        _stop(proc)
+    assert f"'{EVIL_IMAGE}' is not a file in the results folder" in text  # the URL's text, as text
+    assert EVIL_NAME in text and f"model {EVIL}" in text  # the file's name and its model, as text
+    assert not _outside(images) and not _outside(links)
+    assert requests and not _outside(requests)
 
 
 TABLE = "[...document.querySelectorAll('[data-testid=stDataFrame] [role=gridcell]')].map(e => e.innerText)"

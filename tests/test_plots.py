@@ -1,7 +1,7 @@
 """Figures of known analytic surfaces: trace types, z values and ranges after clipping and log, contour levels
 (log-spaced, even, chosen) and the lines they give (marching squares exact on a plane), one scale for α and β,
-the camera that fits the box, slices and differences, a shared colour axis, the centre mark, paper sizes; and the
-reading of the paper's legacy files."""
+the camera that fits the box, slices and differences, a shared colour axis, the centre mark, paper sizes, values
+and settings too large to draw, the thinning of large grids; and the reading of the paper's legacy files."""
 
 import json
 import math
@@ -14,6 +14,8 @@ from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 from landscape import LandscapeError, read_surface
 from landscape.plots import (
     CAMERAS,
+    HUGE,
+    KINDS,
     PX_PER_INCH,
     Camera,
     Levels,
@@ -39,6 +41,7 @@ from landscape.plots import (
     slice_path,
     slice_values,
     surface_figure,
+    thin,
     value_range,
 )
 
@@ -515,3 +518,85 @@ def test_paper_3d_figures_make_room_for_titles_and_ticks(surface, double):
             assert (1 + sx.min()) * width_px / 2 >= 8 * px - 0.5  # room for the z title and ticks on the left
             assert (1 - sx.max()) * width_px / 2 >= 7 * px - 0.5  # and for β's on the right
             assert (1 + sy.min()) * height_px / 2 >= 4.2 * px - 0.5  # and for α's below
+
+
+def _infinities(fig) -> list[str]:
+    """The infinite numbers of a figure's JSON (plotly writes them as Infinity): ranges, ticks, levels."""
+    found: list[str] = []
+    json.loads(fig.to_json(), parse_constant=lambda c: found.append(c) if "Infinity" in c else None)
+    return found
+
+
+@pytest.mark.parametrize("extremes", [(1e308, -1e308), (1.7e308, 1e-300), (-1e308, 5e-324), (1e200, 1e-200)])
+def test_extreme_finite_values_are_drawn_as_infinite(tmp_path, extremes):
+    """A loss beyond ±HUGE (a diverged point, or a crafted file) is a gap, or the cap with `clip`, in every figure:
+    its range, squares and levels would overflow float64. Tiny positive values stay, on a log scale too."""
+    values = bowl(X, Y)
+    values["train_loss"][0, 0], values["train_loss"][2, 4] = extremes
+    s = read_surface(write_surface(tmp_path / "extreme.h5", values))
+    huge = [abs(v) > HUGE for v in extremes]
+    for options in (PlotOptions(), PlotOptions(log=True), PlotOptions(clip=3.0), PlotOptions(spacing="even")):
+        figures = [figure(s, kind, options) for kind in KINDS]
+        figures += [compare_figure([s, s], kind, options) for kind in KINDS]
+        figures.append(difference_figure(s, s, options))
+        assert not any(_infinities(f) for f in figures)
+        z = np.asarray(heatmap_figure(s, options).data[0].z, dtype=np.float64)
+        for (j, i), beyond, v in zip([(0, 0), (2, 4)], huge, extremes):
+            if beyond:  # a gap, or the cap for a loss beyond +HUGE
+                assert z[j, i] == 3.0 if options.clip and v > 0 else np.isnan(z[j, i])
+        assert np.isfinite(z).sum() == 15 - sum(h and not (options.clip and v > 0) for h, v in zip(huge, extremes))
+        hover = heatmap_figure(s, options).data[0].customdata
+        assert hover[0, 0] == extremes[0]  # the hover shows the value the file holds
+    assert contour_levels((1e-300, 1e300), PlotOptions(log=True))  # levels over a range of 600 decades
+
+
+@pytest.mark.parametrize(
+    "levels, log",
+    [(Levels(-1e308, 1e308, 1e300), False), (Levels(1e-300, 1e300, 1e-9), True), (Levels(0, 1e10, 1e-300), False)],
+)
+def test_too_many_chosen_levels_are_one_error(levels, log):
+    with pytest.raises(LandscapeError, match="too many"):
+        contour_levels((0.1, 2.1), PlotOptions(levels=levels, log=log))
+
+
+def test_settings_beyond_huge_are_refused():
+    with pytest.raises(LandscapeError, match="colour range"):
+        PlotOptions(zrange=(-1e308, 1e308))
+    with pytest.raises(LandscapeError, match="clip"):
+        PlotOptions(clip=1e300)
+    for text in ("1e308, 1", "nan", "-inf:1:0.5"):
+        with pytest.raises(LandscapeError, match="within"):
+            parse_levels(text)
+
+
+def test_thin_keeps_every_kth_point_through_the_center(surface, tmp_path):
+    """What the app draws of a large grid: at most DISPLAY_POINTS (201) a side, evenly spaced, through θ*."""
+    assert thin(surface) is surface  # small enough
+    grid = np.linspace(-1.0, 1.0, 1001)
+    s = read_surface(write_legacy(tmp_path / "wide.h5", x=grid, y=grid[:7]))
+    t = thin(s)
+    assert len(t.xcoordinates) <= 201 and 0.0 in t.xcoordinates and np.all(np.diff(t.xcoordinates) > 0)
+    assert t.ycoordinates is not None and len(t.ycoordinates) == 7  # short enough already: every point
+    ix = np.searchsorted(grid, t.xcoordinates)
+    np.testing.assert_array_equal(t.values["train_loss"], s.values["train_loss"][:, ix])
+    np.testing.assert_array_equal(t.computed, s.computed[:, ix])
+    assert s.xcoordinates.shape == (1001,)  # the surface itself is left alone
+    shifted = read_surface(write_legacy(tmp_path / "shifted.h5", x=np.linspace(-0.3, 2.0, 461), y=grid[:5]))
+    assert np.isclose(thin(shifted, most=100).xcoordinates, 0).any()  # θ* on the thinned grid
+
+
+def test_text_from_files_is_shown_as_text_in_figures(tmp_path):
+    """plotly reads a few HTML tags in titles and legends: a file named `<a href=...>` made a link there."""
+    a = read_surface(write_surface(tmp_path / "<a href=http:evil.example>a.h5"))
+    b = read_surface(write_surface(tmp_path / "<b>b&amp.h5"))
+    figures = [figure(a, kind, PlotOptions(metric="train_loss")) for kind in KINDS]
+    figures += [compare_figure([a, b], kind, PlotOptions(metric="train_loss")) for kind in KINDS]
+    figures.append(difference_figure(a, b, PlotOptions(metric="train_loss")))
+    shown = ""
+    for fig in figures:
+        text = json.dumps(
+            [fig.layout.title.text, [t.name for t in fig.data], [x.text for x in fig.layout.annotations or ()]]
+        )
+        assert "<a" not in text and "<b>" not in text and "&amp.h5" not in text, text
+        shown += text
+    assert "&lt;a href=http:evil.example&gt;a" in shown and "&lt;b&gt;b&amp;amp" in shown

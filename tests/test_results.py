@@ -1,12 +1,26 @@
 """How a surface is named (`results.describe`) and its typed spec (`Surface.surface_spec`): the same strings in
-`landscape info`, the app and the figure titles, for files of this project and of the paper's code."""
+`landscape info`, the app and the figure titles, for files of this project and of the paper's code; and the
+results folder itself: symbolic link loops, any failure to read as one error, and the rows of its files table
+read again only when a file changes."""
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from surface_fixtures import X, bowl, spec, write_legacy, write_surface
 from typer.testing import CliRunner
 
-from landscape import CheckpointSpec, DataSpec, DirectionSpec, EvalSpec, SurfaceSpec, read_surface
+from landscape import (
+    CheckpointSpec,
+    DataSpec,
+    DirectionSpec,
+    EvalSpec,
+    LandscapeError,
+    SurfaceSpec,
+    read_surface,
+    results,
+)
 from landscape.cli import app
 from landscape.plots import PlotOptions, compare_figure, figure
 from landscape.results import COLUMNS, describe
@@ -93,3 +107,56 @@ def test_info_and_figures_name_a_surface_as_describe_does(tmp_path):
     surface = read_surface(path)
     assert figure(surface, "heatmap", PlotOptions()).data[0].name == "bowl"
     assert compare_figure([surface], "contour", PlotOptions()).layout.annotations[0].text == "bowl"
+
+
+def test_a_symbolic_link_loop_is_left_out_of_the_listing(tmp_path):
+    write_surface(tmp_path / "good.h5")
+    os.symlink(tmp_path / "b.h5", tmp_path / "a.h5")  # a.h5 -> b.h5 -> a.h5
+    os.symlink(tmp_path / "a.h5", tmp_path / "b.h5")
+    os.symlink("self.h5", tmp_path / "self.h5")
+    assert results.list_files(tmp_path) == ["good.h5"]
+    for name in ("a.h5", "self.h5"):
+        with pytest.raises(LandscapeError, match="results folder"):
+            results.load(tmp_path, name)
+    good, loop = results.Summaries().rows(tmp_path, ["good.h5", "a.h5"])
+    assert good["status"] == "ok" and "not a file name of the results folder" in loop["status"]
+
+
+def test_a_second_listing_reads_no_unchanged_file(tmp_path, monkeypatch):
+    """Rows of the files table are kept per file while its (mtime, size) stays, however many files there are."""
+    for k in range(100):
+        write_surface(tmp_path / f"s{k:03d}.h5")
+    reads = []
+    real = results.read_surface
+    monkeypatch.setattr(results, "read_surface", lambda path: reads.append(Path(path).name) or real(path))
+    names = results.list_files(tmp_path)
+    summaries = results.Summaries()
+    first = summaries.rows(tmp_path, names)
+    assert len(reads) == 100 and [row["file"] for row in first] == names
+    assert {row["status"] for row in first} == {"ok"} and first[0]["model"] == "resnet56"
+    reads.clear()
+    assert summaries.rows(tmp_path, names) == first and reads == []  # nothing read again
+    computed = np.ones((3, 5), dtype=bool)
+    computed[0] = False
+    write_surface(tmp_path / "s007.h5", computed=computed)  # a file that changes is read again, alone
+    rows = summaries.rows(tmp_path, names[:50])
+    assert reads == ["s007.h5"] and rows[7]["completion"] == "66.7% (10/15)"
+    assert len(summaries) == 50  # files that left the listing are forgotten
+
+
+def test_an_unforeseen_failure_to_read_is_one_landscape_error(tmp_path, monkeypatch):
+    write_surface(tmp_path / "s.h5")
+
+    def damaged(path):
+        raise RuntimeError("HDF5 said no\nand more")
+
+    monkeypatch.setattr(results, "read_surface", damaged)
+    with pytest.raises(LandscapeError, match=r"^s.h5 is not a readable surface file \(RuntimeError: HDF5 said no\)$"):
+        results.load(tmp_path, "s.h5")
+
+
+def test_names_the_page_could_not_show_are_left_out(tmp_path):
+    write_surface(tmp_path / "good.h5")
+    write_surface(tmp_path / "line\nbreak.h5")
+    write_surface(Path(os.fsdecode(bytes(tmp_path) + b"/latin1-\xe9.h5")))  # not UTF-8
+    assert results.list_files(tmp_path) == ["good.h5"]

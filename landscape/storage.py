@@ -415,15 +415,28 @@ def write_points(
                         f"cannot write {path}: {name} holds {np.shape(array)} values for {len(flat_indices)} points"
                     )
             for name, array in values.items():
-                dataset = f[name]
-                for flat, value in zip(flat_indices, np.asarray(array, dtype=np.float64), strict=True):
-                    dataset[np.unravel_index(int(flat), shape)] = value
+                _write_at(f[name], shape, flat_indices, np.asarray(array, dtype=np.float64))
             f.flush()
             os.fsync(f.id.get_vfd_handle())  # the values reach the disk before the mask marks them
-            for flat in flat_indices:
-                f[mask][np.unravel_index(int(flat), shape)] = 1
+            _write_at(f[mask], shape, flat_indices, np.ones(len(flat_indices), dtype=f[mask].dtype))
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+
+
+WHOLE_ARRAY_FROM = 32  # points per write from which a dataset is read, changed and written back whole
+
+
+def _write_at(dataset: h5py.Dataset, shape: tuple[int, ...], flat_indices: np.ndarray, values: np.ndarray) -> None:
+    """dataset[flat_indices[k]] = values[k] (flat grid indices of `shape`): point by point for a few points, else
+    the whole array at once (at most `MAX_POINTS` values; a point by point write of a whole 1001x1001 grid took
+    minutes). The points not given are written back as they were, so a torn write changes none of them."""
+    if len(flat_indices) < WHOLE_ARRAY_FROM:
+        for flat, value in zip(flat_indices, values, strict=True):
+            dataset[np.unravel_index(int(flat), shape)] = value
+        return
+    whole = dataset[()]
+    whole.reshape(-1)[flat_indices] = values
+    dataset[...] = whole
 
 
 def _marked_arrays(f: h5py.File, mask: str) -> list[str]:

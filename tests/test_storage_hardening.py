@@ -712,3 +712,29 @@ def test_only_the_index_sets_of_the_format_are_read_and_each_as_stored(tmp_path)
             rf"{re.escape(str(path))} is damaged: indices/test declares 10000000 values but stores \d+ bytes",
             str(error.value),
         )
+
+
+@pytest.mark.parametrize("count", [3, 40, 200])
+def test_points_written_few_or_many_at_a_time_land_where_they_belong(tmp_path, count):
+    """Below WHOLE_ARRAY_FROM points a write goes point by point, from it the arrays are rewritten whole: either
+    way exactly the given points change, and the others keep their values and marks."""
+    rng = np.random.default_rng(count)
+    x, y = np.linspace(-1, 1, 31), np.linspace(-1, 1, 21)
+    path = write_surface(tmp_path / "s.h5", x=x, y=y, computed=np.zeros((len(y), len(x)), dtype=bool))
+    before = read_surface(path)
+    size = before.computed.size
+    first = rng.choice(size, size // 3, replace=False)
+    write_points(path, first, {name: rng.random(len(first)) for name in before.metrics})
+    middle = read_surface(path)
+    rest = np.setdiff1d(np.arange(size), first)
+    flat = rng.choice(rest, min(count, len(rest)), replace=False)
+    given = {name: rng.random(len(flat)) for name in before.metrics}
+    write_points(path, flat, given)
+    after = read_surface(path)
+    expected = middle.computed.ravel().copy()
+    expected[flat] = True
+    np.testing.assert_array_equal(after.computed.ravel(), expected)
+    for name in before.metrics:
+        want = middle[name].ravel().copy()
+        want[flat] = given[name]
+        np.testing.assert_array_equal(after[name].ravel(), want)

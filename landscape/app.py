@@ -1,7 +1,7 @@
 """The landscape app: browse the surface files of one results folder in the browser (`landscape app`).
 
 Started as `streamlit run app.py -- --results DIR`. It only reads, and only the HDF5 files listed under the
-results folder; reads are cached by name, modification time and size, so a file that is still being computed is
+results folder; reads are cached by name and `results.file_stamp` (times, size, inode), so a file being computed is
 read again when it grows, and the folder is looked at every few seconds for new and finished files. The `*_ui`
 functions draw widgets and return what was chosen; figures come from `landscape.plots` and downloads from
 `landscape.export`. Every setting is kept in the URL, so that a view can be bookmarked or sent.
@@ -205,7 +205,7 @@ def results_root(argv: list[str]) -> Path:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)  # the files shown (the table keeps its rows in `_summaries`)
-def _read(root: str, name: str, stamp: tuple[int, int]) -> Surface:
+def _read(root: str, name: str, stamp: results.Stamp) -> Surface:
     return results.load(root, name)
 
 
@@ -246,7 +246,8 @@ def escape_markdown(text: str) -> str:
     Streamlit directive (`:red[...]`, `:material/icon:`) can form; control characters (line breaks) become spaces;
     and an invisible word joiner in `://`, after `www` and after `@` keeps URLs and e-mail addresses from becoming
     links (GFM looks for them in the text after the escapes are undone)."""
-    return _PUNCTUATION.sub(r"\\\1", _LINKED.sub(WORD_JOINER, _CONTROL.sub(" ", text)))
+    # no leading blanks: four of them would make the text a code block where Markdown is not dedented (table cells)
+    return _PUNCTUATION.sub(r"\\\1", _LINKED.sub(WORD_JOINER, _CONTROL.sub(" ", text).lstrip()))
 
 
 def parse_setting(kind: Any, text: str, limits: tuple[float, float] = (-plots.HUGE, plots.HUGE)) -> Any:
@@ -595,12 +596,13 @@ def _header(names: list[str], surfaces: list[Surface], metric: str) -> None:
             fields = results.describe(surface).fields().items()
             st.table({label: [escape_markdown(value)] for label, value in fields})
         _progress(surface)
-        extreme = plots.extreme_count(surface, metric) if metric in surface.values else 0
+        # every metric: the 1D views and slices draw them all, the maps the chosen one (first)
+        counts = {m: plots.extreme_count(surface, m) for m in sorted(surface.values, key=lambda m: m != metric)}
+        extreme = ", ".join(f"{plots.metric_label(m)} {n}" for m, n in counts.items() if n)
         if extreme:
             st.warning(
                 escape_markdown(
-                    f"{name}: {extreme} values of {plots.metric_label(metric)} beyond ±{plots.HUGE:g} are drawn as "
-                    "infinite (gaps, or at the clip)"
+                    f"{name}: values beyond ±{plots.HUGE:g} are drawn as infinite (gaps, or at the clip): {extreme}"
                 )
             )
 
@@ -823,8 +825,9 @@ def watch(root: Path, names: list[str]) -> None:
     def table() -> None:
         try:
             now = results.list_files(root)
-        except LandscapeError:
-            now = names
+        except LandscapeError as e:  # the folder removed or renamed while the page is open
+            st.error(escape_markdown(str(e)))
+            return
         if now != names:
             st.rerun()
         if now:

@@ -598,7 +598,7 @@ def thin(surface: Surface, most: int | None = None) -> Surface:
     x, y = surface.xcoordinates, surface.ycoordinates
     if y is None or (len(x) <= most and len(y) <= most):
         return surface
-    ix, iy = (_every(c, math.ceil(len(c) / most)) for c in (x, y))
+    ix, iy = (_thinned(c, most) for c in (x, y))
     cells = np.ix_(iy, ix)
     return replace(
         surface,
@@ -610,9 +610,23 @@ def thin(surface: Surface, most: int | None = None) -> Surface:
     )
 
 
+def _thinned(coordinates: np.ndarray, most: int) -> np.ndarray:
+    """Indices of at most `most` coordinates: every k-th, k the smallest that leaves few enough, through the one
+    nearest 0, and the first and last (the drawn grid spans the whole one; its last steps may be shorter)."""
+    if len(coordinates) <= most:
+        return np.arange(len(coordinates))
+    k = math.ceil(len(coordinates) / most)
+    while True:
+        chosen = _every(coordinates, k)
+        if len(chosen) <= most:
+            return chosen
+        k += 1
+
+
 def _every(coordinates: np.ndarray, k: int) -> np.ndarray:
-    """Indices of every k-th coordinate, through the one nearest 0."""
-    return np.arange(int(np.argmin(np.abs(coordinates))) % k, len(coordinates), k)
+    """Indices of every k-th coordinate, through the one nearest 0, and the first and last."""
+    every = np.arange(int(np.argmin(np.abs(coordinates))) % k, len(coordinates), k)
+    return np.unique(np.r_[0, every, len(coordinates) - 1])
 
 
 def slice_path(surface: Surface, line: Slice) -> tuple[np.ndarray, np.ndarray]:

@@ -57,8 +57,12 @@ def resolve(root: str | Path, name: str) -> Path:
         raise LandscapeError(f"{name[:80]!r} is not a file name of the results folder") from None
     if Path(name).is_absolute() or not _inside(path, root):
         raise LandscapeError(f"'{name}' is outside the results folder {root}")
-    if not path.is_file():
-        raise LandscapeError(f"'{name}' is not a file in the results folder {root}")
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a name part longer than the file system allows (is_file passes that error on)
+        is_file = False
+    if not is_file:
+        raise LandscapeError(f"{name[:80]!r} is not a file in the results folder {root}")
     return path
 
 
@@ -80,12 +84,12 @@ def failure(error: BaseException) -> str:
 
 
 class Summaries:
-    """The rows of a results folder's table (`summary`), each read again only when its file's (mtime, size) changed,
+    """The rows of a results folder's table (`summary`), read again only when its file's `file_stamp` changed,
     so that redrawing the table of a large folder reads nothing unchanged. Rows of files no longer listed are
     forgotten: what is kept follows the listing, however many files it has. Safe to share between threads."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], tuple[tuple[int, int], dict[str, str]]] = {}
+        self._rows: dict[tuple[str, str], tuple[Stamp, dict[str, str]]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -230,13 +234,18 @@ def _sessions(surface: Surface) -> str | None:
     return f"{len(surface.runs)} recorded, the last started {last.get('started', '?')} on {last.get('device', '?')}"
 
 
-def file_stamp(root: str | Path, name: str) -> tuple[int, int]:
-    """(mtime in ns, size) of a file of the folder: a cache key that changes when a computation writes to it."""
+Stamp = tuple[int, int, int, int, int]
+
+
+def file_stamp(root: str | Path, name: str) -> Stamp:
+    """(mtime and ctime in ns, size, inode, device) of a file of the folder: a cache key that changes when a
+    computation writes to it, and when it is replaced by another file (whose mtime `cp -p` or `rsync -t` may have
+    set back; no one sets the ctime)."""
     try:
         stat = resolve(root, name).stat()
     except OSError as e:  # removed since it was listed
         raise LandscapeError(f"{name} cannot be read ({failure(e)})") from None
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino, stat.st_dev
 
 
 def _root(root: str | Path) -> Path:

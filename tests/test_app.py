@@ -377,6 +377,7 @@ def markdown_bodies(at) -> list[str]:
         "[ref]\n\n[ref]: http://evil.example/r.png\n![r][ref]",
         "<http://evil.example> www.evil.example a@evil.example &lt;img&gt; &#33;[x](y)",
         "# heading\n- item\n1. one\n> quote\n| a | b |\n|---|---|\n\n    code\n`code` *em* _em_ ~~del~~ \\*",
+        "    four spaces: a code block in a table cell\tor\t\ttabs",
     ],
 )
 def test_escape_markdown_shows_text_as_it_is(text):
@@ -388,7 +389,7 @@ def test_escape_markdown_shows_text_as_it_is(text):
     rendered = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(escaped).strip()
     assert rendered.startswith("<p>") and rendered.endswith("</p>") and rendered.count("<") == 2
     shown = html.unescape(rendered[3:-4])
-    assert shown.replace(landscape_app.WORD_JOINER, "") == re.sub(r"[\x00-\x1f]", " ", text)
+    assert shown.replace(landscape_app.WORD_JOINER, "") == re.sub(r"[\x00-\x1f]", " ", text).lstrip()
     assert not re.search(r"(?i)://|www\.|@\w", shown)  # what GFM's autolink literals start with
     for directive in (":red[", ":material/", "$x", "http:/"):  # Streamlit's own syntax, which markdown-it lacks
         assert directive not in unescaped(escaped)
@@ -449,6 +450,7 @@ def test_a_symbolic_link_loop_in_the_folder_is_left_out(tmp_path, monkeypatch):
 def test_extreme_values_are_drawn_as_gaps_with_a_note(tmp_path, monkeypatch, log):
     values = bowl(X, Y)
     values["train_loss"][0, 0], values["train_loss"][2, 4] = 1e308, -1e308
+    values["test_acc"][1, 1] = 1e300  # drawn by the 1D slice: counted too, after the chosen metric
     write_surface(tmp_path / "extreme.h5", values)
     write_surface(tmp_path / "bowl.h5")
     monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(tmp_path)])
@@ -457,7 +459,10 @@ def test_extreme_values_are_drawn_as_gaps_with_a_note(tmp_path, monkeypatch, log
     at.query_params["log"] = log
     at.run()
     assert not at.exception and not at.error
-    note = "extreme.h5: 2 values of train loss beyond ±1e+150 are drawn as infinite (gaps, or at the clip)"
+    note = (
+        "extreme.h5: values beyond ±1e+150 are drawn as infinite (gaps, or at the clip): train loss 2, "
+        "test accuracy (%) 1"
+    )
     assert at.warning[0].value == escape(note)
     z = array(charts(at)[2]["data"][0]["z"])
     assert np.isnan(z[0, 0]) and np.isnan(z[2, 4]) and np.isfinite(z).sum() == 13

@@ -583,6 +583,11 @@ def test_thin_keeps_every_kth_point_through_the_center(surface, tmp_path):
     assert s.xcoordinates.shape == (1001,)  # the surface itself is left alone
     shifted = read_surface(write_legacy(tmp_path / "shifted.h5", x=np.linspace(-0.3, 2.0, 461), y=grid[:5]))
     assert np.isclose(thin(shifted, most=100).xcoordinates, 0).any()  # θ* on the thinned grid
+    for n in (202, 402, 1001):  # the drawn grid spans the whole one (202 and 402 points lost an edge)
+        axis = np.linspace(-1.0, 1.0, n)
+        t = thin(read_surface(write_legacy(tmp_path / f"edges{n}.h5", x=axis, y=axis[:3])))
+        assert len(t.xcoordinates) <= 201 and (t.xcoordinates[0], t.xcoordinates[-1]) == (-1.0, 1.0)
+        assert axis[np.argmin(np.abs(axis))] in t.xcoordinates
 
 
 def test_text_from_files_is_shown_as_text_in_figures(tmp_path):

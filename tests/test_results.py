@@ -160,3 +160,26 @@ def test_names_the_page_could_not_show_are_left_out(tmp_path):
     write_surface(tmp_path / "line\nbreak.h5")
     write_surface(Path(os.fsdecode(bytes(tmp_path) + b"/latin1-\xe9.h5")))  # not UTF-8
     assert results.list_files(tmp_path) == ["good.h5"]
+
+
+def test_a_name_too_long_for_the_file_system_is_one_error(tmp_path):
+    """`is_file` passes ENAMETOOLONG on: a `?file=` of 300 letters showed a traceback in the app."""
+    from landscape.results import resolve
+
+    with pytest.raises(LandscapeError, match="is not a file in the results folder"):
+        resolve(tmp_path, "a" * 300)
+
+
+def test_a_file_replaced_by_another_of_the_same_size_and_mtime_is_read_again(tmp_path):
+    """`cp -p`, `rsync -t` and `tar x` set the mtime back: the stamp holds the ctime and inode too."""
+    from landscape.results import Summaries
+
+    write_surface(tmp_path / "a.h5", arch="resnet20")
+    before = os.stat(tmp_path / "a.h5")
+    summaries = Summaries()
+    assert summaries.rows(tmp_path, ["a.h5"])[0]["model"] == "resnet20"
+    write_surface(tmp_path / "b.h5", arch="resnet56")  # the same size: one name's length differs by nothing
+    assert os.stat(tmp_path / "b.h5").st_size == before.st_size
+    os.replace(tmp_path / "b.h5", tmp_path / "a.h5")
+    os.utime(tmp_path / "a.h5", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert summaries.rows(tmp_path, ["a.h5"])[0]["model"] == "resnet56"

@@ -1175,14 +1175,17 @@ def _print_convexity(surface: Any) -> None:
         f"{settings.stride}, {len(curvature.indices)} {settings.split} images, at most {settings.steps} Lanczos steps, "
         f"tol {settings.tol:g}, seed {settings.seed})"
     )
-    if done.any():
-        ratio = curvature.ratio[done]
+    finite = done & np.isfinite(curvature.largest) & np.isfinite(curvature.smallest)
+    if finite.any():
+        ratio = curvature.ratio[finite]
         typer.echo(
-            f"  λmax {curvature.largest[done].min():.4g} .. {curvature.largest[done].max():.4g}, "
-            f"λmin {curvature.smallest[done].min():.4g} .. {curvature.smallest[done].max():.4g}, "
+            f"  λmax {curvature.largest[finite].min():.4g} .. {curvature.largest[finite].max():.4g}, "
+            f"λmin {curvature.smallest[finite].min():.4g} .. {curvature.smallest[finite].max():.4g}, "
             f"|λmin/λmax| {np.nanmin(ratio):.3g} .. {np.nanmax(ratio):.3g}, "
             f"{int(curvature.products[done].sum())} Hessian-vector products"
         )
+    if (done & ~finite).any():
+        typer.echo(f"  {int((done & ~finite).sum())} points without curvature: the loss overflows there (NaN or inf)")
 
 
 def main() -> None:

@@ -42,6 +42,10 @@ MAX_EIGENVECTORS = 1000
 SOLVERS = ("auto", "lanczos", "arpack")  # the eigensolvers of `landscape hessian --solver`
 
 
+class NonFiniteHessian(LandscapeError):
+    """A Hessian-vector product holds NaN or inf: the loss overflows at that point."""
+
+
 class HessianVectorProduct:
     """v ↦ H v for the mean cross-entropy of `model` over `images`, on flat vectors of the model's dtype.
 
@@ -93,12 +97,25 @@ class HessianVectorProduct:
         total = [torch.zeros_like(p) for p in self.parameters]
         with autocast("fp32", self.device):  # on CUDA: TF32 off, or the products would not be fp32's
             for grads in self._gradients():
+                # a parameter the loss does not reach, or reaches linearly, has a gradient with no graph: its rows
+                # of the Hessian are 0 (autograd would refuse it)
+                pairs = [(g, t) for g, t in zip(grads, tangent) if g is not None and g.requires_grad]
+                if not pairs:
+                    continue
                 products = torch.autograd.grad(
-                    grads, self.parameters, grad_outputs=tangent, retain_graph=self.keep_graph
+                    [g for g, _ in pairs],
+                    self.parameters,
+                    grad_outputs=[t for _, t in pairs],
+                    retain_graph=self.keep_graph,
+                    allow_unused=True,
+                    materialize_grads=True,
                 )
                 torch._foreach_add_(total, [p.detach() for p in products])
         self.count += 1
-        return torch.cat([t.reshape(-1) for t in total])
+        product = torch.cat([t.reshape(-1) for t in total])
+        if not bool(torch.isfinite(product).all()):
+            raise NonFiniteHessian("the loss's Hessian-vector product is NaN or inf here (the loss overflows)")
+        return product
 
     def reset(self) -> None:
         """Forget the kept gradient graphs (`keep_graph`): the model's tensors have changed."""
@@ -115,7 +132,7 @@ class HessianVectorProduct:
             x = self.images.images[start : start + self.batch_size].to(self.dtype) * self.scale + self.shift
             y = self.images.labels[start : start + self.batch_size]
             loss = F.cross_entropy(self.model(x), y, reduction="sum") / n
-            grads = torch.autograd.grad(loss, self.parameters, create_graph=True)
+            grads = torch.autograd.grad(loss, self.parameters, create_graph=True, allow_unused=True)
             if self.keep_graph:
                 kept.append(grads)
             yield grads
@@ -441,7 +458,13 @@ class CurvatureEvaluator:
                         moved = center + sum(float(ck) * d for ck, d in zip(c, dirs))
                         target.copy_(moved.to(target.device, target.dtype))
                 self.hvp.reset()
-                found = lanczos_extremes(self.hvp.numpy(), self.hvp.dim, self.steps, self.start, tol=self.tol)
+                before = self.hvp.count
+                try:
+                    found = lanczos_extremes(self.hvp.numpy(), self.hvp.dim, self.steps, self.start, tol=self.tol)
+                except NonFiniteHessian:  # the loss overflows here: no curvature, as its loss is stored NaN
+                    out["hessian_min"][row] = out["hessian_max"][row] = np.nan
+                    out["hessian_products"][row] = self.hvp.count - before
+                    continue
                 out["hessian_min"][row], out["hessian_max"][row] = found.smallest, found.largest
                 out["hessian_products"][row] = found.products
         finally:

@@ -417,3 +417,24 @@ def test_kept_gradient_graphs_give_the_same_map(tmp_path, tiny_surface):
     graphs = compute_convexity(copy(tiny_surface, tmp_path / "b.h5"), spec, kept, arch=ARCH).curvature
     for name in ("smallest", "largest", "products", "computed"):
         np.testing.assert_array_equal(getattr(graphs, name), getattr(plain, name), err_msg=name)
+
+
+def test_points_where_the_loss_overflows_get_nan_curvature_and_the_others_theirs(tmp_path, cifar_root):
+    """NaN or inf Hessian-vector products made Lanczos fail (LinAlgError) for the whole pass: no point of the map was
+    ever stored. Now such a point gets NaN, as its loss is stored NaN, and the rest are computed."""
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", tiny_tanh(), {"num_classes": 10, "dataset": "cifar10"})
+    spec = SurfaceSpec(
+        checkpoint=CheckpointSpec(path=str(tmp_path / "m.pt"), arch=ARCH),
+        data=DataSpec(root=str(cifar_root), subset=8),
+        grid=GridSpec(Axis.parse("-1e39:1e39:3")),
+        x=DirectionSpec(seed=0, norm="none"),
+    )
+    surface = compute_surface(spec, tmp_path / "s.h5", RunOptions(device="cpu", fold_bn=False))
+    assert np.isfinite(surface["train_loss"][1]) and not np.isfinite(surface["train_loss"][[0, 2]]).any()
+    curvature = compute_convexity(tmp_path / "s.h5", CurvatureMapSpec(steps=5), CPU, arch=ARCH).curvature
+    assert curvature is not None and curvature.computed.all()
+    assert np.isnan(curvature.largest[[0, 2]]).all() and np.isnan(curvature.smallest[[0, 2]]).all()
+    assert np.isfinite(curvature.largest[1]) and np.isfinite(curvature.smallest[1])
+    info = runner.invoke(app, ["info", str(tmp_path / "s.h5")])
+    assert info.exit_code == 0 and "2 points without curvature: the loss overflows there (NaN or inf)" in info.stdout

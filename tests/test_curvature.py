@@ -558,3 +558,38 @@ def test_cli_hessian_refuses_a_recorded_normalization_of_one_value(tmp_path, cif
     assert result.exit_code == 2, result.output
     assert "records an unusable input normalization: mean must be 3 numbers" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+class WithUnused(nn.Module):
+    """A model with a parameter its forward never uses (as torchvision's GoogLeNet's auxiliary heads in eval)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.unused = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_a_parameter_the_loss_does_not_reach_has_zero_hessian_rows():
+    """autograd refused it ("appears to not have been used in the graph"); its rows of the Hessian are 0."""
+    model, images = tiny_problem()
+    wrapped = WithUnused(model)
+    h = exact_hessian(wrapped, images)
+    hvp = HessianVectorProduct(wrapped, images, MEAN, STD)
+    assert hvp.dim == 39 + 6 and hvp.names[-2:] == ("unused.weight", "unused.bias")
+    v = np.random.default_rng(5).standard_normal(hvp.dim)
+    np.testing.assert_allclose(hvp.numpy()(v), h @ v, rtol=0, atol=1e-10)
+    assert not hvp.numpy()(v)[-6:].any()
+
+
+def test_a_nan_or_inf_product_is_one_clear_error():
+    from landscape.curvature import NonFiniteHessian
+
+    model, images = tiny_problem()
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("inf")  # the logits overflow
+    hvp = HessianVectorProduct(model, images, MEAN, STD)
+    with pytest.raises(NonFiniteHessian, match="Hessian-vector product is NaN or inf"):
+        hvp(torch.ones(hvp.dim, dtype=torch.float64))

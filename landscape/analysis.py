@@ -6,6 +6,7 @@ them to several surfaces. Non-finite or not-computed points are treated as missi
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -201,14 +202,23 @@ def compare(
     """`summarize` every surface at one level: `level`, by default twice the largest value at the center."""
     grids = []
     for surface in surfaces:
-        if surface.ycoordinates is None or metric not in surface.values:
-            raise LandscapeError(
-                f"{surface.path} is not a 2D surface with '{metric}' (it has {', '.join(surface.values) or 'nothing'})"
-            )
+        if surface.ycoordinates is None:
+            raise LandscapeError(f"{surface.path} is a 1D surface: compare takes 2D ones")
+        if metric not in surface.values:
+            raise LandscapeError(f"{surface.path} has no '{metric}' (it has {', '.join(surface.values) or 'nothing'})")
         values = np.asarray(surface.values[metric], dtype=np.float64)
         grids.append((values, surface.xcoordinates, surface.ycoordinates))
+    if level is not None and not math.isfinite(level):
+        raise LandscapeError(f"--level must be a finite number, got {level}")
     if level is None:
-        level = 2 * float(np.nanmax([values[center_index(x, y)] for values, x, y in grids]))
+        for surface, (values, x, y) in zip(surfaces, grids):
+            center = values[center_index(x, y)]
+            if not np.isfinite(center):
+                raise LandscapeError(
+                    f"{surface.path}: its point nearest θ* has no finite {metric} ({center}), and the default level "
+                    "is twice the largest there: pass --level, or finish the surface"
+                )
+        level = 2 * float(max(values[center_index(x, y)] for values, x, y in grids))
     rows = tuple(
         (describe(surface).label, summarize(values, x, y, level, tolerance))
         for surface, (values, x, y) in zip(surfaces, grids)

@@ -103,8 +103,22 @@ def test_compare_names_the_rows_and_shares_one_level(tmp_path):
 
 def test_compare_refuses_a_line_or_a_missing_metric(tmp_path):
     line = read_surface(fixtures.write_surface(tmp_path / "line.h5", fixtures.bowl(fixtures.X, np.zeros(1)), y=None))
-    with pytest.raises(LandscapeError, match="is not a 2D surface with 'train_loss'"):
+    with pytest.raises(LandscapeError, match="line.h5 is a 1D surface: compare takes 2D ones"):
         analysis.compare([line])
     legacy = read_surface(fixtures.write_legacy(tmp_path / "paper.h5"))
     with pytest.raises(LandscapeError, match=r"\(it has train_acc, train_loss\)"):
         analysis.compare([legacy], "test_loss")
+
+
+def test_compare_refuses_a_center_without_a_finite_value_and_a_level_that_is_not_a_number(tmp_path):
+    """The default level is twice the largest value at θ*: a center not computed (or NaN) gave "below nan" and NaN
+    numbers with exit 0."""
+    computed = np.ones((len(fixtures.Y), len(fixtures.X)), dtype=bool)
+    computed[1, 2] = False  # the point at (0, 0)
+    partial = read_surface(fixtures.write_surface(tmp_path / "nocenter.h5", computed=computed))
+    whole = read_surface(fixtures.write_surface(tmp_path / "whole.h5"))
+    with pytest.raises(LandscapeError, match=r"nocenter.h5: its point nearest θ\* has no finite train_loss \(nan\)"):
+        analysis.compare([whole, partial])
+    assert analysis.compare([whole, partial], level=1.0).level == 1.0  # a level given: the rest is still compared
+    with pytest.raises(LandscapeError, match="--level must be a finite number, got nan"):
+        analysis.compare([whole], level=float("nan"))

@@ -299,7 +299,7 @@ def test_compare_prints_shape_numbers(tmp_path, cifar_root, resnet20_ckpt):
         == 0
     )
     result = invoke("compare", line)
-    assert result.exit_code == 2 and "is not a 2D surface" in result.stderr
+    assert result.exit_code == 2 and "is a 1D surface: compare takes 2D ones" in result.stderr
     result = invoke("compare", out, "--tolerance", "-0.1")
     assert result.exit_code == 2 and "--tolerance must be in [0, 1)" in result.stderr
 

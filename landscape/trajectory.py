@@ -202,6 +202,11 @@ def path_grid(coordinates: np.ndarray, x_num: int, y_num: int, margin: float = 0
         if not (extent > 0 and math.isfinite(extent)):
             raise LandscapeError("the path has no extent along an axis: give the grid bounds as START:STOP:NUM")
         lo, hi = lo - margin * extent, hi + margin * extent
+        if num < 3 and lo < 0 < hi:  # two points, one of them θ*, cannot reach both sides: the spacing grew forever
+            raise LandscapeError(
+                f"a grid from the path needs at least 3 points per axis here (θ* is a grid point, and the path and "
+                f"its margin lie on both sides of it), got {num}"
+            )
         exponent = math.floor(math.log10((hi - lo) / (num - 1))) - 1
         mantissa = math.ceil(round((hi - lo) / (num - 1) / 10.0**exponent, 6))  # spacing = mantissa 10^exponent
         while True:

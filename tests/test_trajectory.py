@@ -219,6 +219,11 @@ def test_path_grid_holds_the_path_and_has_the_center_on_a_grid_point():
         path_grid(np.ones((3, 2)), 3, 3, margin=-1)
     with pytest.raises(LandscapeError, match="at least 2 points"):
         path_grid(np.stack([-A, -B], axis=1), 1, 3)
+    with pytest.raises(LandscapeError, match="at least 3 points per axis here"):  # it gave 0:6e+06:2 silently
+        path_grid(np.array([[-2.0, 1.0], [3.0, 2.0]]), 2, 2)
+    assert path_grid(np.array([[0.5, 1.0], [2.0, 2.0]]), 2, 2, margin=0) == GridSpec(
+        Axis(0.0, 2.0, 2), Axis(0.0, 2.0, 2)
+    )
 
 
 def test_other_surfaces_keep_their_stored_spec():

@@ -243,7 +243,7 @@ def table_text(surface: Surface) -> str:
     lines = [
         f"# {Path(surface.path).name}: landscape surface, x varies fastest, "
         f"{nx} x {1 if surface.ycoordinates is None else len(surface.ycoordinates)} points",
-        "# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z=train_loss] {this file};",
+        _pgfplots_hint(surface, [name for name in cols if name not in ("x", "y")]),
         " ".join(cols),
     ]
     for k in range(len(computed)):
@@ -253,6 +253,15 @@ def table_text(surface: Surface) -> str:
         if surface.ndim == 2 and (k + 1) % nx == 0:
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _pgfplots_hint(surface: Surface, metrics: list[str]) -> str:
+    """The comment line that says how pgfplots draws the table: a surface, or a line for a 1D file, of a metric it
+    holds."""
+    metric = "train_loss" if "train_loss" in metrics else metrics[0]
+    if surface.ndim == 1:
+        return f"# pgfplots: \\addplot[unbounded coords=jump] table[x=x, y={metric}] {{this file}};"
+    return f"# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z={metric}] {{this file}};"
 
 
 def path_table_text(surface: Surface) -> str:

@@ -332,9 +332,10 @@ def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
 
 
 def _epoch_labels(files: Sequence[Path]) -> list[int]:
-    """The last number in each file name when every name has one and they differ, else 1..n."""
-    numbers = [re.findall(r"\d{1,9}", f.stem) for f in files]
-    labels = [int(found[-1]) for found in numbers if found]
+    """The last number in each file name (of at most 18 digits: an int64) when every name has one and they differ,
+    else 1..n."""
+    numbers = [re.findall(r"\d+", f.stem) for f in files]
+    labels = [int(found[-1]) for found in numbers if found and len(found[-1]) <= 18]
     if len(labels) == len(files) and len(set(labels)) == len(labels):
         return labels
     return list(range(1, len(files) + 1))

@@ -2,6 +2,7 @@
 from a headless Chromium; and the `landscape plot` / `landscape export` commands, bad input included."""
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -76,6 +77,16 @@ def test_pgfplots_table_has_scanlines_and_nan(gappy):
     table = np.genfromtxt(body, names=True)
     np.testing.assert_allclose(table["train_loss"][1:14], bowl(X, Y)["train_loss"].ravel()[1:14])
     assert np.isnan(table["train_loss"][0]) and np.isinf(table["train_loss"][14])
+    assert "# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z=train_loss] {this file};" in text
+
+
+def test_the_pgfplots_hint_fits_the_file(tmp_path):
+    """A line for a 1D file, and a metric the file holds (it named z=train_loss whatever the file held)."""
+    line = table_text(read_surface(write_surface(tmp_path / "line.h5", bowl(X, np.zeros(1)), y=None)))
+    assert "# pgfplots: \\addplot[unbounded coords=jump] table[x=x, y=train_loss] {this file};" in line
+    surface = read_surface(write_surface(tmp_path / "test.h5"))
+    test_only = dataclasses.replace(surface, values={k: v for k, v in surface.values.items() if k.startswith("test")})
+    assert "table[z=test_loss] {this file};" in table_text(test_only)  # the first column it holds
 
 
 def test_npz_holds_the_arrays_and_the_spec(gappy):

@@ -4,6 +4,7 @@ resume, the stored path, untrusted snapshot files, the CLI."""
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -333,3 +334,12 @@ def test_cli_compute_with_a_trajectory(tmp_path, cifar_root, plane_run):
     )
     assert bad.exit_code == 2 and "one source for the x direction" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_epoch_labels_are_the_last_whole_number_of_each_name():
+    from landscape.trajectory import _epoch_labels
+
+    names = ["run1_epoch_1234567890.pt", "run1_epoch_1234567891.pt"]  # a run of 9 digits cut these to 0 and 1
+    assert _epoch_labels([Path(n) for n in names]) == [1234567890, 1234567891]
+    assert _epoch_labels([Path("a_7.pt"), Path("b_7.pt")]) == [1, 2]  # not distinct: counted instead
+    assert _epoch_labels([Path("e_" + "9" * 19 + ".pt"), Path("e_2.pt")]) == [1, 2]  # beyond int64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -29,6 +30,16 @@ app = typer.Typer(
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
+def _resume_advice(line: str, options: dict[str, Any]) -> str:
+    """`line` with its advice to rerun the same command fixed for a run started with --overwrite: run again as it
+    was, it would replace the file with its finished points."""
+    if options.get("overwrite"):
+        return line.replace(
+            "run the same command again to resume", "run the same command without --overwrite to resume"
+        )
+    return line
+
+
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn errors into one line on stderr and a non-zero exit; `--debug` shows the traceback instead.
 
@@ -47,10 +58,14 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except LandscapeError as e:
             if debug:
                 raise
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(_resume_advice(f"error: {e}", kwargs), err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: finished points are saved; run the same command again to resume", err=True)
+            if command.__name__ == "train":
+                line = "interrupted: the run's last saved state is kept; continue it with --resume"
+            else:
+                line = "interrupted: finished points are saved; run the same command again to resume"
+            typer.echo(_resume_advice(line, kwargs), err=True)
             raise typer.Exit(130) from None
         except Exception as e:
             if debug:
@@ -367,8 +382,8 @@ def _run_work(work: Any, options: Any, workers: Optional[str], rank_timeout: flo
     from .surface import run_work
 
     world = World.from_env()
-    if rank_timeout <= 0:
-        raise LandscapeError("--rank-timeout must be positive")
+    if not (math.isfinite(rank_timeout) and rank_timeout > 0):  # nan would turn lost-rank detection off
+        raise LandscapeError(f"--rank-timeout must be a positive number of seconds, not {rank_timeout}")
     if world is not None and world.size > 1:
         if workers is not None:
             raise LandscapeError("--workers starts its own ranks: leave it out under torchrun")

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -177,7 +179,7 @@ def create_surface_file(
     `fingerprints`: `landscape.data.fingerprint` of the images of `indices`, by the same names (`read_fingerprints`).
     """
     path = Path(path)
-    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+    for orphan in _orphans(path):
         orphan.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -220,7 +222,7 @@ def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarr
     Call it holding `writer_lock(path)`; temporary files of earlier runs killed while doing it are removed.
     """
     path = Path(path)
-    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+    for orphan in _orphans(path):
         orphan.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -245,6 +247,13 @@ def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarr
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _orphans(path: Path) -> list[Path]:
+    """Temporary files `.NAME.PID.tmp` of earlier runs on `path` killed while writing it (not those of another
+    output whose name starts with NAME, as `.a.h5.b.h5.PID.tmp` of `a.h5.b.h5`)."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.\d+\.tmp")
+    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if own.fullmatch(p.name)]
 
 
 def _sync(path: Path) -> None:

@@ -85,6 +85,9 @@ class TrainSpec:
             ("--batch-size", self.batch_size, self.batch_size >= 2, ">= 2"),
             ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("--weight-decay", self.weight_decay, self.weight_decay >= 0 and math.isfinite(self.weight_decay), ">= 0"),
+            ("--seed", self.seed, self.seed >= 0, ">= 0"),
+            ("--snapshot-every", self.snapshot_every, self.snapshot_every >= 0, ">= 0 (0: never)"),
+            ("--eval-images", self.eval_images, self.eval_images is None or self.eval_images >= 1, ">= 1"),
         ):
             if not valid:
                 raise LandscapeError(f"{option} must be {expected}, not {value}")
@@ -255,6 +258,8 @@ def _train(
 ) -> dict[str, Any]:
     """`train` on a resolved device, with cuDNN's settings in place."""
     state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LandscapeError(f"--out {out_dir} is a file: training writes a folder")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         if final_path.exists():
             raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
@@ -262,6 +267,17 @@ def _train(
             raise LandscapeError(
                 f"{out_dir} holds an unfinished run: pass --resume to continue it or --overwrite to start again"
             )
+    # the data first: input that cannot train fails before a run is replaced or a folder made
+    mean, std = DEFAULT_NORMALIZATION[spec.data.name]
+    train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
+    full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
+    epoch_test = subset_indices(len(full_test), spec.eval_images, spec.seed, "test")
+    test_set = ImageSet(full_test.images[epoch_test], full_test.labels[epoch_test], epoch_test)
+    scale, shift = normalizer(mean, std, dev)
+    steps_per_epoch = len(train_set) // spec.batch_size
+    if steps_per_epoch < 1:
+        raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
+    total_steps = steps_per_epoch * spec.epochs
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
@@ -284,7 +300,7 @@ def _train(
     precision = resolve_precision(spec.precision, dev)
     hardware = describe_hardware(dev)
     if state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=True)
+        state = _load_state(state_path, dev)
         # read back through the dataclass: a field added since the run started (data.part) takes its default
         stored = as_stored(read_back(TrainSpec, json.loads(state["spec"]), "the stored recipe"))
         changed = sorted(
@@ -295,27 +311,19 @@ def _train(
                 f"{out_dir} holds a run with another recipe ({', '.join(changed)} differ): "
                 "pass the same options to resume, or --overwrite to start again"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
-        init_info = json.loads(state["init"]) if "init" in state else {}
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
+            init_info = json.loads(state["init"]) if "init" in state else {}
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise LandscapeError(_damaged_state(state_path, e)) from None
         within = state.get("within_epoch")  # absent in states saved at the end of an epoch (and before it existed)
         # the log is written after the state: a kill between the two left it an epoch short
         _write_log(out_dir / "log.jsonl", history)
     else:
         init_info = _load_init(spec, model)
         within = None
-
-    mean, std = DEFAULT_NORMALIZATION[spec.data.name]
-    train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
-    full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
-    epoch_test = subset_indices(len(full_test), spec.eval_images, spec.seed, "test")
-    test_set = ImageSet(full_test.images[epoch_test], full_test.labels[epoch_test], epoch_test)
-    scale, shift = normalizer(mean, std, dev)
-    steps_per_epoch = len(train_set) // spec.batch_size
-    if steps_per_epoch < 1:
-        raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
-    total_steps = steps_per_epoch * spec.epochs
 
     def measure(images: ImageSet, precision: str = precision) -> tuple[float, float]:
         """Mean loss and accuracy (%) in eval mode, without augmentation."""
@@ -447,6 +455,25 @@ def _train(
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
     return metadata
+
+
+def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """The saved state of a run (weights_only), as a dict holding its recipe; one clear error for anything else."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or a pickle of objects weights_only refuses
+        raise LandscapeError(_damaged_state(path, e)) from None
+    if not isinstance(state, dict) or not isinstance(state.get("spec"), str):
+        raise LandscapeError(_damaged_state(path, ValueError("it holds no training recipe")))
+    return state
+
+
+def _damaged_state(path: Path, error: Exception) -> str:
+    reason = (str(error).strip().splitlines() or [""])[0][:160]
+    return (
+        f"{path} is damaged or not a state of this run ({type(error).__name__}: {reason}): "
+        "pass --overwrite to start again"
+    )
 
 
 def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:

@@ -365,3 +365,15 @@ def test_heartbeat_watch_tells_a_lost_rank_from_a_suspended_job(monkeypatch: pyt
     store.set("finished/1", "1")  # a rank that finished its work is not expected to beat
     look(200, {})
     look(204, beats)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_rank_timeout_must_be_a_positive_number(value: str, tmp_path: Path) -> None:
+    """nan passed `<= 0` and turned the detection of lost ranks off."""
+    from typer.testing import CliRunner
+
+    from landscape.cli import app
+
+    args = ["compute", "--ckpt", str(tmp_path / "c.pt"), "--out", str(tmp_path / "s.h5"), "--rank-timeout", value]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--rank-timeout must be a positive number of seconds" in result.stderr

@@ -259,8 +259,24 @@ def test_orphan_temporary_files_of_a_killed_creation_are_removed(tmp_path, cifar
     orphan.write_bytes(b"half a file")
     other = tmp_path / ".t.h5.999999.tmp"  # another file's: left alone
     other.write_bytes(b"x")
+    longer = tmp_path / ".s.h5.b.h5.999999.tmp"  # the file being made by a run on --out s.h5.b.h5: left alone
+    longer.write_bytes(b"y")
     assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, out, grid="-1:1:2")).exit_code == 0
-    assert not orphan.exists() and other.exists()
+    assert not orphan.exists() and other.exists() and longer.exists()
+
+
+def test_an_interrupted_overwrite_says_how_to_resume_without_replacing_again(tmp_path, monkeypatch):
+    """The advice 'run the same command again' would replace the file, and its finished points, once more."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("landscape.cli._run_compute", interrupted)
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"")
+    for extra, advice in (([], "run the same command again"), (["--overwrite"], "without --overwrite")):
+        result = runner.invoke(app, ["compute", "--ckpt", str(ckpt), "--out", str(tmp_path / "s.h5"), *extra])
+        assert result.exit_code == 130 and advice in result.stderr, result.stderr
 
 
 # 6. A reader holding HDF5's own lock never stops the writer.

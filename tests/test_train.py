@@ -501,9 +501,14 @@ def test_cli_bad_input(tmp_path, cifar_root):
         ("--batch-size", "1", ">= 2"),
         ("--lr", "-0.1", "a positive number"),
         ("--weight-decay", "nan", ">= 0"),
+        ("--seed", "-1", ">= 0"),
+        ("--snapshot-every", "-1", ">= 0 (0: never)"),
+        ("--eval-images", "0", ">= 1"),
+        ("--eval-images", "-5", ">= 1"),
     ):
         r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), option, value])
         assert (r.exit_code, r.stderr) == (2, f"error: {option} must be {expected}, not {float(value):g}\n")
+        assert not (tmp_path / "x").exists()
     r = runner.invoke(
         app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), "--data-root", str(tmp_path / "missing")]
     )
@@ -642,3 +647,39 @@ def test_fp32_backward_on_cuda_runs_with_tf32_off():
                 assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_overwrite_keeps_a_finished_run_until_the_new_one_can_start(tmp_path, cifar_root):
+    """--overwrite deleted the run's files before the data or the batch size were checked: a typo lost the run."""
+    s = spec(cifar_root, epochs=1)
+    train(s, tmp_path / "run", device="cpu")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    for bad in (dataclasses.replace(s, batch_size=10_000), dataclasses.replace(s, data=DataSpec(root=str(tmp_path)))):
+        with pytest.raises(LandscapeError):
+            train(bad, tmp_path / "run", device="cpu", overwrite=True)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(LandscapeError, match="is a file: training writes a folder"):
+        train(s, tmp_path / "file", device="cpu", overwrite=True)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "a dict", "another model"])
+def test_a_damaged_state_is_one_clear_line(tmp_path, cifar_root, damage):
+    s = spec(cifar_root, epochs=2)
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "run", device="cpu", stop_requested=lambda: True)
+    state = tmp_path / "run" / "state.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[:1000])
+    elif damage == "text":
+        state.write_text("hello")
+    elif damage == "a dict":
+        torch.save({"a": 1}, state)
+    else:
+        saved = torch.load(state, weights_only=True)
+        saved["model"] = {k: v[:1] if v.dim() else v for k, v in saved["model"].items()}
+        torch.save(saved, state)
+    with pytest.raises(
+        LandscapeError, match=r"state.pt is damaged or not a state of this run \(.*\): pass --overwrite"
+    ):
+        train(s, tmp_path / "run", device="cpu", resume=True)

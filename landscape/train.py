@@ -39,7 +39,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoints import load_checkpoint, save_checkpoint
-from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, load_split, normalizer, subset_indices
+from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, fingerprint, load_split, normalizer, subset_indices
 from .errors import LandscapeError
 from .evaluate import loss_and_accuracy, normalize
 from .hardware import PRECISIONS, autocast, exact_fp32, resolve_device, resolve_precision
@@ -278,6 +278,7 @@ def _train(
     if steps_per_epoch < 1:
         raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
     total_steps = steps_per_epoch * spec.epochs
+    data_sha256 = {"train": fingerprint(train_set), "test": fingerprint(full_test)}  # what a resume must find again
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
@@ -303,8 +304,14 @@ def _train(
         state = _load_state(state_path, dev)
         # read back through the dataclass: a field added since the run started (data.part) takes its default
         stored = as_stored(read_back(TrainSpec, json.loads(state["spec"]), "the stored recipe"))
+        recorded_data = json.loads(state["data"]) if isinstance(state.get("data"), str) else None
+        # with the images' sha256 recorded, the data may be elsewhere (another machine): the images are compared
+        ignore_root = recorded_data is not None
         changed = sorted(
-            k for k in set(stored) | set(spec_dict) if k not in RESUMABLE_CHANGES and stored.get(k) != spec_dict.get(k)
+            k
+            for k in set(stored) | set(spec_dict)
+            if k not in RESUMABLE_CHANGES
+            and _recipe(stored, ignore_root).get(k) != _recipe(spec_dict, ignore_root).get(k)
         )
         if changed:
             raise LandscapeError(
@@ -318,6 +325,13 @@ def _train(
             init_info = json.loads(state["init"]) if "init" in state else {}
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise LandscapeError(_damaged_state(state_path, e)) from None
+        for split, value in (recorded_data or {}).items():
+            if data_sha256.get(split) != value:
+                raise LandscapeError(
+                    f"{out_dir}: the {split} images here differ from the ones this run trained on (sha256 "
+                    f"{data_sha256.get(split, '')[:12]}... here, {str(value)[:12]}... in the state): point --data-root "
+                    "at the same data, or --overwrite to start again"
+                )
         within = state.get("within_epoch")  # absent in states saved at the end of an epoch (and before it existed)
         # the log is written after the state: a kill between the two left it an epoch short
         _write_log(out_dir / "log.jsonl", history)
@@ -387,7 +401,16 @@ def _train(
                 }
                 elapsed_now = elapsed + now - started
                 _save_state(
-                    state_path, model, optimizer, spec_dict, history, epoch, elapsed_now, init_info, within_epoch
+                    state_path,
+                    model,
+                    optimizer,
+                    spec_dict,
+                    history,
+                    epoch,
+                    elapsed_now,
+                    init_info,
+                    data_sha256,
+                    within_epoch,
                 )
                 last_save = now
                 if stopping:
@@ -417,7 +440,7 @@ def _train(
         history.append(record)
         if spec.snapshot_every and (epoch + 1) % spec.snapshot_every == 0:
             _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
-        _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed, init_info)
+        _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed, init_info, data_sha256)
         last_save = time.perf_counter()
         with open(out_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
@@ -455,6 +478,13 @@ def _train(
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
     return metadata
+
+
+def _recipe(stored: dict[str, Any], ignore_root: bool) -> dict[str, Any]:
+    """A stored recipe as a resume compares it: without the data's folder when the images themselves are compared."""
+    if not ignore_root or not isinstance(stored.get("data"), dict):
+        return stored
+    return {**stored, "data": {k: v for k, v in stored["data"].items() if k != "root"}}
 
 
 def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
@@ -541,9 +571,11 @@ def _save_state(
     epoch: int,
     elapsed: float,
     init: dict[str, Any],
+    data_sha256: dict[str, str],
     within_epoch: dict[str, Any] | None = None,
 ) -> None:
-    """The run's state after `epoch` whole epochs (and, with `within_epoch`, that many steps into the next)."""
+    """The run's state after `epoch` whole epochs (and, with `within_epoch`, that many steps into the next), with
+    the sha256 of its train and test images (`landscape.data.fingerprint`), which a resume compares."""
     tmp = path.with_name(path.name + ".tmp")
     state = {
         "model": model.state_dict(),
@@ -553,6 +585,7 @@ def _save_state(
         "epoch": epoch,
         "elapsed": elapsed,
         "init": json.dumps(init),
+        "data": json.dumps(data_sha256),
     }
     if within_epoch is not None:
         state["within_epoch"] = within_epoch

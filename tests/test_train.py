@@ -683,3 +683,37 @@ def test_a_damaged_state_is_one_clear_line(tmp_path, cifar_root, damage):
         LandscapeError, match=r"state.pt is damaged or not a state of this run \(.*\): pass --overwrite"
     ):
         train(s, tmp_path / "run", device="cpu", resume=True)
+
+
+def test_a_resume_compares_the_images_not_the_folder(tmp_path, cifar_root):
+    """The state holds its images' sha256: the same data elsewhere (another machine) resumes exactly, other images
+    at the same folder are refused (the folder's path was compared before, and the images never)."""
+    import shutil
+
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    train(s, tmp_path / "full", device="cpu")
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(4))
+    moved = shutil.copytree(cifar_root, tmp_path / "moved")
+    elsewhere = dataclasses.replace(s, data=DataSpec(root=str(moved)))
+    other = write_cifar10(tmp_path / "other", seed=1)  # as many images, other pixels
+    with pytest.raises(LandscapeError, match=r"the train images here differ from the ones this run trained on"):
+        train(dataclasses.replace(s, data=DataSpec(root=str(other))), tmp_path / "part", device="cpu", resume=True)
+    train(elsewhere, tmp_path / "part", device="cpu", resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_state_without_image_fingerprints_still_compares_the_folder(tmp_path, cifar_root):
+    s = spec(cifar_root, epochs=2, snapshot_every=0)
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(4))
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    del state["data"]  # as states saved before the fingerprints
+    torch.save(state, tmp_path / "part" / "state.pt")
+    import shutil
+
+    moved = shutil.copytree(cifar_root, tmp_path / "moved")
+    with pytest.raises(LandscapeError, match=r"another recipe \(data differ\)"):
+        train(dataclasses.replace(s, data=DataSpec(root=str(moved))), tmp_path / "part", device="cpu", resume=True)
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    assert "data" in torch.load(tmp_path / "part" / "state.pt", weights_only=True)

@@ -496,17 +496,21 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
 INDEX_SETS = ("train", "test", "bn", "hessian")  # the datasets of `indices/`: splits, BN images, a map's Hessian
 
 
+def _index_sets(f: h5py.File, path: str | Path) -> list[tuple[str, h5py.Dataset]]:
+    """The datasets of `indices/` named in `INDEX_SETS` that the file has, checked (`_dataset`), not yet read."""
+    group = _group(f, "indices", path)
+    if group is None:
+        return []
+    return [(name, _dataset(group, name, path, MAX_INDICES)) for name in INDEX_SETS if name in group]
+
+
 def read_indices(path: str | Path) -> dict[str, np.ndarray]:
     """The stored image indices of each set of `INDEX_SETS` the file has (other names are never read). Each must be
     stored whole and uncompressed, as the writer stores it, so that reading it allocates no more than the file holds
     (a declared dataset whose chunks were never written, or compressed, costs nothing in the file)."""
     out = {}
     with _open(path) as f:
-        group = _group(f, "indices", path)
-        for name in INDEX_SETS:
-            if group is None or group.get(name, getlink=True) is None:
-                continue
-            ds = _dataset(group, name, path, MAX_INDICES)
+        for name, ds in _index_sets(f, path):
             if ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
                 raise LandscapeError(
                     f"{path} is damaged: indices/{name} declares {ds.size} values but stores "
@@ -524,11 +528,7 @@ def read_fingerprints(path: str | Path) -> dict[str, str]:
     `test`, `bn`); sets of files written before fingerprints existed are left out."""
     out = {}
     with _open(path) as f:
-        group = _group(f, "indices", path)
-        for name in INDEX_SETS:
-            if group is None or group.get(name, getlink=True) is None:
-                continue
-            stored = _dataset(group, name, path, MAX_INDICES)
+        for name, stored in _index_sets(f, path):
             if FINGERPRINT not in stored.attrs:
                 continue
             damaged = LandscapeError(f"{path} is damaged: the {FINGERPRINT} of indices/{name} is not a sha256")

@@ -232,6 +232,17 @@ def array(shape, dtype, raw, dtype_state=PLAIN_DTYPE_STATE):
     )
 
 
+def refused_with_peak(root) -> tuple[str, int]:
+    """The one-line error of loading the training split of `root`, and the most memory Python held meanwhile."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(LandscapeError) as error:
+            load_split(DataSpec(root=str(root)), "train")
+        return str(error.value), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize(
     "payload, reason",
     [
@@ -268,15 +279,8 @@ def test_a_crafted_cifar_batch_makes_numpy_allocate_nothing(tmp_path, payload, r
     bytes): each is refused before numpy allocates, in one line naming the file."""
     path = crafted_cifar(tmp_path, {"data": payload, "labels": []})
     assert path.stat().st_size < 400
-    tracemalloc.start()
-    try:
-        with pytest.raises(LandscapeError) as error:
-            load_split(DataSpec(root=str(tmp_path)), "train")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert str(error.value).startswith(f"cannot read {path}: it ") and reason in str(error.value)
-    assert "\n" not in str(error.value)
+    error, peak = refused_with_peak(tmp_path)
+    assert error.startswith(f"cannot read {path}: it ") and reason in error and "\n" not in error
     assert peak < 20 << 20
 
 
@@ -287,14 +291,8 @@ def test_one_buffer_used_by_many_arrays_cannot_multiply_the_file(tmp_path, dtype
     raw = b"\x01" * (1 << 20)
     path = crafted_cifar(tmp_path, {"data": [array((1 << 17,), dtype, raw) for _ in range(50)], "labels": []})
     assert path.stat().st_size < (1 << 20) + 20_000
-    tracemalloc.start()
-    try:
-        with pytest.raises(LandscapeError) as error:
-            load_split(DataSpec(root=str(tmp_path)), "train")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert str(error.value) == (
+    error, peak = refused_with_peak(tmp_path)
+    assert error == (
         f"cannot read {path}: it makes more bytes than the file holds (the same data used again), as no CIFAR file does"
     )
     assert peak < 8 << 20

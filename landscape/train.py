@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import file_sha256, load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, fingerprint, load_split, normalizer, subset_indices
 from .errors import LandscapeError
 from .evaluate import loss_and_accuracy, normalize
@@ -95,8 +95,6 @@ class TrainSpec:
             raise LandscapeError(f"unknown schedule '{self.schedule}': use {', '.join(SCHEDULES)}")
         if self.precision not in TRAIN_PRECISIONS:
             raise LandscapeError(f"unknown precision '{self.precision}': use {', '.join(TRAIN_PRECISIONS)}")
-        if self.init and not Path(self.init).is_file():
-            raise LandscapeError(f"--init checkpoint not found: {self.init}")
 
 
 def learning_rate(spec: TrainSpec, step: int, total_steps: int) -> float:
@@ -279,6 +277,9 @@ def _train(
         raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
     total_steps = steps_per_epoch * spec.epochs
     data_sha256 = {"train": fingerprint(train_set), "test": fingerprint(full_test)}  # what a resume must find again
+    starting = overwrite or not state_path.exists()  # else the init weights are in the state already
+    if starting and spec.init and not Path(spec.init).is_file():
+        raise LandscapeError(f"--init checkpoint not found: {spec.init}")
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
@@ -307,6 +308,10 @@ def _train(
         recorded_data = json.loads(state["data"]) if isinstance(state.get("data"), str) else None
         # with the images' sha256 recorded, the data may be elsewhere (another machine): the images are compared
         ignore_root = recorded_data is not None
+        recorded_init = _recorded_init(state)
+        if recorded_init is not None:  # its weights are in the state: its file need not be here, nor at that path
+            _check_init(spec.init, recorded_init)
+            spec_dict = {**spec_dict, "init": stored.get("init", "")}
         changed = sorted(
             k
             for k in set(stored) | set(spec_dict)
@@ -478,6 +483,28 @@ def _train(
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
     return metadata
+
+
+def _recorded_init(state: dict[str, Any]) -> dict[str, Any] | None:
+    """What a saved state records of its run's --init checkpoint (path, sha256), None for a run without one."""
+    try:
+        init = json.loads(state.get("init") or "{}")
+    except (TypeError, ValueError):
+        return None
+    return init if isinstance(init, dict) and isinstance(init.get("sha256"), str) else None
+
+
+def _check_init(given: str, recorded: dict[str, Any]) -> None:
+    """On resume, an --init that is given and here must be the run's own (by sha256); one given elsewhere or left out
+    is fine: the run's weights started from it long ago."""
+    if given and Path(given).is_file():
+        sha256 = file_sha256(given)
+        if sha256 != recorded["sha256"]:
+            raise LandscapeError(
+                f"--init {given} is not the checkpoint this run started from (sha256 {sha256[:12]}..., the run "
+                f"records {recorded['sha256'][:12]}... from {str(recorded.get('path'))[:80]}): pass the same --init "
+                "or none to resume, or --overwrite to start again"
+            )
 
 
 def _recipe(stored: dict[str, Any], ignore_root: bool) -> dict[str, Any]:

@@ -606,6 +606,34 @@ def test_warm_restart_starts_from_the_init_checkpoint(tmp_path, cifar_root, resn
         train(spec(cifar_root, arch="resnet56", epochs=1, init=str(resnet20_ckpt)), tmp_path / "bad", device="cpu")
     with pytest.raises(LandscapeError, match="--init checkpoint not found"):
         train(spec(cifar_root, init=str(tmp_path / "nope.pt")), tmp_path / "bad2", device="cpu")
+    assert not (tmp_path / "bad2").exists()  # refused before the folder is made
+
+
+def test_a_warm_restart_resumes_once_its_init_file_has_moved(tmp_path, cifar_root, resnet20_ckpt):
+    """The init weights are in the state: the run resumes with the file moved, with --init left out, or given at
+    its new place; another checkpoint as --init is refused (by sha256: the path was compared before)."""
+    import shutil
+
+    init = shutil.copyfile(resnet20_ckpt, tmp_path / "init.pt")
+    s = spec(cifar_root, epochs=2, snapshot_every=0, init=str(init))
+    train(s, tmp_path / "full", device="cpu")
+    for how in ("moved", "left out", "at its new place"):
+        out = tmp_path / how
+        with pytest.raises(TrainingStopped):
+            train(s, out, device="cpu", stop_requested=stop_at_call(4))
+        moved = tmp_path / "elsewhere" / "init.pt"
+        moved.parent.mkdir(exist_ok=True)
+        shutil.move(init, moved)
+        given = {"moved": str(init), "left out": "", "at its new place": str(moved)}[how]
+        train(dataclasses.replace(s, init=given), out, device="cpu", resume=True)
+        _same_run(tmp_path / "full", out)
+        shutil.move(moved, init)
+    other = tmp_path / "other.pt"
+    torch.save(torch.load(resnet20_ckpt, weights_only=True) | {"metadata": {"arch": "resnet20", "epochs": 7}}, other)
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "o", device="cpu", stop_requested=stop_at_call(4))
+    with pytest.raises(LandscapeError, match="is not the checkpoint this run started from"):
+        train(dataclasses.replace(s, init=str(other)), tmp_path / "o", device="cpu", resume=True)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             typer.echo(_resume_advice(f"error: {e}", kwargs), err=True)
-            raise typer.Exit(2) from None
+            signalled = getattr(e, "exit_code", 0)  # --workers stopped by a signal: 128 + its number, as the shell's
+            raise typer.Exit(signalled if isinstance(signalled, int) and signalled > 128 else 2) from None
         except KeyboardInterrupt:
             if command.__name__ == "train":
                 line = "interrupted: the run's last saved state is kept; continue it with --resume"

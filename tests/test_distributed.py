@@ -377,3 +377,31 @@ def test_rank_timeout_must_be_a_positive_number(value: str, tmp_path: Path) -> N
     args = ["compute", "--ckpt", str(tmp_path / "c.pt"), "--out", str(tmp_path / "s.h5"), "--rank-timeout", value]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--rank-timeout must be a positive number of seconds" in result.stderr
+
+
+def test_sigterm_to_the_launcher_stops_the_ranks_with_143(
+    tmp_path: Path, resnet20_ckpt: Path, data_root: Path, reference: Path
+) -> None:
+    """The launcher's own stop line (128 + SIGTERM) was lost: `friendly` exited 2 for every error line."""
+    out = tmp_path / "stopped.h5"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "landscape", "compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID]
+        + ["--workers", "2"],
+        env=env(data_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and len(rank_pids(launcher.pid)) < 2:
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=TIMEOUT)
+    assert launcher.returncode == 128 + signal.SIGTERM, stderr
+    assert error_lines(stderr) == [
+        f"error: stopped by SIGTERM; the run stopped: finished points are saved in {out}, run the same command "
+        "again to resume"
+    ], stderr
+    resumed = landscape(["compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID], data_root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_surface(out, reference)

@@ -278,16 +278,20 @@ def rank_pids(parent: int) -> dict[int, int]:
     return found
 
 
-def test_sigkill_of_a_rank_under_workers(tmp_path: Path, resnet20_ckpt: Path, data_root: Path, reference: Path) -> None:
-    out = tmp_path / "killed.h5"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "landscape", "compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID]
-        + ["--workers", "2"],
+def start_two_workers(ckpt: Path, out: Path, data_root: Path) -> subprocess.Popen:
+    """`landscape compute ... --workers 2` on GRID in the background, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "landscape", "compute", "--ckpt", str(ckpt), "--out", str(out), *GRID, "--workers", "2"],
         env=env(data_root),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_sigkill_of_a_rank_under_workers(tmp_path: Path, resnet20_ckpt: Path, data_root: Path, reference: Path) -> None:
+    out = tmp_path / "killed.h5"
+    launcher = start_two_workers(resnet20_ckpt, out, data_root)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:  # kill rank 1 once the first point is in the file
         time.sleep(0.05)
@@ -384,14 +388,7 @@ def test_sigterm_to_the_launcher_stops_the_ranks_with_143(
 ) -> None:
     """The launcher's own stop line (128 + SIGTERM) was lost: `friendly` exited 2 for every error line."""
     out = tmp_path / "stopped.h5"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "landscape", "compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID]
-        + ["--workers", "2"],
-        env=env(data_root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    launcher = start_two_workers(resnet20_ckpt, out, data_root)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and len(rank_pids(launcher.pid)) < 2:
         time.sleep(0.05)

@@ -412,6 +412,10 @@ def _run_work(work: Any, options: Any, workers: Optional[str], rank_timeout: flo
         except WorkersFailed as e:
             if e.reported:
                 raise typer.Exit(e.exit_code) from None
+            typer.echo("", err=True)  # rank 0's progress bar was stopped mid-line: our line starts on its own
+            raise
+        except KeyboardInterrupt:
+            typer.echo("", err=True)
             raise
     with progress_bar() as progress:
         return run_work(work, options, progress)

@@ -566,16 +566,25 @@ def _launch_failure(error: Any, out: Path) -> WorkersFailed:
 
 @contextlib.contextmanager
 def _quiet_elastic_logs() -> Iterator[None]:
-    """The elastic agent logs every start and stop at INFO/WARNING; the user gets our one line instead."""
+    """The elastic agent logs every start and stop (INFO, WARNING) and a failed rank (ERROR, with its pid); the user
+    gets our one line instead, which names the rank and the cause. Each of torch's modules sets its own logger's
+    level, so the loggers are switched off one by one (those of the modules imported by now: all that log here)."""
     import logging
 
-    logger = logging.getLogger("torch.distributed.elastic")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    names = [
+        name
+        for name in list(logging.Logger.manager.loggerDict)
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher"))
+    ]
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, disabled in zip(loggers, before, strict=True):
+            logger.disabled = disabled
 
 
 def run_job_file(path: str) -> int:
@@ -591,6 +600,12 @@ def run_job_file(path: str) -> int:
         return 2
     job = json.loads(Path(path).read_text())
     torch.set_num_threads(int(job["threads"]))
+    bar_of_another_rank = bool(job["progress"]) and world.rank != 0
+
+    def say(line: str) -> None:
+        """One line on the shared stderr, on a line of its own even while rank 0's progress bar is mid-line."""
+        print(f"\n{line}" if bar_of_another_rank else line, file=sys.stderr)
+
     try:
         work = work_from_description(job["work"])
         options = RunOptions(**job["options"])
@@ -604,16 +619,16 @@ def run_job_file(path: str) -> int:
             )
     except RunStopped as e:
         if not e.reported:
-            print(f"error: {e}", file=sys.stderr)
+            say(f"error: {e}")
         return 3
     except LandscapeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         text = str(e).splitlines()[0] if str(e) else ""
-        print(f"error: rank {world.rank}: {type(e).__name__}: {text}", file=sys.stderr)
+        say(f"error: rank {world.rank}: {type(e).__name__}: {text}")
         return 1
     return 0
 

@@ -78,6 +78,11 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
+def elastic_log_lines(text: str) -> list[str]:
+    """torch's own log lines (`E1124 22:52:50.291000 19453 torch/distributed/...`), which our one line replaces."""
+    return [line for line in text.splitlines() if re.match(r"[DIWEF]\d{4} \d\d:\d\d", line)]
+
+
 def test_world_from_env() -> None:
     assert World.from_env({}) is None
     assert World.from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == World(3, 8, 1)
@@ -312,6 +317,7 @@ def test_sigkill_of_a_rank_under_workers(tmp_path: Path, resnet20_ckpt: Path, da
         f"error: rank 1 (pid {pids[1]}) was killed by SIGKILL; the run stopped: finished points are saved in "
         f"{out}, run the same command again to resume"
     ], stderr
+    assert not elastic_log_lines(stderr)
     check_partial(out)
     resumed = landscape(
         ["compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID, "--workers", "2"], data_root
@@ -399,6 +405,7 @@ def test_sigterm_to_the_launcher_stops_the_ranks_with_143(
         f"error: stopped by SIGTERM; the run stopped: finished points are saved in {out}, run the same command "
         "again to resume"
     ], stderr
+    assert not elastic_log_lines(stderr)
     resumed = landscape(["compute", "--ckpt", str(resnet20_ckpt), "--out", str(out), *GRID], data_root)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_surface(out, reference)

@@ -533,3 +533,25 @@ def test_a_large_grid_is_drawn_thinned_with_a_note(app, monkeypatch):
     assert len([c for c in at.caption if "3 x 3 of its 5 x 3 points" in c.value]) == 2
     difference = charts(at)[4]
     np.testing.assert_allclose(array(difference["data"][0]["z"]), -bowl(X, Y)["train_loss"][:, ::2])
+
+
+def _files_table_of_a_removed_folder(root: str) -> None:
+    """The files table's first draw after its folder was removed (the page was opened on it)."""
+    import shutil
+    from pathlib import Path
+
+    from landscape import app
+
+    names = ["a.h5"]
+    shutil.rmtree(root)
+    app.watch(Path(root), names)
+
+
+def test_the_files_table_of_a_removed_folder_is_one_line(tmp_path):
+    """The folder removed while the page is open: the table's fragment says so in one line (a traceback before)."""
+    root = tmp_path / "results"
+    root.mkdir()
+    write_surface(root / "a.h5")
+    at = AppTest.from_function(_files_table_of_a_removed_folder, args=(str(root),), default_timeout=30).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [escape(f"results folder {root} does not exist")]

@@ -596,9 +596,9 @@ def train(
     received: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
-        if received:  # a second signal: stop now, losing at most the steps since the last save
-            raise KeyboardInterrupt
         received.append(signum)
+        if len(received) > 1:  # a second signal: stop now, losing at most the steps since the last save
+            raise KeyboardInterrupt
         bar.write(f"{signal.Signals(signum).name}: saving the state after this step, then stopping", file=sys.stderr)
 
     handled = [signal.SIGTERM]
@@ -622,6 +622,12 @@ def train(
         bar.close()
         typer.echo(f"{stopped}: continue with the same command and --resume", err=True)
         raise typer.Exit(128 + received[0]) from None
+    except KeyboardInterrupt:
+        if len(received) < 2 or received[-1] == signal.SIGINT:
+            raise  # Ctrl-C: `friendly` says it and exits 130
+        bar.close()
+        typer.echo("interrupted: the run's last saved state is kept; continue it with --resume", err=True)
+        raise typer.Exit(128 + received[-1]) from None  # a second SIGTERM: 143, as the shell reports it
     finally:
         bar.close()
         for signum, handler in previous.items():

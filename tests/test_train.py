@@ -238,6 +238,39 @@ def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar
     _same_run(tmp_path / "full", tmp_path / "part")
 
 
+def test_cli_a_second_sigterm_stops_at_once_with_143_and_resume_continues_exactly(tmp_path, cifar_root, monkeypatch):
+    """A second signal stops within the step (the last saved state is kept); it exited 130 as if Ctrl-C."""
+    import os
+    import signal
+
+    import landscape.train
+
+    args = ["train", "--arch", "resnet20", "--data-root", str(cifar_root), "--epochs", "2", "--batch-size", "16"]
+    args += ["--no-channels-last", "--save-minutes", "0"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
+    real_augment, calls = landscape.train.augment, []
+
+    def augment_then_two_sigterms(images, generator):
+        calls.append(1)
+        if len(calls) == 5:  # during step 2 of epoch 2: the state of epoch 1's end is the last saved one
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_augment(images, generator)
+
+    monkeypatch.setattr(landscape.train, "augment", augment_then_two_sigterms)
+    stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part")])
+    assert stopped.exit_code == 128 + signal.SIGTERM, stopped.output
+    assert "interrupted: the run's last saved state is kept; continue it with --resume" in stopped.stderr
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and "within_epoch" not in state
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(landscape.train, "augment", real_augment)
+    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
 def _edit_stored_recipe(state_path: Path, edit) -> None:
     state = torch.load(state_path, weights_only=True)
     recipe = json.loads(state["spec"])

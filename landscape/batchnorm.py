@@ -9,6 +9,7 @@ cannot trace the model (data-dependent control flow, for instance): the caller d
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise NotTraceable(type(model).__name__, reason) from e
     modules = dict(traced.named_modules())
+    calls = collections.Counter(str(n.target) for n in traced.graph.nodes if n.op == "call_module")
     pairs = []
     for node in list(traced.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
@@ -127,6 +129,7 @@ def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
             and producer.op == "call_module"
             and type(modules.get(producer.target)) is nn.Conv2d
             and len(producer.users) == 1
+            and calls[str(producer.target)] == 1  # a conv called twice: its other calls keep its own weights
         ):
             continue
         conv, bn = modules[producer.target], modules[node.target]

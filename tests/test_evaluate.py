@@ -158,6 +158,45 @@ def test_folded_equals_unfolded(setup):
         assert_same_metrics(folded.evaluate(points), unfolded.evaluate(points), rtol=1e-5)
 
 
+class SharedConv(nn.Module):
+    """One conv module called twice: after it once a BN, once another BN (`second_bn`) or nothing."""
+
+    def __init__(self, second_bn: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.bn2 = nn.BatchNorm2d(3) if second_bn else nn.Identity()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv(x)))
+        h = torch.relu(self.bn2(self.conv(h)))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("second_bn", [True, False])
+def test_a_conv_called_twice_is_not_folded(setup, second_bn):
+    """Folding replaced the conv module, so its other call used the folded weights too (wrong losses, silently)."""
+    _, _, _, sets = setup
+    torch.manual_seed(0)
+    model = SharedConv(second_bn)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.2, 3)
+                bn.weight.uniform_(0.5, 2)
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    points = np.array([[0.0], [0.3]])
+    evaluator = PointEvaluator(copy.deepcopy(model), center, dirs, sets, MEAN, STD)
+    got = evaluator.evaluate(points)
+    for k, point in enumerate(points):
+        for split in sets:
+            loss, _ = plain_loss(moved(model, center, dirs, point), sets[split])
+            assert got[f"{split}_loss"][k] == pytest.approx(loss, rel=1e-5)
+
+
 class Branchy(nn.Module):
     """conv → BN with data-dependent control flow after it, which torch.fx cannot trace."""
 

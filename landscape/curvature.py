@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DataSpec, ImageSet, normalizer
-from .directions import Direction
+from .directions import Direction, check_finite
 from .errors import LandscapeError
 from .files import check_writable, write_file
 from .hardware import autocast
@@ -153,6 +153,14 @@ class HessianVectorProduct:
         return matvec
 
 
+def _check_top_k(k: int, dim: int) -> None:
+    """Refuse a k that a solver of the top k eigenvalues of a dim x dim Hessian cannot find (both need k < dim)."""
+    if dim < 2:
+        raise LandscapeError("the model has one trainable parameter: its Hessian is one number, no top-k to find")
+    if not 1 <= k < dim:
+        raise LandscapeError(f"--top-k must be in 1..{dim - 1} (below the number of parameters), got {k}")
+
+
 def top_eigenvalues(hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The `k` largest (algebraic) eigenvalues, descending, and their eigenvectors as columns of a (dim, k) array.
 
@@ -161,10 +169,7 @@ def top_eigenvalues(hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int 
     """
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-    if k < 1:
-        raise LandscapeError(f"--top-k must be at least 1, got {k}")
-    if k >= dim:
-        raise LandscapeError(f"--top-k must be below the number of parameters ({dim}), got {k}")
+    _check_top_k(k, dim)
     if tol < 0:
         raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
     operator = LinearOperator((dim, dim), matvec=hvp, dtype=np.float64)
@@ -247,20 +252,26 @@ def _lanczos_with_basis(
         basis[j + 1] = w / beta
 
 
+ARPACK_FIRST_CYCLE = 20  # scipy's eigsh: ncv = max(2k + 1, 20) Lanczos vectors before its first convergence test
+
+
 def lanczos_top(
     hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int = 0, max_steps: int = 300
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The `k` largest eigenvalues (descending), their eigenvectors as columns of a (dim, k) array, and the
     products used: Lanczos with full reorthogonalization from a Gaussian start vector drawn from `seed`, stopped
-    once each of the top k Ritz values' residual is below `tol` times its size (ARPACK's criterion, with no minimum
-    number of products; tol = 0: always `max_steps` products). Holds the Lanczos vectors: 8 x dim bytes per
-    product."""
-    if not 1 <= k < dim:
-        raise LandscapeError(f"--top-k must be in 1..{dim - 1} (below the number of parameters), got {k}")
+    once each of the top k Ritz values' residual is below `tol` times its size (ARPACK's criterion; tol = 0: always
+    `max_steps` products). For k = 1 as soon as that holds; for k >= 2 not before ARPACK's first cycle of
+    max(2k + 1, 20) products: a small residual only says a Ritz value is near *some* eigenvalue, and two close top
+    eigenvalues show as one until the Krylov space resolves them (one would be missed, and its eigenvector). An
+    eigenvalue repeated exactly is found once (one start vector spans one vector of its eigenspace). Holds the
+    Lanczos vectors: 8 x dim bytes per product."""
+    _check_top_k(k, dim)
     if tol < 0:
         raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
     start = np.random.default_rng(seed).standard_normal(dim)
     steps = min(max(max_steps, k), dim)
+    least = 1 if k == 1 else min(max(2 * k + 1, ARPACK_FIRST_CYCLE), steps)
     for alphas, betas, beta, basis in _lanczos_with_basis(hvp, dim, steps, start):
         m = len(alphas)
         if m < k and beta > 0:
@@ -269,7 +280,7 @@ def lanczos_top(
         theta, vectors = np.linalg.eigh(tridiagonal)
         top = np.argsort(theta)[::-1][:k]
         converged = bool(np.all(beta * np.abs(vectors[-1, top]) <= tol * np.abs(theta[top])))
-        if (tol > 0 and converged) or beta == 0 or m == steps:
+        if (tol > 0 and converged and m >= least) or beta == 0 or m == steps:
             if len(top) < k:
                 raise LandscapeError(f"the Krylov space closed after {m} products, below --top-k {k}")
             if tol > 0 and not converged and beta > 0:
@@ -309,10 +320,13 @@ def lanczos_extremes(
 
     ends = "largest": stop once the top Ritz value's residual is below tol x it (ARPACK's criterion). ends = "both":
     once, at each end, the residual and the change since the previous step are below tol x that end's Ritz value, so
-    that |λmin/λmax| is accurate to about 2 tol relative. The low end needs both tests and its own scale: in the first
-    steps the smallest Ritz value sits in the dense bulk of eigenvalues near 0, close to some eigenvalue (a small
-    residual on the scale of λmax) but not yet to λmin, towards which it keeps moving (by interlacing, the smallest
-    Ritz value only decreases and the largest only increases, step by step)."""
+    that |λmin/λmax| is usually accurate to about 2 tol relative; not always: a Ritz value can settle for a few
+    steps on the eigenvalue next to an end before the one beyond it shows (a synthetic spectrum with λmin and the
+    next 1.4% apart stopped on the next one, 1.4% off). tol = 0 with enough steps is the way to be sure. The low end
+    needs both tests and its own scale: in the first steps the smallest Ritz value sits in the dense bulk of
+    eigenvalues near 0, close to some eigenvalue (a small residual on the scale of λmax) but not yet to λmin, towards
+    which it keeps moving (by interlacing, the smallest Ritz value only decreases and the largest only increases,
+    step by step)."""
     if tol < 0:
         raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
     if ends not in ("both", "largest"):
@@ -436,6 +450,9 @@ class CurvatureEvaluator:
         for d in directions:
             if d.keys() != center.keys() or not set(center) <= set(state):
                 raise LandscapeError("a curvature map's directions must be keyed like θ*, by the model's tensor names")
+        check_finite(center, "the center")  # 0 x NaN is NaN: a non-finite direction spoils even θ* itself
+        for k, d in enumerate(directions):
+            check_finite(d, f"direction {k + 1}")
         self.model = model
         self.names = list(center)
         self.targets = [state[n] for n in self.names]
@@ -688,6 +705,9 @@ def hessian_report(
         density = spectral_density(matvec, hvp.dim, steps, spec.density_samples, spec.seed)
     if eigenvectors is not None:
         arrays = {n: vectors[hvp.slices[n]].T.reshape(-1, *hvp.shapes[n]) for n in hvp.names}
+        for name, parameter in model.named_parameters():  # a frozen parameter is not moved: its entries are 0
+            if name not in arrays:
+                arrays[name] = np.zeros((len(values), *parameter.shape))
         arrays[EIGENVALUES_KEY] = values
         if checkpoint_sha256 is not None:
             arrays[CHECKPOINT_KEY] = np.array(checkpoint_sha256)

@@ -73,18 +73,25 @@ def direction_names(model: nn.Module, dir_type: str) -> list[str]:
     """Names of the tensors a direction moves: parameters, or parameters and floating-point buffers."""
     names = [n for n, _ in model.named_parameters()]
     if dir_type == "states":
-        names += [n for n, b in model.named_buffers() if b.is_floating_point()]
-        order = list(model.state_dict())
+        order = list(model.state_dict())  # a buffer registered as not persistent is not part of θ*
+        names += [n for n, b in model.named_buffers() if b.is_floating_point() and n in order]
         names.sort(key=order.index)
     return names
 
 
 def center_of(model: nn.Module, names: list[str]) -> Direction:
-    """θ*: detached copies of the named tensors of `model`, in float32. Refuses a model with NaN or inf in any
-    tensor (a buffer such as a BatchNorm statistic is part of θ* too)."""
+    """θ*: detached copies of the named tensors of `model` (float32). Refuses a model with NaN or inf in any tensor
+    (a buffer such as a BatchNorm statistic is part of θ* too), and one in another precision: the directions, the
+    evaluation and the Hessian are float32 (`model.float()` converts one)."""
     state = model.state_dict()
     check_finite(state, "the model")
-    return {n: state[n].detach().clone().float() for n in names}
+    for n in names:
+        if state[n].is_floating_point() and state[n].dtype != torch.float32:
+            raise LandscapeError(
+                f"the model's {n} is {str(state[n].dtype).removeprefix('torch.')}: landscape works on float32 "
+                "models (convert it with model.float())"
+            )
+    return {n: state[n].detach().clone() for n in names}
 
 
 def random_direction(center: Direction, seed: int) -> Direction:

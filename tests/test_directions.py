@@ -93,3 +93,26 @@ def test_check_finite_names_the_first_tensor_by_name():
     with pytest.raises(LandscapeError, match=r"^the file's b holds NaN or inf$"):
         check_finite(tensors, "the file")
     check_finite({"a": torch.ones(2), "steps": torch.tensor(3)}, "the file")  # integer tensors are always finite
+
+
+def test_a_buffer_that_is_not_persistent_is_not_part_of_the_states():
+    """`states` took every floating buffer, then sorted by the state dict's order: a non-persistent one crashed."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    model.register_buffer("window", torch.ones(3), persistent=False)
+    assert direction_names(model, "states") == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+    ]
+
+
+def test_a_model_in_another_precision_is_refused_by_name():
+    """θ* was rounded to float32 silently, and a float64 model failed deep inside the evaluation."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+    with pytest.raises(LandscapeError, match=r"the model's 0.weight is float64: .* model.float\(\)"):
+        center_of(model, direction_names(model, "weights"))
+    center = center_of(model.float(), direction_names(model, "weights"))
+    assert all(t.dtype == torch.float32 for t in center.values())

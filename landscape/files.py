@@ -22,12 +22,19 @@ def check_writable(path: str | Path, overwrite: bool = False, inputs: Sequence[s
         raise LandscapeError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise LandscapeError(f"cannot write {path}: it is a folder")
-    for source in inputs:
-        if path.exists() and Path(source).exists() and path.samefile(source):
-            raise LandscapeError(f"{path} is an input of this command: write the output elsewhere")
+    check_not_input(path, inputs)
     if path.exists() and not overwrite:
         raise LandscapeError(f"{path} exists: pass --overwrite to replace it, or choose another file")
     return path
+
+
+def check_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse to write `path` when it is one of `inputs` (by file identity: another spelling or a link is caught),
+    with or without --overwrite: replacing an input destroys it."""
+    path = Path(path)
+    for source in inputs:
+        if path.exists() and Path(source).exists() and path.samefile(source):
+            raise LandscapeError(f"{path} is an input of this command: write the output elsewhere")
 
 
 def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:

@@ -120,6 +120,15 @@ class SurfaceSpec:
         if self.x.ignore != self.y.ignore:
             raise LandscapeError("the PCA directions share one ignore setting: the x and y values differ")
 
+    def input_files(self) -> list[str]:
+        """The files (and folders) this surface reads: the checkpoint, target checkpoints, direction and eigenvector
+        files, the trajectory; none of them may be its output."""
+        paths = [self.checkpoint.path]
+        for d in (self.x, self.y):
+            if d is not None:
+                paths += [p for p in (d.target, d.source) if p]
+        return paths + list(self.trajectory.paths if self.trajectory else ())
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-able dicts; fields that only PCA and Hessian directions use are left out when unset."""
         d = dataclasses.asdict(self)

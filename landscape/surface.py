@@ -36,6 +36,7 @@ from .directions import (
 )
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, RunOptions
+from .files import check_not_input
 from .spec import (  # noqa: F401 (CheckpointSpec re-exported)
     CheckpointSpec,
     CurvatureMapSpec,
@@ -242,6 +243,7 @@ def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False)
 
     def load() -> tuple[SurfaceSpec, torch.nn.Module]:
         check_out_folder(out)
+        check_not_input(out, spec.input_files())  # --overwrite would replace the checkpoint with a surface
         return load_model(spec)
 
     def prepare(resolved: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:

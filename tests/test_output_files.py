@@ -69,6 +69,19 @@ def test_the_surface_file_is_never_an_output(tmp_path):
     assert surface.read_bytes() == before
 
 
+def test_compute_never_writes_its_surface_over_an_input(tmp_path, cifar_root, resnet20_ckpt):
+    """`--out` naming the checkpoint (or a direction file) with --overwrite replaced it with a surface."""
+    checkpoint = tmp_path / "victim.pt"
+    checkpoint.write_bytes(resnet20_ckpt.read_bytes())
+    surface = write_surface(tmp_path / "s.h5")
+    before = checkpoint.read_bytes(), surface.read_bytes()
+    args = ("compute", "--ckpt", checkpoint, "--data-root", cifar_root, "--subset", 4, "--x", "-1:1:3", "--overwrite")
+    one_line_error(invoke(*args, "--out", checkpoint), f"{checkpoint} is an input of this command")
+    one_line_error(invoke(*args, "--out", tmp_path / "." / "victim.pt"), "is an input of this command")
+    one_line_error(invoke(*args, "--xdir-file", surface, "--out", surface), f"{surface} is an input of this command")
+    assert (checkpoint.read_bytes(), surface.read_bytes()) == before
+
+
 def test_hessian_refuses_existing_outputs_before_computing(tmp_path, cifar_root, resnet20_ckpt):
     report, vectors = tmp_path / "h.json", tmp_path / "v.npz"
     args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--subset", 8, "--top-k", 1)

@@ -204,6 +204,11 @@ def compare(
     for surface in surfaces:
         if surface.ycoordinates is None:
             raise LandscapeError(f"{surface.path} is a 1D surface: compare takes 2D ones")
+        if len(surface.xcoordinates) < 3 or len(surface.ycoordinates) < 3:
+            raise LandscapeError(
+                f"{surface.path} has {len(surface.xcoordinates)}x{len(surface.ycoordinates)} points: compare needs "
+                "at least 3x3"
+            )
         if metric not in surface.values:
             raise LandscapeError(f"{surface.path} has no '{metric}' (it has {', '.join(surface.values) or 'nothing'})")
         values = np.asarray(surface.values[metric], dtype=np.float64)

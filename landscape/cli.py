@@ -994,6 +994,12 @@ def demo(
     subset: Annotated[int, typer.Option(help="Training images evaluated.")] = 256,
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Compute the surfaces in --out again (else one of these settings is resumed, others refused)."
+        ),
+    ] = False,
 ) -> None:
     """Skips vs no skips in a few minutes: surfaces of the shipped pair, their figures and their numbers."""
     from .demo import DemoSettings, run_demo
@@ -1008,7 +1014,9 @@ def demo(
         precision=precision,
         device=device,
     )
-    result = run_demo(settings, notify=lambda message: typer.echo(message, err=True), progress=progress_bar)
+    result = run_demo(
+        settings, overwrite=overwrite, notify=lambda message: typer.echo(message, err=True), progress=progress_bar
+    )
     _print_comparison(result.comparison)
     for message in result.skipped:
         typer.echo(message, err=True)

@@ -64,14 +64,18 @@ def demo_data_root(data_root: str | None) -> Path:
 def run_demo(
     settings: DemoSettings,
     *,
+    overwrite: bool = False,
     notify: Callable[[str], None] = lambda message: None,
     progress: Callable[[], AbstractContextManager[Progress | None]] = contextlib.nullcontext,
 ) -> DemoResult:
-    """Compute the pair's surfaces into `settings.out` (resuming them), compare them and write their figures.
+    """Compute the pair's surfaces into `settings.out` (resuming them, refusing ones of other settings; `overwrite`:
+    computed again and replaced), compare them and write their figures (replacing the demo's own).
 
     `notify` gets a line before each step; `progress()` gives a context with the progress callback of one
     surface. Figures that cannot be made (plotly, kaleido or a browser missing) are left out and said why.
     """
+    if settings.grid < 3:
+        raise LandscapeError(f"--grid {settings.grid}: the demo compares surfaces of at least 3x3 points")
     paths = [settings.checkpoints / f"{arch}.pt" for arch in settings.archs]
     for arch, path in zip(settings.archs, paths):
         if not path.is_file():
@@ -100,7 +104,9 @@ def run_demo(
         out = settings.out / f"{arch}.h5"
         notify(f"{arch}: {settings.grid}x{settings.grid} surface on {settings.subset} training images -> {out}")
         with progress() as callback:
-            surfaces.append(compute_surface(spec, out, RunOptions(device=settings.device), progress=callback))
+            surfaces.append(
+                compute_surface(spec, out, RunOptions(device=settings.device), overwrite=overwrite, progress=callback)
+            )
     comparison = compare(surfaces, METRIC)
     figures, skipped = _write_figures(surfaces, settings.out)
     return DemoResult(surfaces=tuple(surfaces), comparison=comparison, figures=figures, skipped=skipped)

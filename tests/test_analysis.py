@@ -108,6 +108,10 @@ def test_compare_refuses_a_line_or_a_missing_metric(tmp_path):
     legacy = read_surface(fixtures.write_legacy(tmp_path / "paper.h5"))
     with pytest.raises(LandscapeError, match=r"\(it has train_acc, train_loss\)"):
         analysis.compare([legacy], "test_loss")
+    x2, y2 = np.array([-1.0, 1.0]), np.array([-1.0, 1.0])
+    small = read_surface(fixtures.write_surface(tmp_path / "small.h5", fixtures.bowl(x2, y2), x=x2, y=y2))
+    with pytest.raises(LandscapeError, match="small.h5 has 2x2 points: compare needs at least 3x3"):
+        analysis.compare([small])  # a ValueError before (exit 1 with a traceback hint)
 
 
 def test_compare_refuses_a_center_without_a_finite_value_and_a_level_that_is_not_a_number(tmp_path):

@@ -341,6 +341,14 @@ def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
         assert (out / "contours.pdf").read_bytes().startswith(b"%PDF")
     missing = invoke("demo", "--checkpoints", tmp_path / "none", "--data-root", cifar_root, "--out", out)
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
+    args = ["demo", "--checkpoints", ckpts, "--pair", "resnet20", "--subset", 8, "--data-root", cifar_root]
+    other = invoke(*args, "--grid", 5, "--out", out)  # its advice, --overwrite, is an option of the demo too
+    assert other.exit_code == 2 and "holds a different surface" in other.stderr and "--overwrite" in other.stderr
+    assert invoke(*args, "--grid", 5, "--out", out, "--overwrite").exit_code == 0
+    assert read_surface(out / "resnet20.h5").values["train_loss"].shape == (5, 5)
+    small = invoke(*args, "--grid", 2, "--out", tmp_path / "small")  # compare needs 3x3: refused before computing
+    assert small.exit_code == 2 and "--grid 2: the demo compares surfaces of at least 3x3 points" in small.stderr
+    assert not (tmp_path / "small").exists()
 
 
 def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):

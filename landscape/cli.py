@@ -500,6 +500,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, state.pt, log.jsonl, snapshots.h5.")],
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100")] = "cifar10",
+    download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.1,
@@ -547,7 +548,7 @@ def train(
 
     from tqdm import tqdm
 
-    from .data import DataSpec
+    from .data import DataSpec, fetch_cifar
     from .train import NONFINITE_CHECK_EVERY, TrainingStopped, TrainSpec
     from .train import train as run_training
 
@@ -570,6 +571,8 @@ def train(
         init=str(init) if init else "",
     )
     spec.validate()  # a bad option gets its line before the progress bar is drawn
+    if download:  # not part of the recipe: a resume without --download finds the same images
+        fetch_cifar(spec.data.root, spec.data.name)
     warning = bf16_warning(precision, device)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
@@ -1037,6 +1040,13 @@ def hessian(
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagefolder")] = "cifar10",
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     split: Annotated[str, typer.Option(help="train | test")] = "train",
+    download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
+    image_size: Annotated[Optional[int], typer.Option(help="ImageFolder: resize + centre crop.")] = None,
+    mean: Annotated[
+        Optional[str],
+        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),
+    ] = None,
+    std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     subset: Annotated[int, typer.Option(help="Images the loss averages over, drawn with --data-seed.")] = 1000,
     data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
     top_k: Annotated[int, typer.Option(help="Largest eigenvalues computed (Lanczos).")] = 5,
@@ -1075,6 +1085,7 @@ def hessian(
     from .curvature import HessianSpec, hessian_report
     from .data import DEFAULT_NORMALIZATION, DataSpec, check_normalization, load_split
     from .hardware import resolve_device
+    from .spec import CheckpointSpec
 
     if split not in ("train", "test"):
         raise LandscapeError(f"--split must be train or test, got '{split}'")
@@ -1084,7 +1095,15 @@ def hessian(
         trace_samples=trace_samples,
         seed=seed,
         tol=tol,
-        data=DataSpec(name=dataset, root=data_root or "", split=split, subset=subset, seed=data_seed),
+        data=DataSpec(
+            name=dataset,
+            root=data_root or "",
+            split=split,
+            subset=subset,
+            seed=data_seed,
+            download=download,
+            image_size=image_size,
+        ),
         density_steps=density_steps if density else 0,
         density_samples=density_samples,
     )
@@ -1095,21 +1114,26 @@ def hessian(
         if output is not None:
             check_writable(output, overwrite, [ckpt])
     resolved = resolve_device(device)
+    given_mean, given_std = _floats(mean, "--mean"), _floats(std, "--std")
+    CheckpointSpec(path=str(ckpt), mean=given_mean, std=given_std).validate()  # both or neither, usable
     checkpoint = load_checkpoint(ckpt)
     model = build_model(checkpoint, arch, num_classes)
-    default_mean, default_std = DEFAULT_NORMALIZATION[dataset]
-    mean = tuple(checkpoint.metadata.get("mean") or default_mean)
-    std = tuple(checkpoint.metadata.get("std") or default_std)
-    try:
-        check_normalization(mean, std, ("mean", "std"))
-    except LandscapeError as e:
-        raise LandscapeError(f"{ckpt} records an unusable input normalization: {e}") from None
+    default_mean, default_std = DEFAULT_NORMALIZATION.get(dataset, DEFAULT_NORMALIZATION["cifar10"])
+    input_mean = tuple(given_mean or checkpoint.metadata.get("mean") or default_mean)
+    input_std = tuple(given_std or checkpoint.metadata.get("std") or default_std)
+    if given_mean is None:
+        try:
+            check_normalization(input_mean, input_std, ("mean", "std"))
+        except LandscapeError as e:
+            raise LandscapeError(
+                f"{ckpt} records an unusable input normalization: {e} (pass --mean and --std)"
+            ) from None
     images = load_split(spec.data, split)
     report = hessian_report(
         model,
         images,
-        mean,
-        std,
+        input_mean,
+        input_std,
         spec,
         resolved,
         batch_size=batch_size,
@@ -1118,7 +1142,11 @@ def hessian(
         keep_graph=keep_graph,
         overwrite=overwrite,
     )
-    report = {"checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256}, **report}
+    report = {
+        "checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256},
+        "normalization": {"mean": list(input_mean), "std": list(input_std)},
+        **report,
+    }
     typer.echo(
         f"{report['parameters']} parameters, {report['images']} images, "
         f"{report['hvps']} Hessian-vector products ({report['eigen_hvps']} for the eigenvalues, "

@@ -374,6 +374,15 @@ def _first_line(error: Exception) -> str:
     return lines[0][:300] if lines else ""
 
 
+def fetch_cifar(root: str | os.PathLike | None, name: str) -> None:
+    """Download CIFAR `name` into `root` (else $LANDSCAPE_DATA_ROOT), an existing folder, unless it is there."""
+    folder = resolve_root(root)
+    if name not in _CIFAR_FOLDERS:
+        raise LandscapeError(f"only CIFAR can be downloaded, not {name}")
+    if find_cifar_folder(folder, name) is None:
+        _download_cifar(folder, name)
+
+
 def _download_cifar(root: Path, name: str) -> None:
     import torchvision
 

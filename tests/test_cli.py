@@ -378,3 +378,16 @@ def test_bf16_where_it_is_not_native_warns_in_one_line(tmp_path, cifar_root, res
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
     result = invoke(*args, "--precision", "bf16", "--device", "cpu", "--out", tmp_path / "b.h5")
     assert result.exit_code == 0 and "warning:" not in result.stderr
+
+
+def test_train_download_fetches_before_training(tmp_path, monkeypatch):
+    import landscape.data
+    from landscape import LandscapeError
+
+    def fetch(root, name):
+        raise LandscapeError(f"fetching {name} into {root or '$LANDSCAPE_DATA_ROOT'}")
+
+    monkeypatch.setattr(landscape.data, "fetch_cifar", fetch)
+    result = invoke("train", "--arch", "resnet20", "--out", tmp_path / "run", "--epochs", "1", "--download")
+    assert result.exit_code == 2 and "error: fetching cifar10 into $LANDSCAPE_DATA_ROOT" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -273,6 +273,23 @@ def test_cli_hessian_bad_input(cifar_root, resnet20_ckpt, extra, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_hessian_takes_the_normalization_given_and_records_it(tmp_path, cifar_root, resnet20_ckpt):
+    """hessian had no --mean/--std: a raw state_dict was normalized with the dataset's defaults, without a word."""
+    out = tmp_path / "h.json"
+    args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--subset", 8, "--top-k", 1)
+    given = ("--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+    result = invoke(*args, *given, "--tol", 1e-2, "--device", "cpu", "--json", out, "--download")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    model = build_model(load_checkpoint(resnet20_ckpt))
+    images = load_split(DataSpec(root=str(cifar_root), subset=8), "train")
+    library = hessian_report(model, images, (0.5,) * 3, (0.25,) * 3, HessianSpec(top_k=1, tol=1e-2), "cpu")
+    assert report["eigenvalues"][0] == pytest.approx(library["eigenvalues"][0], rel=1e-6)
+    alone = invoke(*args, "--mean", "0.5,0.5,0.5")
+    assert alone.exit_code == 2 and "--mean and --std go together" in alone.stderr
+
+
 def test_cli_hessian_missing_checkpoint(tmp_path, cifar_root):
     result = invoke("hessian", "--ckpt", tmp_path / "none.pt", "--data-root", cifar_root)
     assert result.exit_code == 2 and result.stderr.startswith("error: checkpoint not found")

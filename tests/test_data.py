@@ -258,3 +258,20 @@ def test_fingerprint_is_the_sha256_of_shape_pixels_and_labels(cifar_root):
         ImageSet(images.images.reshape(6, 3, 16, 64), images.labels, images.indices),
     ]
     assert len({fingerprint(images)} | {fingerprint(other) for other in others}) == 5
+
+
+def test_fetch_cifar_downloads_only_what_is_missing(tmp_path, cifar_root, monkeypatch):
+    """`landscape train --download` (its data error advised --download, which train did not have)."""
+    import landscape.data
+
+    calls = []
+    monkeypatch.setattr(landscape.data, "_download_cifar", lambda root, name: calls.append((root, name)))
+    landscape.data.fetch_cifar(str(cifar_root), "cifar10")
+    assert calls == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("LANDSCAPE_DATA_ROOT", str(empty))
+    landscape.data.fetch_cifar("", "cifar10")
+    assert calls == [(empty, "cifar10")]
+    with pytest.raises(LandscapeError, match="only CIFAR can be downloaded, not imagefolder"):
+        landscape.data.fetch_cifar(empty, "imagefolder")

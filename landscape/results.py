@@ -190,6 +190,10 @@ def describe(surface: Surface) -> Description:
     ckpt, data = spec.checkpoint, spec.data
     model = ckpt.arch or Path(ckpt.path).name
     images = f"{data.subset} images (seed {data.seed})" if data.subset else "all images"
+    evaluated = {split: surface.images[split] for split in ("train", "test") if split in surface.images}
+    if data.subset and any(n != data.subset for n in evaluated.values()):  # --subset above a split's size: all
+        counts = ", ".join(f"{split} {n}" for split, n in evaluated.items())
+        images = f"{counts} images (--subset {data.subset} asked; seed {data.seed})"
     return Description(
         title=Path(surface.path).stem,
         label=f"{model} ({Path(surface.path).name})",

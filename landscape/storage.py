@@ -75,6 +75,7 @@ class Surface:
     runs_error: str | None = None  # why the provenance could not be read (the results still were)
     curvature: CurvatureMap | None = None  # the convexity map, when the file holds one
     trajectory: TrajectoryPath | None = None  # the training path, on a surface of PCA directions
+    images: dict[str, int] = field(default_factory=dict)  # images per set of `indices/` (train, test, bn, hessian)
 
     @property
     def surface_spec(self) -> SurfaceSpec | None:
@@ -582,6 +583,7 @@ def read_surface(path: str | Path) -> Surface:
             runs_error=runs_error,
             curvature=curvature,
             trajectory=_read_trajectory(f, path),
+            images={name: int(ds.size) for name, ds in _index_sets(f, path)},  # the shapes only: nothing is read
         )
 
 

@@ -446,6 +446,9 @@ def prepare_job(
             stored_indices["bn"] = bn_set.indices
         if out.exists():  # --overwrite: replaced only once the new file is complete (create_surface_file)
             notice(overwrite_note(out))
+        for split, images in datasets.items():
+            if spec.data.subset and len(images) < spec.data.subset:
+                notice(f"--subset {spec.data.subset}: the {split} split has {len(images)} images, all are evaluated")
         coordinates = [spec.grid.x.coordinates()] + ([spec.grid.y.coordinates()] if spec.grid.y else [])
         create_surface_file(
             out,

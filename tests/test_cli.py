@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import TRAIN_PER_BATCH
+from conftest import TEST_IMAGES, TRAIN_PER_BATCH
 from typer.testing import CliRunner
 
 from landscape import read_surface
@@ -63,6 +63,20 @@ def test_a_disjoint_part_of_the_images(tmp_path, cifar_root, resnet20_ckpt):
         assert read_surface(out).surface_spec.data.part == part
     assert len(indices[0]) == len(indices[1]) == 6 and not set(indices[0]) & set(indices[1])
     np.testing.assert_array_equal(indices[0], subset_indices(5 * TRAIN_PER_BATCH, 6, 0, "train"))
+
+
+def test_a_subset_above_the_split_size_is_said_and_info_shows_the_images_evaluated(tmp_path, cifar_root, resnet20_ckpt):
+    """--subset 1000 of 60 training images evaluated all 60 silently, and `info` said 1000."""
+    out = tmp_path / "big.h5"
+    args = ["--x", "0:0:1", "--subset", 1000, "--split", "both", "--data-root", cifar_root, "--out", out]
+    result = invoke("compute", "--ckpt", resnet20_ckpt, *args)
+    assert result.exit_code == 0, result.output
+    train, test = 5 * TRAIN_PER_BATCH, TEST_IMAGES
+    assert f"--subset 1000: the train split has {train} images, all are evaluated" in result.stderr
+    assert f"--subset 1000: the test split has {test} images, all are evaluated" in result.stderr
+    assert read_surface(out).images == {"train": train, "test": test}
+    info = invoke("info", out)
+    assert f"train {train}, test {test} images (--subset 1000 asked; seed 0)" in info.stdout
 
 
 def test_a_file_from_before_a_new_setting_resumes(tmp_path, cifar_root, resnet20_ckpt):

@@ -207,12 +207,16 @@ class Job:
 
 
 def load_model(spec: SurfaceSpec) -> tuple[SurfaceSpec, torch.nn.Module]:
-    """Validate `spec`, load its checkpoint and build the model; returns the resolved spec (absolute data root)."""
+    """Validate `spec`, load its checkpoint and build the model; returns the resolved spec (absolute paths of the
+    checkpoint and the data root: what a later `landscape convexity` run from another folder opens)."""
     spec.validate()
     checkpoint = load_checkpoint(spec.checkpoint.path)
     spec = resolve_spec(spec, checkpoint)
     root = str(resolve_root(spec.data.root).resolve())  # recorded as an absolute path
-    spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=root))
+    path = str(Path(spec.checkpoint.path).resolve())
+    spec = dataclasses.replace(
+        spec, checkpoint=dataclasses.replace(spec.checkpoint, path=path), data=dataclasses.replace(spec.data, root=root)
+    )
     return spec, build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
 
 
@@ -554,6 +558,8 @@ def surface_model(
     if arch is not None:
         spec = dataclasses.replace(spec, checkpoint=dataclasses.replace(spec.checkpoint, arch=arch))
     path = str(checkpoint) if checkpoint is not None else spec.checkpoint.path
+    if checkpoint is None and not Path(path).is_file():
+        raise LandscapeError(f"the surface's checkpoint is not at its recorded path {path}: pass it with --ckpt")
     loaded = load_checkpoint(path)
     if loaded.sha256 != spec.checkpoint.sha256:
         raise LandscapeError(

@@ -7,6 +7,7 @@ crash safety (the map is added atomically, nothing grows afterwards); crafted fi
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -247,6 +248,24 @@ def test_refused_surfaces_and_checkpoints(tmp_path, tiny_surface, cifar_root):
         compute_convexity(recompute, CurvatureMapSpec(steps=3), CPU, arch=ARCH)
     r = runner.invoke(app, ["convexity", "--surface", str(tmp_path / "missing.h5")])
     assert r.exit_code == 2 and r.stderr == f"error: no such file: {tmp_path / 'missing.h5'}\n"
+
+
+def test_a_relative_checkpoint_path_is_recorded_absolute_and_a_missing_one_is_named(
+    tmp_path, tiny_surface, cifar_root, monkeypatch
+):
+    """`--ckpt tiny.pt` was recorded as given: a convexity map run from another folder said only "checkpoint not
+    found: tiny.pt"."""
+    shutil.copyfile(tiny_surface.parent / "tiny.pt", tmp_path / "tiny.pt")
+    monkeypatch.chdir(tmp_path)
+    spec = SurfaceSpec.from_dict(read_surface(tiny_surface).spec)
+    spec = dataclasses.replace(spec, checkpoint=dataclasses.replace(spec.checkpoint, path="tiny.pt", sha256=None))
+    compute_surface(spec, tmp_path / "s.h5", RunOptions(device="cpu", fold_bn=False))
+    assert read_surface(tmp_path / "s.h5").spec["checkpoint"]["path"] == str(tmp_path / "tiny.pt")
+    monkeypatch.chdir(cifar_root)
+    compute_convexity(tmp_path / "s.h5", CurvatureMapSpec(steps=3), CPU, arch=ARCH)  # found from elsewhere
+    (tmp_path / "tiny.pt").rename(tmp_path / "moved.pt")
+    with pytest.raises(LandscapeError, match=r"the surface's checkpoint is not at its recorded path .*tiny\.pt: pass"):
+        compute_convexity(tmp_path / "s.h5", CurvatureMapSpec(steps=3), CPU, arch=ARCH)
 
 
 # Crafted files: one clear error, nothing outside the file read, nothing declared allocated.

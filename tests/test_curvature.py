@@ -251,6 +251,11 @@ def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
     grid = ("--x", "-0.1:0.1:2", "--y", "-0.1:0.1:2", "--data-root", cifar_root, "--subset", 8, "--out", plane)
     result = invoke("compute", "--ckpt", resnet20_ckpt, *grid, "--eigenvectors", vectors, "--xdir-hessian", 2)
     assert result.exit_code == 0, result.output
+    moved = tmp_path / "moved.npz"
+    vectors.rename(moved)  # the same eigenvectors under another name: known by their sha256, the file resumes
+    result = invoke("compute", "--ckpt", resnet20_ckpt, *grid, "--eigenvectors", moved, "--xdir-hessian", 2)
+    assert result.exit_code == 0, result.output
+    moved.rename(vectors)
     with np.load(vectors) as f, h5py.File(plane) as s:
         np.testing.assert_array_equal(s["directions/x/conv1.weight"][()], f["conv1.weight"][1].astype(np.float32))
         assert json.loads(s.attrs["spec"])["y"]["kind"] == "random"

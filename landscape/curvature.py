@@ -4,8 +4,9 @@ The Hessian is that of the mean cross-entropy over a fixed set of images with re
 BatchNorm in eval mode. Parameters are flattened into one vector in the order of `model.named_parameters()`,
 keyed by name (`HessianVectorProduct.names`). Products come from double backward, batch by batch; each batch's
 loss is a sum divided by the number of all images, so the summed products are those of the mean over all images.
-The top eigenvalues use ARPACK's Lanczos (`scipy.sparse.linalg.eigsh`, `which="LA"`), as Li et al.'s code does;
-the eigenvalue density, stochastic Lanczos quadrature (Lanczos with full reorthogonalization from Rademacher vectors).
+The top eigenvalues come from our Lanczos with full reorthogonalization (`lanczos_top`, the default) or ARPACK's
+(`scipy.sparse.linalg.eigsh`, `which="LA"`, as Li et al.'s code does); the eigenvalue density from stochastic Lanczos
+quadrature (Lanczos with full reorthogonalization from Rademacher vectors).
 
 The eigenvector file (`.npz`, one array (k, *shape) per parameter name, and `#eigenvalues`, `#checkpoint_sha256`)
 serves as directions of a surface (`hessian_direction`); it is untrusted input: every member's header is checked

@@ -124,10 +124,11 @@ class EvalSpec:
             raise LandscapeError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}")
         if self.bn not in BN_MODES:
             raise LandscapeError(f"unknown BatchNorm mode '{self.bn}': use {', '.join(BN_MODES)}")
-        if self.bn == "recompute" and (self.bn_images < 2 or self.bn_batch_size < 2):
+        if self.bn == "recompute" and self.bn_images < 2:
+            raise LandscapeError(f"--bn-images must be >= 2 (a variance needs two images), not {self.bn_images}")
+        if self.bn == "recompute" and self.bn_batch_size < 2:
             raise LandscapeError(
-                f"--bn-images must be >= 2 (a variance needs two images) and the BN batch size >= 2, not "
-                f"{self.bn_images} and {self.bn_batch_size}"
+                f"EvalSpec.bn_batch_size must be >= 2 (a variance per batch), not {self.bn_batch_size}"
             )
 
 

@@ -770,6 +770,8 @@ def _open(path: str | Path, mode: str = "r") -> Iterator[h5py.File]:
     Reading (mode "r"), whatever else a damaged or crafted file makes HDF5 or numpy raise in the block (data that
     does not convert, an array where a string belongs, a chunk that does not inflate) is one LandscapeError naming it.
     """
+    if Path(path).is_dir():  # HDF5 says so in a message of several lines
+        raise LandscapeError(f"{path} is a folder, not a surface file")
     try:
         f = h5py.File(path, mode, locking=False)
     except FileNotFoundError:

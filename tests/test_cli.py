@@ -220,6 +220,14 @@ def test_info_on_bad_files(tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: cannot open")
     result = invoke("info", tmp_path / "none.h5")
     assert result.exit_code == 2 and "no such file" in result.stderr
+    result = invoke("info", tmp_path)  # HDF5's message of several lines before
+    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path} is a folder, not a surface file\n"
+
+
+def test_train_refuses_resume_with_overwrite(tmp_path):
+    """Both given: --overwrite won and the run started again from scratch, silently."""
+    result = invoke("train", "--arch", "resnet20", "--out", tmp_path / "run", "--resume", "--overwrite")
+    assert result.exit_code == 2 and "--resume and --overwrite" in result.stderr
 
 
 def computed_count(path):

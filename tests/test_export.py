@@ -460,3 +460,11 @@ def test_html_3d_scenes_turn_together_in_a_browser(tmp_path):
     before, after = asyncio.run(turn())
     assert after[0] != pytest.approx(before[0], abs=1e-3)  # the drag turned the first scene
     assert after[1] == pytest.approx(after[0], abs=1e-6)  # and the second followed
+
+
+def test_plot_format_names_the_suffix_of_an_out_without_one(tmp_path):
+    """`--format html --out figs/bowl` was refused ("does not end in .html"): --format could never matter."""
+    source = write_surface(tmp_path / "s.h5")
+    result = runner.invoke(app, ["plot", str(source), "--format", "html", "--out", str(tmp_path / "bowl")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bowl.html").read_text().startswith("<!doctype html>") and not (tmp_path / "bowl").exists()

@@ -208,7 +208,9 @@ def test_a_damaged_position_within_an_epoch_is_one_clear_error(tmp_path, cifar_r
         train(s, tmp_path / "run", device="cpu", resume=True)
 
 
-def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar_root, monkeypatch):
+def _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals: int):
+    """`landscape train` of 2 epochs uninterrupted into full/, then into part/ with `signals` SIGTERMs sent during
+    step 2 of epoch 2; returns (the stopped run's result, the CLI args, the runner) with augment restored."""
     import os
     import signal
 
@@ -220,19 +222,27 @@ def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
     real_augment, calls = landscape.train.augment, []
 
-    def augment_then_sigterm(images, generator):
+    def augment_then_sigterms(images, generator):
         calls.append(1)
         if len(calls) == 5:  # during step 2 of epoch 2
-            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
         return real_augment(images, generator)
 
-    monkeypatch.setattr(landscape.train, "augment", augment_then_sigterm)
+    monkeypatch.setattr(landscape.train, "augment", augment_then_sigterms)
     stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part")])
+    monkeypatch.setattr(landscape.train, "augment", real_augment)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
+    return stopped, args, runner
+
+
+def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar_root, monkeypatch):
+    import signal
+
+    stopped, args, runner = _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals=1)
     assert stopped.exit_code == 128 + signal.SIGTERM, stopped.output
     assert "SIGTERM: saving the state after this step, then stopping" in stopped.stderr
     assert "stopped in epoch 2 after step 2 of 3" in stopped.stderr and "--resume" in stopped.stderr
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
-    monkeypatch.setattr(landscape.train, "augment", real_augment)
     resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     _same_run(tmp_path / "full", tmp_path / "part")
@@ -240,32 +250,13 @@ def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar
 
 def test_cli_a_second_sigterm_stops_at_once_with_143_and_resume_continues_exactly(tmp_path, cifar_root, monkeypatch):
     """A second signal stops within the step (the last saved state is kept); it exited 130 as if Ctrl-C."""
-    import os
     import signal
 
-    import landscape.train
-
-    args = ["train", "--arch", "resnet20", "--data-root", str(cifar_root), "--epochs", "2", "--batch-size", "16"]
-    args += ["--no-channels-last", "--save-minutes", "0"]
-    runner = CliRunner()
-    assert runner.invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
-    real_augment, calls = landscape.train.augment, []
-
-    def augment_then_two_sigterms(images, generator):
-        calls.append(1)
-        if len(calls) == 5:  # during step 2 of epoch 2: the state of epoch 1's end is the last saved one
-            os.kill(os.getpid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_augment(images, generator)
-
-    monkeypatch.setattr(landscape.train, "augment", augment_then_two_sigterms)
-    stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part")])
+    stopped, args, runner = _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals=2)
     assert stopped.exit_code == 128 + signal.SIGTERM, stopped.output
     assert "interrupted: the run's last saved state is kept; continue it with --resume" in stopped.stderr
     state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
-    assert state["epoch"] == 1 and "within_epoch" not in state
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    monkeypatch.setattr(landscape.train, "augment", real_augment)
+    assert state["epoch"] == 1 and "within_epoch" not in state  # the state of epoch 1's end: --save-minutes 0
     resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     _same_run(tmp_path / "full", tmp_path / "part")

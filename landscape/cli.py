@@ -285,7 +285,9 @@ def _axis_or_count(text: Optional[str], option: str) -> Any:
         count = int(text) if text is not None else 51
     except ValueError:
         raise LandscapeError(f"{option} '{text}': use NUM or START:STOP:NUM, e.g. 21 or -1:1:21") from None
-    return Axis(-1.0, 1.0, count) if count > 1 else Axis.parse(f"0:0:{count}")
+    if count < 1:
+        raise LandscapeError(f"{option} {count}: an axis needs at least one point")
+    return Axis(-1.0, 1.0, count) if count > 1 else Axis.parse("0:0:1")
 
 
 def _pca_or_hessian(

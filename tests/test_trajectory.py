@@ -334,6 +334,9 @@ def test_cli_compute_with_a_trajectory(tmp_path, cifar_root, plane_run):
     )
     assert bad.exit_code == 2 and "one source for the x direction" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+    zero = [str(a) for a in args[:-2]] + ["--x", "0", "--out", str(tmp_path / "z.h5")]  # the later --x counts
+    zero = runner.invoke(app, zero, env={"LANDSCAPE_DATA_ROOT": ""})
+    assert zero.exit_code == 2 and zero.stderr == "error: --x 0: an axis needs at least one point\n"  # was '0:0:0'
 
 
 def test_epoch_labels_are_the_last_whole_number_of_each_name():

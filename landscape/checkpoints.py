@@ -172,7 +172,11 @@ def _reason(error: Exception) -> str:
 
 
 def _unwrap(raw: Any, path: Path) -> dict[str, torch.Tensor]:
+    seen: set[int] = set()  # a crafted file's dict may hold itself: unwrapping it would never end
     while isinstance(raw, dict) and not _is_state_dict(raw):
+        if id(raw) in seen:
+            raise LandscapeError(f"{path} holds no state_dict (its wrapping dicts hold each other in a loop)")
+        seen.add(id(raw))
         inner = next((raw[k] for k in _WRAPPER_KEYS if isinstance(raw.get(k), dict)), None)
         if inner is None:
             raise LandscapeError(f"{path} holds no state_dict (top-level keys: {', '.join(map(str, list(raw)[:8]))})")
@@ -218,23 +222,34 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
     num_classes = num_classes or checkpoint.metadata.get("num_classes") or _infer_num_classes(checkpoint.state_dict)
     model = create_model(arch, num_classes=num_classes)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in checkpoint.state_dict]
-    unexpected = [k for k in checkpoint.state_dict if k not in expected]
+    state = {**_batches_tracked(expected, checkpoint.state_dict), **checkpoint.state_dict}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise LandscapeError(
             f"checkpoint {checkpoint.path} does not fit arch '{arch}': "
             f"missing {_some(missing)}; unexpected {_some(unexpected)}"
         )
-    wrong = [k for k in expected if expected[k].shape != checkpoint.state_dict[k].shape]
+    wrong = [k for k in expected if expected[k].shape != state[k].shape]
     if wrong:
         k = wrong[0]
         raise LandscapeError(
             f"checkpoint {checkpoint.path} does not fit arch '{arch}': {len(wrong)} tensors differ in "
-            f"shape, e.g. {k}: {tuple(checkpoint.state_dict[k].shape)} in the file, "
+            f"shape, e.g. {k}: {tuple(state[k].shape)} in the file, "
             f"{tuple(expected[k].shape)} in the model"
         )
-    model.load_state_dict(checkpoint.state_dict)
+    model.load_state_dict(state)
     return model.eval()
+
+
+def _batches_tracked(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The BatchNorm counters `num_batches_tracked` a model has and a checkpoint lacks, as 0: files saved before
+    PyTorch 0.4.1 (as the paper's were) have none, and eval-mode BatchNorm (with momentum) never reads them."""
+    return {
+        k: torch.zeros_like(t) for k, t in expected.items() if k.endswith(".num_batches_tracked") and k not in state
+    }
 
 
 COMPARED = ("arch", "num_classes", "dataset", "mean", "std", "skips")  # what makes two checkpoints one model
@@ -260,8 +275,9 @@ def check_same_model(
         a, b = _comparable(theirs.get(key)), _comparable(recorded.get(key))
         if a is not None and b is not None and a != b:
             raise LandscapeError(f"{head}: it records {key} {_show(theirs[key])}, the model {_show(_plain(b))}")
-    missing = [k for k in state if k not in checkpoint.state_dict]
-    extra = [k for k in checkpoint.state_dict if k not in state]
+    theirs_state = {**_batches_tracked(state, checkpoint.state_dict), **checkpoint.state_dict}
+    missing = [k for k in state if k not in theirs_state]
+    extra = [k for k in theirs_state if k not in state]
     if missing:
         raise LandscapeError(
             f"{head}: it lacks {missing[0]} ({len(missing)} of the model's tensors missing, "
@@ -270,9 +286,9 @@ def check_same_model(
     if extra:
         raise LandscapeError(f"{head}: it holds {extra[0]}, which the model lacks")
     for k, t in state.items():
-        if checkpoint.state_dict[k].shape != t.shape:
+        if theirs_state[k].shape != t.shape:
             raise LandscapeError(
-                f"{head}: its {k} has shape {tuple(checkpoint.state_dict[k].shape)}, the model's {tuple(t.shape)}"
+                f"{head}: its {k} has shape {tuple(theirs_state[k].shape)}, the model's {tuple(t.shape)}"
             )
 
 

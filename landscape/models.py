@@ -1,7 +1,8 @@
 """Model registry: the CIFAR ResNets of Li et al. (2018), with and without skips, plus torchvision and user models.
 
 `create_model("resnet56")`, `create_model("torchvision:resnet18")`, `create_model("mypkg.models:build")`.
-Module names follow the paper's code (`conv1`, `layer1.0.shortcut.0`, `linear`), so its checkpoints load as they are.
+Module names follow the paper's code (`conv1`, `layer1.0.shortcut.0`, `linear`), so its checkpoints load as they are
+(files from before PyTorch 0.4.1, without BatchNorm's `num_batches_tracked`, too: `checkpoints.build_model`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1x1, 3x3, 1x1 convolutions with BN, a ReLU after the sum. Without skips the last ReLU stays, unlike the
+    paper's code, whose `Bottleneck_noshortcut` has none: its ResNet-50/101/152 `_noshort` weights load here but
+    compute another function (the CIFAR ResNets of Fig. 5 use `BasicBlock`, which agrees with its code)."""
+
     expansion = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, skip: bool = True) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoints import file_sha256, load_checkpoint, save_checkpoint
+from .checkpoints import check_same_model, file_sha256, load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, fingerprint, load_split, normalizer, subset_indices
 from .errors import LandscapeError
 from .evaluate import loss_and_accuracy, normalize
@@ -53,6 +54,7 @@ EVAL_BATCH_SIZE = 500  # images per forward pass in the evaluations after each e
 # Fields of a run's recipe that may change when it is resumed: they do not change what is optimized. (The device
 # and `compile` are options of the run, not of the recipe: they may change too.)
 RESUMABLE_CHANGES = ("precision",)
+TRAIN_DATASETS = ("cifar10", "cifar100")  # the datasets whose classes and normalization training knows
 # Steps between the host's looks at the device's flag of non-finite losses (each look waits for the device); the
 # flag is also looked at before every save of the state and at the end of every epoch.
 NONFINITE_CHECK_EVERY = 20
@@ -79,6 +81,8 @@ class TrainSpec:
 
     def validate(self) -> None:
         self.data.validate()
+        if self.data.name not in TRAIN_DATASETS:
+            raise LandscapeError(f"landscape train trains on {' or '.join(TRAIN_DATASETS)}, not {self.data.name}")
         create_model(self.arch)  # an unknown arch fails here, before any data is read
         for option, value, valid, expected in (
             ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
@@ -280,6 +284,8 @@ def _train(
     starting = overwrite or not state_path.exists()  # else the init weights are in the state already
     if starting and spec.init and not Path(spec.init).is_file():
         raise LandscapeError(f"--init checkpoint not found: {spec.init}")
+    # read and checked before --overwrite deletes anything: it may even be the checkpoint about to be replaced
+    init = _checked_init(spec, mean, std) if starting and spec.init else None
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
@@ -341,7 +347,7 @@ def _train(
         # the log is written after the state: a kill between the two left it an epoch short
         _write_log(out_dir / "log.jsonl", history)
     else:
-        init_info = _load_init(spec, model)
+        init_info = _load_init(init, model)
         within = None
 
     def measure(images: ImageSet, precision: str = precision) -> tuple[float, float]:
@@ -429,6 +435,11 @@ def _train(
                 )
         elapsed += time.perf_counter() - started
         test_loss, test_acc = measure(test_set)
+        if not math.isfinite(test_loss):  # the last step's update blew the weights up: its loss was still finite
+            raise LandscapeError(
+                f"epoch {epoch + 1} ended with weights whose test loss is {test_loss}: stopped; the last saved state "
+                f"is kept in {state_path} (lower --lr)"
+            )
         record = {
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / seen,
@@ -462,7 +473,7 @@ def _train(
         "arch": spec.arch,
         "num_classes": num_classes(spec.data.name),
         "dataset": spec.data.name,
-        "skips": not spec.arch.endswith("_noshort"),
+        "skips": _skips(spec.arch),
         "mean": list(mean),
         "std": list(std),
         "epochs": int(init_info.get("epochs", 0)) + spec.epochs,
@@ -533,23 +544,28 @@ def _damaged_state(path: Path, error: Exception) -> str:
     )
 
 
-def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
-    """Load `spec.init`'s weights into `model`; returns what the run records of it (file, hash, its history)."""
-    if not spec.init:
-        return {}
+@dataclass(frozen=True)
+class _Init:
+    """A warm restart's checkpoint, read and checked: its weights and what the run records of it."""
+
+    state_dict: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+
+def _checked_init(spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ...]) -> _Init:
+    """`spec.init` read and checked against the run's model (arch, classes, dataset, normalization, tensors by name
+    and shape); what the run will record of it (file, hash, its history) checked to be storable."""
     checkpoint = load_checkpoint(spec.init)
     recorded_arch = checkpoint.metadata.get("arch")
     if recorded_arch is not None and recorded_arch != spec.arch:
         raise LandscapeError(f"--init {spec.init} holds a '{recorded_arch}', not a '{spec.arch}'")
-    result = model.load_state_dict(checkpoint.state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise LandscapeError(
-            f"--init {spec.init} does not fit '{spec.arch}': missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}"
-        )
+    classes = num_classes(spec.data.name)
+    settings = {"arch": spec.arch, "num_classes": classes, "dataset": spec.data.name, "mean": mean, "std": std}
+    model = create_model(spec.arch, num_classes=classes)
+    check_same_model(checkpoint, model.state_dict(), settings, what="--init")
     meta = checkpoint.metadata
     epochs = meta.get("epochs")
-    return {
+    info = {
         "path": spec.init,
         "sha256": checkpoint.sha256,
         "epochs": epochs if isinstance(epochs, int) else 0,
@@ -558,6 +574,26 @@ def _load_init(spec: TrainSpec, model: nn.Module) -> dict[str, Any]:
         "recipe": meta.get("recipe"),
         "init": meta.get("init") or {},
     }
+    try:  # saved with the state after every epoch: a file whose metadata cannot be would fail there
+        json.dumps(info, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise LandscapeError(f"--init {spec.init}: its metadata cannot be recorded ({type(e).__name__})") from None
+    return _Init(checkpoint.state_dict, info)
+
+
+def _load_init(init: _Init | None, model: nn.Module) -> dict[str, Any]:
+    """Load a checked `--init`'s weights into `model`; returns what the run records of it ({} without one)."""
+    if init is None:
+        return {}
+    model.load_state_dict(init.state_dict, strict=False)  # the tensors were checked by name and shape
+    return init.info
+
+
+def _skips(arch: str) -> bool | None:
+    """Whether a registered ResNet has skip connections (`_noshort`: none); None for other architectures."""
+    if re.fullmatch(r"resnet\d+(_noshort)?", arch):
+        return not arch.endswith("_noshort")
+    return None
 
 
 def _compiled(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -57,7 +57,9 @@ def test_safetensors(tmp_path, model):
 
 def test_mismatch_names_missing_and_unexpected_keys(tmp_path, model):
     torch.save(model.state_dict(), tmp_path / "r20.pt")
-    with pytest.raises(LandscapeError, match=r"missing layer1\.3\.conv1\.weight.* and 67 more; unexpected none"):
+    with pytest.raises(
+        LandscapeError, match=r"missing layer1\.3\.conv1\.weight.* and 55 more; unexpected none"
+    ):  # no counters
         build_model(load_checkpoint(tmp_path / "r20.pt"), arch="resnet32")
     with pytest.raises(LandscapeError, match=r"missing none; unexpected .*shortcut"):
         build_model(load_checkpoint(tmp_path / "r20.pt"), arch="resnet20_noshort")
@@ -262,3 +264,22 @@ def test_metadata_recorded_on_one_side_only_is_no_difference(tmp_path):
     target = saved(tmp_path / "t.pt", softmax(), {"arch": "resnet20", "test_acc": 50.0})
     check_same_model(target, model.state_dict(), {"num_classes": 10, "mean": (0.5, 0.5, 0.5), "arch": None})
     check_same_model(target, model.state_dict(), {"arch": "resnet20"})
+
+
+def test_a_file_from_before_pytorch_0_4_1_without_batch_counters_loads(tmp_path, model):
+    """The paper's checkpoints (2018) have no `num_batches_tracked`: they were refused as not fitting the arch."""
+    old = {f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "resnet20.t7"
+    torch.save({"acc": 91.2, "epoch": 300, "state_dict": old}, path)
+    loaded = build_model(load_checkpoint(path), arch="resnet20")
+    assert same_weights(loaded, model)  # the counters are 0 in both
+    check_same_model(load_checkpoint(path), model.state_dict(), {})  # as a target of this model too
+
+
+def test_a_file_whose_wrapping_dict_holds_itself_is_one_line(tmp_path):
+    """`torch.load(weights_only=True)` accepts a dict that holds itself: unwrapping it never ended (100% CPU)."""
+    looped: dict = {}
+    looped["state"] = looped
+    torch.save(looped, tmp_path / "loop.pt")
+    with pytest.raises(LandscapeError, match="holds no state_dict .*in a loop"):
+        load_checkpoint(tmp_path / "loop.pt")

@@ -1,6 +1,7 @@
 """`landscape train` on a tiny CIFAR-format fixture: checkpoint with metadata, resume == uninterrupted."""
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -613,32 +614,47 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
     assert hardware.bf16_warning("bf16", "cpu") is None
 
 
-def test_warm_restart_starts_from_the_init_checkpoint(tmp_path, cifar_root, resnet20_ckpt):
+@pytest.fixture
+def init_ckpt(tmp_path, resnet20_ckpt) -> Path:
+    """`resnet20_ckpt` as a CIFAR-10 run of `landscape train` would record it (its normalization: the default)."""
+    from landscape import save_checkpoint
+
+    checkpoint = load_checkpoint(resnet20_ckpt)
+    mean, std = DEFAULT_NORMALIZATION["cifar10"]
+    path = tmp_path / "init" / "resnet20.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, build_model(checkpoint), {**checkpoint.metadata, "mean": list(mean), "std": list(std)})
+    return path
+
+
+def test_warm_restart_starts_from_the_init_checkpoint(tmp_path, cifar_root, init_ckpt, resnet20_ckpt):
     from landscape.checkpoints import file_sha256
 
-    init = load_checkpoint(resnet20_ckpt)
+    init = load_checkpoint(init_ckpt)
     # a learning rate of 1e-9 leaves the weights where they started: the init checkpoint's
     meta = train(
-        spec(cifar_root, epochs=1, snapshot_every=0, lr=1e-9, init=str(resnet20_ckpt)), tmp_path / "warm", device="cpu"
+        spec(cifar_root, epochs=1, snapshot_every=0, lr=1e-9, init=str(init_ckpt)), tmp_path / "warm", device="cpu"
     )
     final = load_checkpoint(tmp_path / "warm" / "checkpoint.pt").state_dict
     for name in ("conv1.weight", "layer3.2.conv2.weight", "linear.weight"):
         torch.testing.assert_close(final[name], init.state_dict[name], atol=1e-6, rtol=0)
-    assert meta["init"]["sha256"] == file_sha256(resnet20_ckpt)
+    assert meta["init"]["sha256"] == file_sha256(init_ckpt)
     assert meta["epochs"] == int(init.metadata.get("epochs", 0)) + 1
     with pytest.raises(LandscapeError, match="holds a 'resnet20', not a 'resnet56'"):
-        train(spec(cifar_root, arch="resnet56", epochs=1, init=str(resnet20_ckpt)), tmp_path / "bad", device="cpu")
+        train(spec(cifar_root, arch="resnet56", epochs=1, init=str(init_ckpt)), tmp_path / "bad", device="cpu")
+    with pytest.raises(LandscapeError, match=r"--init .* is not of this model: it records mean \[0.49, 0.48, 0.45\]"):
+        train(spec(cifar_root, epochs=1, init=str(resnet20_ckpt)), tmp_path / "bad", device="cpu")  # other inputs
     with pytest.raises(LandscapeError, match="--init checkpoint not found"):
         train(spec(cifar_root, init=str(tmp_path / "nope.pt")), tmp_path / "bad2", device="cpu")
     assert not (tmp_path / "bad2").exists()  # refused before the folder is made
 
 
-def test_a_warm_restart_resumes_once_its_init_file_has_moved(tmp_path, cifar_root, resnet20_ckpt):
+def test_a_warm_restart_resumes_once_its_init_file_has_moved(tmp_path, cifar_root, init_ckpt):
     """The init weights are in the state: the run resumes with the file moved, with --init left out, or given at
     its new place; another checkpoint as --init is refused (by sha256: the path was compared before)."""
     import shutil
 
-    init = shutil.copyfile(resnet20_ckpt, tmp_path / "init.pt")
+    init = shutil.copyfile(init_ckpt, tmp_path / "init.pt")
     s = spec(cifar_root, epochs=2, snapshot_every=0, init=str(init))
     train(s, tmp_path / "full", device="cpu")
     for how in ("moved", "left out", "at its new place"):
@@ -653,7 +669,7 @@ def test_a_warm_restart_resumes_once_its_init_file_has_moved(tmp_path, cifar_roo
         _same_run(tmp_path / "full", out)
         shutil.move(moved, init)
     other = tmp_path / "other.pt"
-    torch.save(torch.load(resnet20_ckpt, weights_only=True) | {"metadata": {"arch": "resnet20", "epochs": 7}}, other)
+    torch.save(torch.load(init_ckpt, weights_only=True) | {"metadata": {"arch": "resnet20", "epochs": 7}}, other)
     with pytest.raises(TrainingStopped):
         train(s, tmp_path / "o", device="cpu", stop_requested=stop_at_call(4))
     with pytest.raises(LandscapeError, match="is not the checkpoint this run started from"):
@@ -769,3 +785,76 @@ def test_a_state_without_image_fingerprints_still_compares_the_folder(tmp_path, 
         train(dataclasses.replace(s, data=DataSpec(root=str(moved))), tmp_path / "part", device="cpu", resume=True)
     train(s, tmp_path / "part", device="cpu", resume=True)
     assert "data" in torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+
+
+def test_overwrite_deletes_nothing_until_the_init_checkpoint_is_read_and_checked(tmp_path, cifar_root, init_ckpt):
+    """--overwrite deleted the run, then failed on its --init: the finished run was lost, and an --init inside the
+    folder (a warm restart in place) deleted before it was read."""
+    s = spec(cifar_root, epochs=1, snapshot_every=0)
+    out = tmp_path / "run"
+    train(s, out, device="cpu")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(LandscapeError):
+        train(dataclasses.replace(s, init=str(bad)), out, device="cpu", overwrite=True)
+    hundred = tmp_path / "c100.pt"  # the same arch for 100 classes: another linear layer
+    from landscape import save_checkpoint
+
+    save_checkpoint(hundred, create_model("resnet20", num_classes=100), {"arch": "resnet20"})
+    with pytest.raises(LandscapeError, match=r"--init .*c100.pt is not of this model: its linear.weight has shape"):
+        train(dataclasses.replace(s, init=str(hundred)), out, device="cpu", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    in_place = dataclasses.replace(s, init=str(out / "checkpoint.pt"), lr=1e-9)
+    meta = train(in_place, out, device="cpu", overwrite=True)  # read before the folder is emptied
+    assert meta["init"]["sha256"] == hashlib.sha256(before["checkpoint.pt"]).hexdigest()
+
+
+def test_an_init_whose_metadata_cannot_be_recorded_is_refused_before_training(tmp_path, cifar_root, init_ckpt):
+    """Metadata that refers to itself (or nests 1,500 deep) loaded, then failed json.dumps when the first epoch's
+    state was saved: the epoch was lost."""
+    looped: dict = {"arch": "resnet20"}
+    looped["init"] = looped
+    deep = tmp_path / "deep.pt"
+    torch.save(torch.load(init_ckpt, weights_only=True) | {"metadata": looped}, deep)
+    with pytest.raises(LandscapeError, match=r"--init .*deep.pt: its metadata cannot be recorded \(ValueError\)"):
+        train(spec(cifar_root, epochs=1, init=str(deep)), tmp_path / "run", device="cpu")
+
+
+def test_train_refuses_an_image_folder_and_records_skips_only_for_the_resnets(tmp_path, cifar_root):
+    """An ImageFolder trained a 10-class head whatever it held; a user arch was recorded as having skips."""
+    with pytest.raises(LandscapeError, match="landscape train trains on cifar10 or cifar100, not imagefolder"):
+        train(TrainSpec(data=DataSpec(name="imagefolder", root=str(cifar_root)), epochs=1), tmp_path, device="cpu")
+    from landscape.train import _skips
+
+    assert (_skips("resnet56"), _skips("resnet56_noshort"), _skips("torchvision:resnet18"), _skips("m:f")) == (
+        True,
+        False,
+        None,
+        None,
+    )
+
+
+def test_weights_blown_up_by_an_epochs_last_step_are_not_saved(tmp_path, cifar_root, monkeypatch):
+    """The last step's update made the weights non-finite while its own loss was finite: that state was saved, and
+    the log held NaN, which strict JSON readers refuse."""
+    import landscape.train
+
+    real_step, calls = landscape.train.train_step, []
+
+    def step_then_blow_up(forward, optimizer, *args, **kwargs):
+        result = real_step(forward, optimizer, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 6:  # the last step of epoch 2 (3 per epoch)
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(landscape.train, "train_step", step_then_blow_up)
+    with pytest.raises(LandscapeError, match=r"epoch 2 ended with weights whose test loss is nan: stopped; the last"):
+        train(spec(cifar_root, epochs=3, snapshot_every=0), tmp_path / "run", device="cpu")
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all("NaN" not in line for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines())

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import DEFAULT_NORMALIZATION, check_normalization
 from .errors import LandscapeError
 from .models import create_model, list_models
 
@@ -250,6 +251,24 @@ def _batches_tracked(
     return {
         k: torch.zeros_like(t) for k, t in expected.items() if k.endswith(".num_batches_tracked") and k not in state
     }
+
+
+def input_normalization(
+    checkpoint: Checkpoint, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, dataset: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's input normalization: `mean` and `std` as given (checked by the caller), else the checkpoint's
+    recorded ones (an unusable record is one line), else the dataset's defaults."""
+    default_mean, default_std = DEFAULT_NORMALIZATION.get(dataset, DEFAULT_NORMALIZATION["cifar10"])
+    meta = checkpoint.metadata
+    resolved = tuple(mean or meta.get("mean") or default_mean), tuple(std or meta.get("std") or default_std)
+    if mean is None:
+        try:
+            check_normalization(*resolved, ("mean", "std"))
+        except LandscapeError as e:
+            raise LandscapeError(
+                f"{checkpoint.path} records an unusable input normalization: {e} (pass --mean and --std)"
+            ) from None
+    return resolved
 
 
 COMPARED = ("arch", "num_classes", "dataset", "mean", "std", "skips")  # what makes two checkpoints one model

@@ -1091,9 +1091,9 @@ def hessian(
 ) -> None:
     """Top eigenvalues, trace and eigenvalue density of the loss Hessian at θ* (Lanczos, Hutchinson, stochastic
     Lanczos quadrature), over a fixed set of images."""
-    from .checkpoints import build_model, load_checkpoint
+    from .checkpoints import build_model, input_normalization, load_checkpoint
     from .curvature import HessianSpec, hessian_report
-    from .data import DEFAULT_NORMALIZATION, DataSpec, check_normalization, load_split
+    from .data import DataSpec, load_split
     from .hardware import resolve_device
     from .spec import CheckpointSpec
 
@@ -1128,16 +1128,7 @@ def hessian(
     CheckpointSpec(path=str(ckpt), mean=given_mean, std=given_std).validate()  # both or neither, usable
     checkpoint = load_checkpoint(ckpt)
     model = build_model(checkpoint, arch, num_classes)
-    default_mean, default_std = DEFAULT_NORMALIZATION.get(dataset, DEFAULT_NORMALIZATION["cifar10"])
-    input_mean = tuple(given_mean or checkpoint.metadata.get("mean") or default_mean)
-    input_std = tuple(given_std or checkpoint.metadata.get("std") or default_std)
-    if given_mean is None:
-        try:
-            check_normalization(input_mean, input_std, ("mean", "std"))
-        except LandscapeError as e:
-            raise LandscapeError(
-                f"{ckpt} records an unusable input normalization: {e} (pass --mean and --std)"
-            ) from None
+    input_mean, input_std = input_normalization(checkpoint, given_mean, given_std, dataset)
     images = load_split(spec.data, split)
     report = hessian_report(
         model,

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoints import Checkpoint, build_model, check_same_model, file_sha256, load_checkpoint
+from .checkpoints import Checkpoint, build_model, check_same_model, file_sha256, input_normalization, load_checkpoint
 from .curvature import CurvatureEvaluator, eigenvector_file_sha256, hessian_direction
-from .data import DEFAULT_NORMALIZATION, ImageSet, check_normalization, fingerprint, load_split, resolve_root
+from .data import ImageSet, fingerprint, load_split, resolve_root
 from .directions import (
     Direction,
     DirectionSpec,
@@ -69,26 +69,19 @@ def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
     """Fill in what the checkpoint knows: sha256, arch, classes, normalization; and the target's sha256."""
     meta = checkpoint.metadata
     dataset = meta.get("dataset", spec.data.name)
-    default_mean, default_std = DEFAULT_NORMALIZATION.get(spec.data.name, DEFAULT_NORMALIZATION["cifar10"])
+    mean, std = input_normalization(checkpoint, spec.checkpoint.mean, spec.checkpoint.std, spec.data.name)
     ckpt = dataclasses.replace(
         spec.checkpoint,
         sha256=checkpoint.sha256,
         arch=spec.checkpoint.arch or meta.get("arch"),
         num_classes=spec.checkpoint.num_classes or meta.get("num_classes"),
-        mean=tuple(spec.checkpoint.mean or meta.get("mean") or default_mean),
-        std=tuple(spec.checkpoint.std or meta.get("std") or default_std),
+        mean=mean,
+        std=std,
     )
     if dataset != spec.data.name:
         raise LandscapeError(
             f"{checkpoint.path} was trained on {str(dataset)[:40]!r}, but --dataset is {spec.data.name}"
         )
-    if spec.checkpoint.mean is None:  # given: checked by spec.validate(); recorded: checked here
-        try:
-            check_normalization(ckpt.mean or (), ckpt.std or (), ("mean", "std"))
-        except LandscapeError as e:
-            raise LandscapeError(
-                f"{checkpoint.path} records an unusable input normalization: {e} (pass --mean and --std)"
-            ) from None
     resolved = dataclasses.replace(spec, checkpoint=ckpt)
     for axis in ("x", "y"):
         d = getattr(spec, axis)

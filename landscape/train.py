@@ -575,7 +575,7 @@ def _checked_init(spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ..
         "init": meta.get("init") or {},
     }
     try:  # saved with the state after every epoch: a file whose metadata cannot be would fail there
-        json.dumps(info, allow_nan=False)
+        json.dumps(info)  # as `_save_state` will
     except (ValueError, TypeError, RecursionError) as e:
         raise LandscapeError(f"--init {spec.init}: its metadata cannot be recorded ({type(e).__name__})") from None
     return _Init(checkpoint.state_dict, info)

@@ -253,6 +253,13 @@ def _batches_tracked(
     }
 
 
+def check_dataset(checkpoint: Checkpoint, dataset: str) -> None:
+    """Refuse `checkpoint` when its metadata records another dataset than `dataset` (one line)."""
+    recorded = checkpoint.metadata.get("dataset", dataset)
+    if recorded != dataset:
+        raise LandscapeError(f"{checkpoint.path} was trained on {str(recorded)[:40]!r}, but --dataset is {dataset}")
+
+
 def input_normalization(
     checkpoint: Checkpoint, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, dataset: str
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1091,7 +1091,7 @@ def hessian(
 ) -> None:
     """Top eigenvalues, trace and eigenvalue density of the loss Hessian at θ* (Lanczos, Hutchinson, stochastic
     Lanczos quadrature), over a fixed set of images."""
-    from .checkpoints import build_model, input_normalization, load_checkpoint
+    from .checkpoints import build_model, check_dataset, input_normalization, load_checkpoint
     from .curvature import HessianSpec, hessian_report
     from .data import DataSpec, load_split
     from .hardware import resolve_device
@@ -1127,6 +1127,7 @@ def hessian(
     given_mean, given_std = _floats(mean, "--mean"), _floats(std, "--std")
     CheckpointSpec(path=str(ckpt), mean=given_mean, std=given_std).validate()  # both or neither, usable
     checkpoint = load_checkpoint(ckpt)
+    check_dataset(checkpoint, dataset)
     model = build_model(checkpoint, arch, num_classes)
     input_mean, input_std = input_normalization(checkpoint, given_mean, given_std, dataset)
     images = load_split(spec.data, split)

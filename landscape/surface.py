@@ -22,7 +22,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoints import Checkpoint, build_model, check_same_model, file_sha256, input_normalization, load_checkpoint
+from .checkpoints import (
+    Checkpoint,
+    build_model,
+    check_dataset,
+    check_same_model,
+    file_sha256,
+    input_normalization,
+    load_checkpoint,
+)
 from .curvature import CurvatureEvaluator, eigenvector_file_sha256, hessian_direction
 from .data import ImageSet, fingerprint, load_split, resolve_root
 from .directions import (
@@ -68,7 +76,7 @@ from .trajectory import resolve_trajectory, trajectory_plane
 def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
     """Fill in what the checkpoint knows: sha256, arch, classes, normalization; and the target's sha256."""
     meta = checkpoint.metadata
-    dataset = meta.get("dataset", spec.data.name)
+    check_dataset(checkpoint, spec.data.name)
     mean, std = input_normalization(checkpoint, spec.checkpoint.mean, spec.checkpoint.std, spec.data.name)
     ckpt = dataclasses.replace(
         spec.checkpoint,
@@ -78,10 +86,6 @@ def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
         mean=mean,
         std=std,
     )
-    if dataset != spec.data.name:
-        raise LandscapeError(
-            f"{checkpoint.path} was trained on {str(dataset)[:40]!r}, but --dataset is {spec.data.name}"
-        )
     resolved = dataclasses.replace(spec, checkpoint=ckpt)
     for axis in ("x", "y"):
         d = getattr(spec, axis)

@@ -582,6 +582,18 @@ def test_cli_hessian_refuses_a_recorded_normalization_of_one_value(tmp_path, cif
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_hessian_refuses_a_checkpoint_of_another_dataset(tmp_path, cifar_root, resnet20_ckpt):
+    """compute refused it; hessian measured a CIFAR-100 model on CIFAR-10 images."""
+    payload = torch.load(resnet20_ckpt, weights_only=True)
+    payload["metadata"] = dict(payload["metadata"], dataset="cifar100")
+    ckpt = tmp_path / "other_dataset.pt"
+    torch.save(payload, ckpt)
+    result = invoke("hessian", "--ckpt", ckpt, "--data-root", cifar_root, "--subset", 8)
+    assert result.exit_code == 2, result.output
+    assert f"{ckpt} was trained on 'cifar100', but --dataset is cifar10" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 class WithUnused(nn.Module):
     """A model with a parameter its forward never uses (as torchvision's GoogLeNet's auxiliary heads in eval)."""
 

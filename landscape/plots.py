@@ -1014,9 +1014,10 @@ def _scene(
     ax, ay = (sx / max(sx, sy), sy / max(sx, sy)) if equal else (1.0, 1.0)
     aspect = (ax, ay, options.zscale)
     plane = dict(showspikes=False, nticks=5)
+    bounds = [float(np.min(x)), float(np.max(x))], [float(np.min(y)), float(np.max(y))]
     return dict(
-        xaxis=dict(title=dict(text=titles[0]), **plane),
-        yaxis=dict(title=dict(text=titles[1]), **plane),
+        xaxis=dict(title=dict(text=titles[0]), range=bounds[0], **plane),  # the grid, whatever else is drawn
+        yaxis=dict(title=dict(text=titles[1]), range=bounds[1], **plane),
         zaxis=dict(showspikes=False, nticks=5, **zaxis),
         aspectmode="manual",
         aspectratio=dict(x=ax, y=ay, z=options.zscale),
@@ -1463,6 +1464,7 @@ def _path_3d(
     lift = 0.02 * (float(finite.max() - finite.min()) if finite.size else 0.0) or 0.02
     line_z = _bilinear(x, y, z, dense[:, 0], dense[:, 1]) + lift
     marker_z = _bilinear(x, y, z, c[:, 0], c[:, 1]) + lift
+    dense, c = _within_grid(x, y, dense), _within_grid(x, y, c)  # outside: NaN, or plotly's axes stretch to it
     data, hover = _path_hover(path)
     traces = [
         go.Scatter3d(
@@ -1506,9 +1508,17 @@ def _path_3d(
     return traces
 
 
+def _within_grid(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`points` ((n, 2) α, β) with those outside the grid's bounds set to NaN."""
+    inside = (
+        (points[:, 0] >= x.min()) & (points[:, 0] <= x.max()) & (points[:, 1] >= y.min()) & (points[:, 1] <= y.max())
+    )
+    return np.where(inside[:, None], points, np.nan)
+
+
 def _at_origin(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
-    """z bilinearly interpolated at (0, 0) (NaN next to a gap)."""
-    return float(np.interp(0.0, y, [np.interp(0.0, x, row) for row in z]))
+    """z bilinearly interpolated at (0, 0) (NaN outside the grid or next to a gap; coordinates in either order)."""
+    return float(_bilinear(x, y, z, np.zeros(1), np.zeros(1))[0])
 
 
 def convexity_figure(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from surface_fixtures import X, Y, write_surface
+from surface_fixtures import X, Y, write_legacy, write_surface
 from typer.testing import CliRunner
 
 from landscape import LandscapeError, read_surface
@@ -135,6 +135,28 @@ def test_path_points_outside_the_grid_are_gaps(tmp_path):
     both = compare_figure([surface, inside], "contour", PlotOptions())
     assert list(both.layout.xaxis.range) == [-1.0, 1.0] and both.layout.xaxis2.range is None
     np.testing.assert_allclose(values_at(surface, "train_loss", coordinates), [np.nan, 1.25, 1.0])
+    far = np.array([[4.0, 3.0], [0.8, 0.5], [0.4, -0.2], [0.0, 0.0]])  # starts far outside, both axes
+    surface = read_surface(write_surface(tmp_path / "far.h5", plane_values(), trajectory=trajectory(far)))
+    for fig in (surface_figure(surface, PlotOptions(floor=True)), compare_figure([surface], "surface", PlotOptions())):
+        scene = fig.layout.scene
+        assert list(scene.xaxis.range) == [-1.0, 1.0] and list(scene.yaxis.range) == [-0.5, 0.5]  # not stretched
+        drawn = [t for t in fig.data if (t.name or "").startswith(PATH_NAME)]
+        assert len(drawn) == 3  # line, markers, floor shadow: none reaches beyond the grid
+        for t in drawn:
+            x, y = np.asarray(t.x, dtype=float), np.asarray(t.y, dtype=float)
+            assert np.isnan(x[0]) and np.isnan(y[0]) and np.isfinite(x[-1])
+            assert np.nanmax(np.abs(x)) <= 1.0 and np.nanmax(np.abs(y)) <= 0.5
+
+
+def test_theta_star_sits_on_a_surface_whose_coordinates_decrease(tmp_path):
+    """A paper-code file written with --x=1:-1:N: θ* used to be drawn at a corner's height (np.interp needs
+    increasing coordinates)."""
+    surface = read_surface(write_legacy(tmp_path / "down.h5", X[::-1], Y[::-1]))
+    fig = surface_figure(surface, PlotOptions(floor=True))
+    (center,) = named(fig, CENTER_NAME)
+    (drop,) = named(fig, f"{CENTER_NAME} (floor)")
+    assert drop.z[1] == pytest.approx(0.1)  # bowl: 0.1 at θ*
+    assert center.z[0] == pytest.approx(0.1 + 0.03 * 2.0)  # lifted by 3% of the range (0.1 to 2.1)
 
 
 def test_path_labels_are_spread_out_and_keep_clear_of_the_center():

@@ -209,7 +209,9 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
     times N/(N-1), N values per channel). The statistics of the first BatchNorm are thus those of one batch of all
     the images, whatever the batch sizes; those of later BatchNorms depend on them through the batch-normalized
     activations before them, as in training. A BatchNorm no image reaches keeps reset statistics (0 and 1).
-    Refuses fewer than 2 images in all (no variance); the model's mode is restored.
+    Only the BatchNorms are in train mode: dropout and stochastic depth stay off (in eval), so the statistics, and
+    the loss, are the same at every call. Refuses fewer than 2 images in all (no variance); every module's mode is
+    restored.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     moments: dict[nn.Module, _Moments] = {}
@@ -235,13 +237,16 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
         m.reset_running_stats()
         m.momentum = 1.0
     hooks = [m.register_forward_hook(pool) for m in norms]
-    training = model.training
+    modes = {m: m.training for m in model.modules()}
     try:
-        model.train()
+        model.eval()
+        for m in norms:
+            m.train()
         for x in itertools.chain(head, iterator):
             model(x)
     finally:
-        model.train(training)
+        for module, training in modes.items():
+            module.training = training
         for hook, m, momentum in zip(hooks, norms, momenta):
             hook.remove()
             m.momentum = momentum
@@ -251,3 +256,15 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
             pooled = moments[m]
             m.running_mean.copy_(pooled.mean)
             m.running_var.copy_(pooled.m2 / max(pooled.count - 1, 1))
+
+
+RECOMPUTE_MODE = "batchnorm-only"  # run records: --bn recompute puts only BatchNorms in train mode (not dropout)
+
+
+def random_in_training(model: nn.Module) -> list[str]:
+    """Names of `model`'s modules that draw random numbers in train mode (dropout, stochastic depth, drop path)."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ in ("StochasticDepth", "DropPath")
+    ]

@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from .analysis import TURN_TOLERANCE, Comparison
-from .errors import LandscapeError
+from .errors import LandscapeError, resume_advice
 from .files import check_writable, write_file
 from .hardware import bf16_warning
 
@@ -28,16 +28,6 @@ app = typer.Typer(
 )
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-
-
-def _resume_advice(line: str, options: dict[str, Any]) -> str:
-    """`line` with its advice to rerun the same command fixed for a run started with --overwrite: run again as it
-    was, it would replace the file with its finished points."""
-    if options.get("overwrite"):
-        return line.replace(
-            "run the same command again to resume", "run the same command without --overwrite to resume"
-        )
-    return line
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +48,7 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except LandscapeError as e:
             if debug:
                 raise
-            typer.echo(_resume_advice(f"error: {e}", kwargs), err=True)
+            typer.echo(resume_advice(f"error: {e}", bool(kwargs.get("overwrite"))), err=True)
             signalled = getattr(e, "exit_code", 0)  # --workers stopped by a signal: 128 + its number, as the shell's
             raise typer.Exit(signalled if isinstance(signalled, int) and signalled > 128 else 2) from None
         except KeyboardInterrupt:
@@ -66,7 +56,7 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
                 line = "interrupted: the run's last saved state is kept; continue it with --resume"
             else:
                 line = "interrupted: finished points are saved; run the same command again to resume"
-            typer.echo(_resume_advice(line, kwargs), err=True)
+            typer.echo(resume_advice(line, bool(kwargs.get("overwrite"))), err=True)
             raise typer.Exit(130) from None
         except Exception as e:
             if debug:

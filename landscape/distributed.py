@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 
 from .directions import Direction, center_of, check_same_keys, direction_names
-from .errors import LandscapeError
+from .errors import LandscapeError, resume_advice
 from .evaluate import RunOptions
 from .spec import CurvatureMapSpec, SurfaceSpec, as_stored
 from .storage import Surface, read_surface, write_points, writer_lock
@@ -603,7 +603,9 @@ def run_job_file(path: str) -> int:
     bar_of_another_rank = bool(job["progress"]) and world.rank != 0
 
     def say(line: str) -> None:
-        """One line on the shared stderr, on a line of its own even while rank 0's progress bar is mid-line."""
+        """One line on the shared stderr, on a line of its own even while rank 0's progress bar is mid-line (its
+        advice to rerun fixed for a run started with --overwrite)."""
+        line = resume_advice(line, bool(job["work"].get("overwrite")))
         print(f"\n{line}" if bar_of_another_rank else line, file=sys.stderr)
 
     try:

@@ -111,7 +111,7 @@ class EvalSpec:
 
     bn: `eval` uses the stored running statistics; `recompute` re-estimates them at each point from
     `bn_images` (>= 2) fixed training images in batches of `bn_batch_size`, as mode-connectivity work does, every
-    image weighing alike (`batchnorm.recompute_batchnorm`).
+    image weighing alike, only the BatchNorms in train mode (`batchnorm.recompute_batchnorm`).
     """
 
     precision: str = "fp32"
@@ -158,6 +158,12 @@ class RunOptions:
             raise LandscapeError("--batch-size and --points-per-pass must be positive")
 
 
+def check_options(spec: EvalSpec, options: RunOptions) -> None:
+    """Refuse run options that `spec` cannot be computed with (before any file is created or replaced)."""
+    if spec.bn == "recompute" and options.points_per_pass > 1:
+        raise LandscapeError("--bn recompute evaluates one point per pass: use --points-per-pass 1")
+
+
 class PointEvaluator:
     """Evaluates loss and accuracy at grid points.
 
@@ -190,8 +196,7 @@ class PointEvaluator:
             raise LandscapeError("--bn recompute needs a set of training images")
         if spec.bn == "recompute" and bn_set is not None and len(bn_set) < 2:
             raise LandscapeError(f"--bn recompute needs at least 2 images (got {len(bn_set)}): a variance needs two")
-        if spec.bn == "recompute" and options.points_per_pass > 1:
-            raise LandscapeError("--bn recompute evaluates one point per pass: use --points-per-pass 1")
+        check_options(spec, options)
         self.spec, self.options = spec, options
         self.device = options.resolved_device()
         assert options.batch_size is not None  # made concrete by resolved()

@@ -374,6 +374,12 @@ def append_run(path: str | Path, run: dict[str, Any]) -> None:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
 
 
+def read_runs(path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The sessions recorded in a surface file, oldest first, and why they could not be read (None when they could)."""
+    with _open(path) as f:
+        return _read_runs(f, path)
+
+
 def _run_number(raw: bytes) -> int:
     try:
         return int(json.loads(raw.decode())["n"]) if raw else -1

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .batchnorm import RECOMPUTE_MODE, random_in_training
 from .checkpoints import (
     Checkpoint,
     build_model,
@@ -43,7 +44,7 @@ from .directions import (
     target_direction,
 )
 from .errors import LandscapeError
-from .evaluate import PointEvaluator, RunOptions
+from .evaluate import PointEvaluator, RunOptions, check_options
 from .files import check_not_input
 from .spec import (  # noqa: F401 (CheckpointSpec re-exported)
     CheckpointSpec,
@@ -65,6 +66,7 @@ from .storage import (
     read_directions,
     read_fingerprints,
     read_indices,
+    read_runs,
     read_spec,
     read_surface,
     write_points,
@@ -115,6 +117,7 @@ def run_record(options: RunOptions, device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "options": dataclasses.asdict(options),
+        "bn_recompute": RECOMPUTE_MODE,
     }
 
 
@@ -390,6 +393,7 @@ def prepare_job(
 
     Call it holding `writer_lock(out)`. A resumed file that has points left gets a record of this session.
     """
+    check_options(spec.evaluation, options)  # before --overwrite replaces a file
     device = torch.device(options.device)
     spec_dict = as_stored(spec)
     resume = out.exists() and not overwrite
@@ -440,6 +444,14 @@ def prepare_job(
                 f"{out} was computed with an earlier --bn recompute (every batch weighing alike in the "
                 "statistics, now every image does): its points and new ones would not agree. Pass --overwrite to "
                 "recompute it"
+            )
+        stochastic = random_in_training(model) if bn_set is not None else []
+        first = read_runs(out)[0][:1] if stochastic else []  # the session that created the file
+        if first and first[0].get("bn_recompute") != RECOMPUTE_MODE:
+            raise LandscapeError(
+                f"{out} was computed with an earlier --bn recompute, which left {stochastic[0]} (dropout or "
+                "stochastic depth) on while it re-estimated the statistics: its points are random and would not "
+                "agree with new ones. Pass --overwrite to recompute it"
             )
     else:
         stored_indices = {split: s.indices for split, s in datasets.items()}

@@ -326,6 +326,32 @@ def test_sigkill_of_a_rank_under_workers(tmp_path: Path, resnet20_ckpt: Path, da
     assert_same_surface(out, reference)
 
 
+def test_a_failing_rank_under_workers_with_overwrite_says_to_resume_without_it(tmp_path: Path, data_root: Path) -> None:
+    """Each rank of --workers prints its own line: it said to run the same command again, which with --overwrite
+    would replace the finished points."""
+    from toymodels import fails_on_rank_one
+
+    from landscape import save_checkpoint
+
+    ckpt = tmp_path / "fails.pt"
+    save_checkpoint(ckpt, fails_on_rank_one(), {"num_classes": 10, "dataset": "cifar10"})
+    out = tmp_path / "s.h5"
+    args = ["--ckpt", str(ckpt), "--arch", "toymodels:fails_on_rank_one", "--out", str(out), *GRID]
+    tests = str(Path(__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "landscape", "compute", *args, "--workers", "2", "--overwrite"],
+        env={**env(data_root), "PYTHONPATH": tests},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert errors and errors[0].startswith("error: rank 1: RuntimeError: simulated failure on rank 1"), result.stderr
+    assert all("run the same command without --overwrite to resume" in line for line in errors), result.stderr
+    assert "again to resume" not in result.stderr
+
+
 def test_workers_refused_under_torchrun(tmp_path: Path, resnet20_ckpt: Path, data_root: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "landscape", "compute", "--ckpt", str(resnet20_ckpt), "--out", str(tmp_path / "a.h5")]

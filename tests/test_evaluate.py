@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from surface_fixtures import spec as surface_spec
 from torch import nn
-from toymodels import ConvBN, LinearBN, Softmax
+from toymodels import ConvBN, DropoutBN, LinearBN, Softmax
 
 from landscape import DataSpec, EvalSpec, LandscapeError, PointEvaluator, RunOptions, build_model, load_checkpoint
-from landscape.batchnorm import NotTraceable, fold_batchnorm, recompute_batchnorm
+from landscape.batchnorm import NotTraceable, fold_batchnorm, random_in_training, recompute_batchnorm
 from landscape.data import ImageSet, load_split, normalizer
 from landscape.directions import center_of, direction_names, normalize_direction, random_direction
 from landscape.evaluate import loss_and_accuracy, moved_weights
@@ -498,6 +498,21 @@ def test_recomputed_statistics_are_those_of_all_images_at_once(toy, sizes):
     torch.testing.assert_close(model.bn.running_mean, mean, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(model.bn.running_var, var, rtol=1e-12, atol=1e-14)
     assert not model.training  # its mode restored
+
+
+def test_recompute_leaves_dropout_off():
+    """Only the BatchNorms train: with dropout on, the statistics (and the loss) were random at every call."""
+    torch.manual_seed(0)
+    model = DropoutBN().double().eval()
+    model.drop.train()  # a mode of the caller's, restored after
+    x = torch.randn(12, 3, 6, 6, dtype=torch.float64)
+    recompute_batchnorm(model, list(x.split(5)))
+    with torch.no_grad():
+        h = model.conv(x)  # dropout off: the BN's input is the convolution's output
+    torch.testing.assert_close(model.bn.running_mean, h.mean((0, 2, 3)), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(model.bn.running_var, h.var((0, 2, 3), unbiased=True), rtol=1e-12, atol=1e-14)
+    assert model.drop.training and not model.bn.training and not model.training
+    assert random_in_training(model) == ["drop"] and random_in_training(ConvBN()) == []
 
 
 def test_recompute_refuses_fewer_than_two_images():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TRAIN_PER_BATCH
-from toymodels import softmax
+from toymodels import dropout_bn, softmax
 from typer.testing import CliRunner
 
 from landscape import (
@@ -34,7 +34,7 @@ from landscape import (
 from landscape.checkpoints import CHECKPOINT_FORMAT
 from landscape.cli import app
 from landscape.data import subset_indices
-from landscape.evaluate import EvalSpec
+from landscape.evaluate import EvalSpec, RunOptions
 from landscape.storage import read_indices
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -387,6 +387,39 @@ def test_a_bn_recompute_file_of_the_old_statistics_is_refused(tmp_path, cifar_ro
     assert compute_surface(spec, out, overwrite=True).computed.all()
 
 
+def test_a_bn_recompute_file_of_random_statistics_is_refused(tmp_path, cifar_root):
+    """Before only BatchNorms were put in train mode, --bn recompute re-estimated the statistics with dropout on: a
+    file so computed, of a model with dropout, is refused on resume; with the new record it resumes."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "dropout.pt"
+    save_checkpoint(ckpt, dropout_bn(), {"arch": "toymodels:dropout_bn", "num_classes": 10, "dataset": "cifar10"})
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8)
+    spec = dataclasses.replace(
+        spec,
+        checkpoint=CheckpointSpec(path=str(ckpt), arch="toymodels:dropout_bn"),
+        evaluation=EvalSpec(bn="recompute", bn_images=16),
+    )
+    full = compute_surface(spec, tmp_path / "full.h5")
+    assert compute_surface(spec, tmp_path / "full.h5", overwrite=True)["train_loss"].tolist() == (
+        full["train_loss"].tolist()  # the same numbers every time
+    )
+    out = tmp_path / "old.h5"
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, progress=stop_after(1))
+    resumed = compute_surface(spec, out)
+    np.testing.assert_array_equal(resumed["train_loss"], full["train_loss"])
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(spec, out, overwrite=True, progress=stop_after(1))
+    with h5py.File(out, "r+") as f:  # the creating session's record as an older landscape wrote it
+        first = json.loads(f["runs"][0].decode())
+        del first["bn_recompute"]
+        f["runs"][0] = json.dumps(first).encode()
+    before = out.read_bytes()
+    with pytest.raises(LandscapeError, match=r"earlier --bn recompute, which left drop \(dropout or stochastic depth"):
+        compute_surface(spec, out)
+    assert out.read_bytes() == before
+
+
 def test_the_batchnorm_images_do_not_depend_on_the_data_part(tmp_path, cifar_root, softmax_ckpt):
     ckpt, _ = softmax_ckpt
     stored = []
@@ -422,6 +455,19 @@ def test_overwrite_says_what_it_replaces_and_recomputes(tmp_path, cifar_root, so
         compute_surface(spec, out, overwrite=True)
     assert out.read_bytes() == before  # the old file is replaced only by a complete new one
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.h5.lock", "s.h5"]
+
+
+def test_options_the_spec_cannot_take_are_refused_before_overwrite_replaces(tmp_path, cifar_root, softmax_ckpt):
+    """--bn recompute with --points-per-pass 2 was refused only once --overwrite had replaced the finished file."""
+    ckpt, _ = softmax_ckpt
+    out = tmp_path / "s.h5"
+    compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), out)
+    before = out.read_bytes()
+    spec = spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8)
+    spec = dataclasses.replace(spec, evaluation=EvalSpec(bn="recompute", bn_images=16))
+    with pytest.raises(LandscapeError, match="^--bn recompute evaluates one point per pass: use --points-per-pass 1$"):
+        compute_surface(spec, out, RunOptions(device="cpu", points_per_pass=2), overwrite=True)
+    assert out.read_bytes() == before
 
 
 @pytest.mark.parametrize(

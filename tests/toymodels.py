@@ -1,5 +1,7 @@
 """Tiny models whose loss surface the tests compute independently, in float64 NumPy."""
 
+import os
+
 import torch
 from torch import nn
 
@@ -64,3 +66,35 @@ class LinearBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.bn(self.hidden(self.pool(x).flatten(1)))))
+
+
+class DropoutBN(nn.Module):
+    """conv → Dropout(0.5) → BatchNorm2d → ReLU → mean over pixels → classes: dropout in train mode would make the
+    BatchNorm's statistics random."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.5)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.drop(self.conv(x)))).mean((2, 3)))
+
+
+def dropout_bn(num_classes: int = 10) -> nn.Module:
+    return DropoutBN(num_classes)
+
+
+class FailsOnRankOne(Softmax):
+    """Softmax regression whose forward raises in the process of rank 1 (env RANK): a rank that fails mid-run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("simulated failure on rank 1")
+        return super().forward(x)
+
+
+def fails_on_rank_one(num_classes: int = 10) -> nn.Module:
+    return FailsOnRankOne(num_classes)

@@ -57,6 +57,20 @@ def center_index(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
     return int(np.argmin(np.abs(y))), int(np.argmin(np.abs(x)))
 
 
+def check_center(path: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse a grid on which θ* (0, 0) is not a point (an even number of points on [-1, 1]): the shape numbers
+    start from the centre, and its nearest point would stand in for it silently."""
+    j, i = center_index(x, y)
+    for axis, coordinates, k in (("α", x, i), ("β", y, j)):
+        spacing = float(np.max(np.abs(np.diff(coordinates)))) if len(coordinates) > 1 else 1.0
+        if abs(float(coordinates[k])) > 1e-6 * spacing:
+            raise LandscapeError(
+                f"{path}: θ* is not a grid point (the {axis} value nearest 0 is {float(coordinates[k]):.4g}): "
+                "compare starts from the centre; compute the surface with an odd number of points on a range "
+                "symmetric about 0"
+            )
+
+
 def basin_mask(values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float) -> np.ndarray:
     """The 4-connected region of points with f < level that contains the center (empty if the center is above)."""
     below = np.isfinite(values) & (values < level)
@@ -200,6 +214,11 @@ def compare(
     tolerance: float = TURN_TOLERANCE,
 ) -> Comparison:
     """`summarize` every surface at one level: `level`, by default twice the largest value at the center."""
+    if metric.endswith("_acc"):
+        raise LandscapeError(
+            f"compare measures a loss (a basin below a level, minima, convexity): {metric} is an accuracy, use "
+            f"{metric[: -len('acc')]}loss"
+        )
     grids = []
     for surface in surfaces:
         if surface.ycoordinates is None:
@@ -212,6 +231,7 @@ def compare(
         if metric not in surface.values:
             raise LandscapeError(f"{surface.path} has no '{metric}' (it has {', '.join(surface.values) or 'nothing'})")
         values = np.asarray(surface.values[metric], dtype=np.float64)
+        check_center(surface.path, surface.xcoordinates, surface.ycoordinates)
         grids.append((values, surface.xcoordinates, surface.ycoordinates))
     if level is not None and not math.isfinite(level):
         raise LandscapeError(f"--level must be a finite number, got {level}")

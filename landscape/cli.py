@@ -639,7 +639,7 @@ def train(
 @friendly
 def compare(
     files: Annotated[list[Path], typer.Argument(help="2D surface files to compare.")],
-    metric: Annotated[str, typer.Option(help="Array to compare, e.g. train_loss or test_loss.")] = "train_loss",
+    metric: Annotated[str, typer.Option(help="Loss to compare: train_loss or test_loss.")] = "train_loss",
     level: Annotated[
         Optional[float], typer.Option(help="Loss level of the basin area (default: 2 x the largest centre value).")
     ] = None,
@@ -992,7 +992,7 @@ def demo(
     ),
     pair: Annotated[str, typer.Option(help="resnet56 or resnet20: the model with and without skips.")] = "resnet56",
     out: Annotated[Path, typer.Option(help="Folder for the surfaces and figures.")] = Path("results/demo"),
-    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].")] = 13,
+    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1], odd (θ* is the centre point).")] = 13,
     subset: Annotated[int, typer.Option(help="Training images evaluated.")] = 256,
     precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",

@@ -74,8 +74,11 @@ def run_demo(
     `notify` gets a line before each step; `progress()` gives a context with the progress callback of one
     surface. Figures that cannot be made (plotly, kaleido or a browser missing) are left out and said why.
     """
-    if settings.grid < 3:
-        raise LandscapeError(f"--grid {settings.grid}: the demo compares surfaces of at least 3x3 points")
+    if settings.grid < 3 or settings.grid % 2 == 0:
+        raise LandscapeError(
+            f"--grid {settings.grid}: the demo compares surfaces of an odd number (at least 3) of points per axis, "
+            "so that θ* is the centre point"
+        )
     paths = [settings.checkpoints / f"{arch}.pt" for arch in settings.archs]
     for arch, path in zip(settings.archs, paths):
         if not path.is_file():

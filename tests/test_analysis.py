@@ -126,3 +126,16 @@ def test_compare_refuses_a_center_without_a_finite_value_and_a_level_that_is_not
     assert analysis.compare([whole, partial], level=1.0).level == 1.0  # a level given: the rest is still compared
     with pytest.raises(LandscapeError, match="--level must be a finite number, got nan"):
         analysis.compare([whole], level=float("nan"))
+
+
+def test_compare_refuses_a_grid_without_theta_star_and_an_accuracy(tmp_path):
+    """An even grid on [-1, 1] has no point at θ*: its 'centre' was the loss at (0.33, 0.33), and the default level
+    twice that; an accuracy's 'basin below twice the centre' covered everything."""
+    even = np.linspace(-1.0, 1.0, 4)
+    surface = read_surface(fixtures.write_surface(tmp_path / "even.h5", fixtures.bowl(even, even), x=even, y=even))
+    with pytest.raises(LandscapeError, match=r"even.h5: θ\* is not a grid point \(the α value nearest 0 is -?0.3333\)"):
+        analysis.compare([surface])
+    odd = read_surface(fixtures.write_surface(tmp_path / "odd.h5"))
+    with pytest.raises(LandscapeError, match="train_acc is an accuracy, use train_loss"):
+        analysis.compare([odd], "train_acc")
+    assert analysis.compare([odd], "test_loss").rows[0][1].center == pytest.approx(0.2)

@@ -369,7 +369,9 @@ def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
     assert invoke(*args, "--grid", 5, "--out", out, "--overwrite").exit_code == 0
     assert read_surface(out / "resnet20.h5").values["train_loss"].shape == (5, 5)
     small = invoke(*args, "--grid", 2, "--out", tmp_path / "small")  # compare needs 3x3: refused before computing
-    assert small.exit_code == 2 and "--grid 2: the demo compares surfaces of at least 3x3 points" in small.stderr
+    assert small.exit_code == 2 and "--grid 2: the demo compares surfaces of an odd number" in small.stderr
+    even = invoke(*args, "--grid", 4, "--out", tmp_path / "even")  # θ* would not be a grid point
+    assert even.exit_code == 2 and "--grid 4: the demo compares surfaces of an odd number" in even.stderr
     assert not (tmp_path / "small").exists()
 
 

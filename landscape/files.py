@@ -16,7 +16,8 @@ from .errors import LandscapeError
 
 
 def check_writable(path: str | Path, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
-    """The path to write, once its folder exists, it is none of `inputs`, and it is new (or `overwrite`)."""
+    """The path to write, once its folder exists and takes a new file (a probe is created and removed: a read-only
+    folder is found before minutes of work, not after), it is none of `inputs`, and it is new (or `overwrite`)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise LandscapeError(f"cannot write {path}: folder {path.parent} does not exist")
@@ -25,6 +26,12 @@ def check_writable(path: str | Path, overwrite: bool = False, inputs: Sequence[s
     check_not_input(path, inputs)
     if path.exists() and not overwrite:
         raise LandscapeError(f"{path} exists: pass --overwrite to replace it, or choose another file")
+    probe = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 

@@ -300,6 +300,13 @@ def test_cli_hessian_missing_checkpoint(tmp_path, cifar_root):
     assert result.exit_code == 2 and result.stderr.startswith("error: checkpoint not found")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder that takes no new file")
+def test_cli_hessian_refuses_an_unwritable_json_before_the_products(cifar_root, resnet20_ckpt):
+    result = invoke("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--json", "/proc/h.json")
+    assert result.exit_code == 2 and result.stdout == ""  # no eigenvalues printed: refused before the work
+    assert result.stderr == "error: cannot write /proc/h.json: No such file or directory\n"
+
+
 def tiny_mlp(n: int = 80, seed: int = 0) -> tuple[nn.Module, ImageSet]:
     """A float64 two-layer tanh network on n random 3x2x2 images: an indefinite Hessian whose eigenvalues are
     distinct but for a fourfold 0 (the softmax's invariance to a shift of all logits)."""

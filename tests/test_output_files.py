@@ -2,6 +2,7 @@
 --overwrite, an input never, and a failed write leaves the old file whole."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,15 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
         write_file(target, b"new figure" * 1000, overwrite=True)
     assert target.read_bytes() == b"old figure"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.svg"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder that takes no new file")
+def test_a_folder_that_takes_no_file_is_found_before_the_work(tmp_path):
+    """Only the folder's existence was checked: the write failed after the work (a Hessian run, minutes)."""
+    with pytest.raises(LandscapeError, match=r"^cannot write /proc/report.json: No such file or directory$"):
+        check_writable("/proc/report.json")
+    assert check_writable(tmp_path / "new.json") == tmp_path / "new.json"
+    assert list(tmp_path.iterdir()) == []  # the probe is gone
 
 
 def test_check_writable_messages(tmp_path):

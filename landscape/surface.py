@@ -101,7 +101,7 @@ def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
             sha256 = eigenvector_file_sha256(d.source, checkpoint.sha256)
             resolved = dataclasses.replace(resolved, **{axis: dataclasses.replace(d, source_sha256=sha256)})
     if spec.trajectory is not None:
-        resolved = dataclasses.replace(resolved, trajectory=resolve_trajectory(spec.trajectory))
+        resolved = dataclasses.replace(resolved, trajectory=resolve_trajectory(spec.trajectory, checkpoint))
     return resolved
 
 

@@ -8,34 +8,45 @@ residual: how far the snapshot lies off the plane (zero when the plane holds the
 them in its `trajectory` group (docs/trajectory.md, docs/file-format.md).
 
 Snapshot files are untrusted input: checkpoints are read with `torch.load(..., weights_only=True)`; in a snapshots
-file every dataset is checked before it is read (a plain dataset of the file, floating point, the model's shape);
-tensors are matched by name, and a snapshot naming tensors the model does not have is refused.
+file every dataset is checked before it is read (a plain dataset of the file, floating point, the model's shape),
+and no group or dataset may serve two snapshots (hard links); tensors are matched by name, and a snapshot naming
+tensors the model does not have is refused. The differences must fit in half of the machine's memory.
+
+The trajectory must be θ*'s own: a snapshots file whose recorded recipe is not the one θ*'s checkpoint records is
+refused (`check_same_run`), and so is any trajectory whose nearest snapshot to θ* is farther from it than
+`NEAREST_SHARE` of its farthest one (it does not lead to θ*).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
+import os
 import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 
-from .checkpoints import build_model, file_sha256, load_checkpoint
+from .checkpoints import Checkpoint, build_model, file_sha256, load_checkpoint
 from .directions import Direction, center_of, direction_names
 from .errors import LandscapeError
 from .grid import Axis, GridSpec
-from .spec import SurfaceSpec, TrajectorySpec
+from .spec import SurfaceSpec, TrajectorySpec, as_stored
 from .storage import MAX_SNAPSHOTS, Surface, TrajectoryPath, _attribute, _dataset, _group, _open, _read_trajectory
 
 SNAPSHOTS_FORMAT = "landscape-trajectory"  # the `format` attribute of `landscape train`'s snapshots.h5
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 _EPOCH_GROUP = re.compile(r"epoch_(\d{1,9})")
+# A trajectory whose snapshot nearest to θ* is farther from it than this share of the farthest one does not lead to
+# θ* (another run's snapshots, or a θ* trained on after them) and is refused.
+NEAREST_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,9 +99,12 @@ def trajectory_sha256(digests: Sequence[str]) -> str:
     return hashlib.sha256("".join(f"{d}\n" for d in digests).encode()).hexdigest()
 
 
-def resolve_trajectory(spec: TrajectorySpec) -> TrajectorySpec:
-    """The spec with the trajectory's sha256 filled in."""
+def resolve_trajectory(spec: TrajectorySpec, checkpoint: Checkpoint | None = None) -> TrajectorySpec:
+    """The spec with the trajectory's sha256 filled in; given θ*'s `checkpoint`, a snapshots file of another run is
+    refused first (`check_same_run`)."""
     files = trajectory_files(spec.paths)
+    if checkpoint is not None:
+        check_same_run(files, checkpoint)
     return dataclasses.replace(spec, sha256=trajectory_sha256([file_sha256(f) for f in files]))
 
 
@@ -106,9 +120,16 @@ def load_differences(
     count, snapshots, digests = _snapshots(files, center, known)
     if count > MAX_SNAPSHOTS:
         raise LandscapeError(f"the trajectory has {count} snapshots, more than the {MAX_SNAPSHOTS} allowed")
+    values = sum(t.numel() for t in center.values())
+    budget = memory_budget()
+    if count * values * 8 > budget:
+        raise LandscapeError(
+            f"{_describe(files)}: {count} snapshots of {values} values take {_size(count * values * 8)} in float64, "
+            f"more than half of this machine's memory ({_size(budget)}): take fewer snapshots"
+        )
     layout = _layout(center)
     theta = np.concatenate([center[n].detach().cpu().double().numpy().reshape(-1) for n in center])
-    differences = np.empty((count, sum(t.numel() for t in center.values())))
+    differences = np.empty((count, values))
     epochs = np.empty(count, dtype=np.int64)
     for row, (epoch, tensors) in enumerate(snapshots):
         epochs[row] = epoch
@@ -127,8 +148,9 @@ def principal_components(differences: np.ndarray, centered: bool = True, k: int 
 
     `centered`: of the rows minus their mean (scikit-learn's PCA, as the paper's code), else of the rows as they
     are (the best plane through θ*). From the eigenvectors u of the n x n Gram matrix: component = Mᵀu / s. Signs:
-    the largest entry of each u in absolute value is made positive (scikit-learn's convention), so the snapshot
-    farthest from the mean (from θ* when not centered) along a component lies on its positive side.
+    the largest entry of each u in absolute value is made positive (the convention of scikit-learn <= 1.4, the
+    paper's code; 1.5 changed it), so the snapshot farthest from the mean (from θ* when not centered) along a
+    component lies on its positive side.
     """
     n = len(differences)
     need = k + 1 if centered else k
@@ -165,15 +187,26 @@ def project(differences: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray
 
 
 def trajectory_plane(
-    spec: TrajectorySpec, center: Direction, known: Collection[str], ignore: str = "biasbn"
+    spec: TrajectorySpec,
+    center: Direction,
+    known: Collection[str],
+    ignore: str = "biasbn",
+    checkpoint: Checkpoint | None = None,
 ) -> TrajectoryPlane:
     """The PCA directions of the trajectory `spec` around θ* = `center` and the path on them (module docstring).
 
     `known`: the names of the model's state_dict. A `spec.sha256` that is not the files' is refused (they changed).
+    `checkpoint`: θ*'s, whose recorded recipe a snapshots file's must be (`check_same_run`); a trajectory that does
+    not lead to θ* is refused either way (`check_leads_to_center`).
     """
-    differences, epochs, sha256 = load_differences(trajectory_files(spec.paths), center, known, ignore)
+    files = trajectory_files(spec.paths)
+    if checkpoint is not None:
+        check_same_run(files, checkpoint)
+    differences, epochs, sha256 = load_differences(files, center, known, ignore)
     if spec.sha256 is not None and sha256 != spec.sha256:
         raise LandscapeError(f"the trajectory's files changed while being read (sha256 {sha256[:12]}...)")
+    distance = np.linalg.norm(differences, axis=1)
+    check_leads_to_center(distance, epochs, _describe(files))
     components = principal_components(differences, spec.centered)
     x, y = (_unflatten(row, center) for row in components.vectors)
     stored = np.stack([_flatten(x), _flatten(y)])  # the float32 directions the surface is evaluated on
@@ -182,7 +215,7 @@ def trajectory_plane(
         epochs=epochs,
         coordinates=coordinates,
         residual=residual,
-        distance=np.linalg.norm(differences, axis=1),
+        distance=distance,
         explained_variance_ratio=components.explained_variance_ratio,
     )
     return TrajectoryPlane(x, y, path, sha256)
@@ -232,8 +265,69 @@ def trajectory_grid(spec: SurfaceSpec, x_num: int, y_num: int, margin: float = 0
     checkpoint = load_checkpoint(spec.checkpoint.path)
     model = build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
     center = center_of(model, direction_names(model, spec.x.dir_type))
-    plane = trajectory_plane(spec.trajectory, center, model.state_dict().keys(), spec.x.ignore)
+    plane = trajectory_plane(spec.trajectory, center, model.state_dict().keys(), spec.x.ignore, checkpoint)
     return path_grid(plane.path.coordinates, x_num, y_num, margin)
+
+
+def check_same_run(files: Sequence[Path], checkpoint: Checkpoint) -> None:
+    """Refuse a snapshots file of `landscape train` whose recorded recipe (its `spec` attribute) is not the recipe
+    `checkpoint` records (its metadata's `recipe`): another run, or the run that a warm restart (`--init`) continued.
+
+    Fields one run may change on resume (precision, the data's folder) are not compared; a field one record lacks
+    (added since) counts as its default. Where either records no recipe (checkpoint files, other tools' files)
+    nothing is compared here: `check_leads_to_center` still applies."""
+    if len(files) != 1 or not h5py.is_hdf5(files[0]):
+        return
+    ours = _plain(checkpoint.metadata.get("recipe"))
+    theirs = _recorded_recipe(files[0])
+    if not isinstance(ours, dict) or theirs is None:
+        return
+    from .train import RESUMABLE_CHANGES, TrainSpec  # here: train imports the package, which imports this module
+
+    defaults = as_stored(TrainSpec())
+    may_change = (*RESUMABLE_CHANGES, "data.root")  # one run may resume with these changed (the data may move)
+    differences = _recipe_differences(theirs, ours, defaults, may_change)
+    if not differences:
+        return
+    init = _plain(checkpoint.metadata.get("init"))
+    for _ in range(64):  # the chain of warm restarts θ*'s run continues
+        if not isinstance(init, dict):
+            break
+        recipe = init.get("recipe")
+        if isinstance(recipe, dict) and not _recipe_differences(theirs, recipe, defaults, may_change):
+            sha256 = _printable(str(init.get("sha256"))[:12])
+            raise LandscapeError(
+                f"{files[0]} holds the snapshots of the run that {checkpoint.path} continues (--init, sha256 "
+                f"{sha256}...): they lead to that run's checkpoint, not to θ*; pass that one as --ckpt"
+            )
+        init = init.get("init")
+    shown = ", ".join(_printable(d[:60]) for d in differences[:4]) + (", ..." if len(differences) > 4 else "")
+    raise LandscapeError(
+        f"{files[0]} holds the snapshots of another run than {checkpoint.path}: their recorded recipes differ in "
+        f"{shown}"
+    )
+
+
+def check_leads_to_center(distance: np.ndarray, epochs: np.ndarray, where: str) -> None:
+    """Refuse a trajectory whose snapshot nearest to θ* is farther from it than `NEAREST_SHARE` of the farthest one
+    (`distance`: each snapshot's ‖θ_i − θ*‖): it does not lead to θ*."""
+    if not len(distance):
+        return
+    near, far = int(np.argmin(distance)), int(np.argmax(distance))
+    if distance[near] > NEAREST_SHARE * distance[far]:
+        raise LandscapeError(
+            f"{where} does not lead to θ*: its nearest snapshot (epoch {epochs[near]}) is {distance[near]:.4g} from "
+            f"it, {distance[near] / distance[far]:.0%} of its farthest's {distance[far]:.4g} (epoch {epochs[far]}): "
+            "the snapshots of another run, or a θ* trained on after them?"
+        )
+
+
+def memory_budget() -> int:
+    """Bytes the differences may take: half of this machine's memory (8 GB where it cannot be told)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 * 10**9
 
 
 def read_trajectory(surface: Surface | str | Path) -> TrajectoryPath | None:
@@ -265,23 +359,32 @@ def _snapshots(
 
 
 def _snapshot_groups(path: Path) -> list[tuple[int, str]]:
-    """(epoch, group name) of the snapshots in a snapshots file of `landscape train`, by epoch."""
+    """(epoch, group name) of the snapshots in a snapshots file of `landscape train`, by epoch; each group its own
+    (hard links could make one group of a small file count as thousands of snapshots)."""
     with _open(path) as f:
         if "format" not in f.attrs or _attribute(f, "format", path) != SNAPSHOTS_FORMAT:
             raise LandscapeError(f"{path} is not a snapshots file of `landscape train` (format {SNAPSHOTS_FORMAT})")
         found = sorted((int(m.group(1)), name) for name in f if (m := _EPOCH_GROUP.fullmatch(name)))
-    if not found:
-        raise LandscapeError(f"{path} holds no snapshots (groups epoch_NNNN)")
-    if len({epoch for epoch, _ in found}) != len(found):
-        raise LandscapeError(f"{path} holds two snapshots of one epoch")
-    if len(found) > MAX_SNAPSHOTS:
-        raise LandscapeError(f"{path} holds {len(found)} snapshots, more than the {MAX_SNAPSHOTS} allowed")
+        if not found:
+            raise LandscapeError(f"{path} holds no snapshots (groups epoch_NNNN)")
+        if len({epoch for epoch, _ in found}) != len(found):
+            raise LandscapeError(f"{path} holds two snapshots of one epoch")
+        if len(found) > MAX_SNAPSHOTS:
+            raise LandscapeError(f"{path} holds {len(found)} snapshots, more than the {MAX_SNAPSHOTS} allowed")
+        seen: dict[int, str] = {}
+        for _, name in found:
+            group = _group(f, name, path)
+            assert group is not None  # listed just now
+            first = seen.setdefault(_address(group), name)
+            if first != name:
+                raise LandscapeError(f"{path}: {name} is the group {first} (hard links): each snapshot must be its own")
     return found
 
 
 def _read_snapshots(
     path: Path, epochs: list[tuple[int, str]], center: Direction, known: Collection[str]
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    seen: dict[int, str] = {}  # dataset address: where it was read
     with _open(path) as f:
         for epoch, name in epochs:
             group = _group(f, name, path)
@@ -292,12 +395,84 @@ def _read_snapshots(
             tensors = {}
             for tensor_name, tensor in center.items():
                 ds = _dataset(group, tensor_name, where, tensor.numel())
+                first = seen.setdefault(_address(ds), f"{name}/{tensor_name}")
+                if first != f"{name}/{tensor_name}":
+                    raise LandscapeError(
+                        f"{where}: {tensor_name} is the dataset {first} (hard links): each snapshot must hold its own"
+                    )
                 if ds.shape != tuple(tensor.shape) or ds.dtype.kind != "f":
                     raise LandscapeError(
                         f"{where}: {tensor_name} is {ds.dtype} {ds.shape}, the model's {tuple(tensor.shape)} floats"
                     )
                 tensors[tensor_name] = _finite(np.asarray(ds[()], dtype=np.float64), tensor_name, where)
             yield epoch, tensors
+
+
+def _address(node: h5py.HLObject) -> int:
+    """Where an object lies in its file: the same for every hard link to it."""
+    return int(h5py.h5o.get_info(node.id).addr)
+
+
+def _recorded_recipe(path: Path) -> dict[str, Any] | None:
+    """The training recipe a snapshots file of `landscape train` records (its `spec` attribute); None for another
+    file or one without it."""
+    with _open(path) as f:
+        if "format" not in f.attrs or _attribute(f, "format", path) != SNAPSHOTS_FORMAT or "spec" not in f.attrs:
+            return None
+        text = _attribute(f, "spec", path)
+    try:
+        recipe = json.loads(text)
+    except (ValueError, RecursionError):
+        recipe = None
+    if not isinstance(recipe, dict):
+        raise LandscapeError(f"{path}: its spec attribute is not a training recipe (a JSON object)")
+    return recipe
+
+
+def _plain(value: Any) -> Any:
+    """A metadata value as JSON has it (dicts, lists, strings, numbers), or None when it is not one."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _recipe_differences(
+    a: dict[str, Any], b: dict[str, Any], defaults: Any, skipped: Collection[str], prefix: str = ""
+) -> list[str]:
+    """Dotted names of the fields where two recorded recipes differ, but for `skipped`; a field one lacks counts as
+    its default, one that only one records and this version does not know is left out."""
+    out = []
+    defaults = defaults if isinstance(defaults, dict) else {}
+    for key in sorted(set(a) | set(b), key=str):
+        name = f"{prefix}{key}"
+        if name in skipped or (key not in defaults and (key not in a or key not in b)):
+            continue
+        va, vb = a.get(key, defaults.get(key)), b.get(key, defaults.get(key))
+        if isinstance(va, dict) and isinstance(vb, dict) and isinstance(defaults.get(key), dict):  # a known section
+            out += _recipe_differences(va, vb, defaults[key], skipped, f"{name}.")
+        else:
+            try:
+                same = bool(va == vb)
+            except RecursionError:  # values nested too deep to compare are no recipe's
+                same = False
+            if not same:
+                out.append(name)
+    return out
+
+
+def _printable(text: str) -> str:
+    """Text from a file as one line of a message: as it is when printable, else escaped."""
+    return text if text.isprintable() else ascii(text)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 10**8 else f"{size / 1e6:.1f} MB"
+
+
+def _describe(files: Sequence[Path]) -> str:
+    """The trajectory in a message: its file, or its first file and how many."""
+    return str(files[0]) if len(files) == 1 else f"the trajectory {files[0]} ... ({len(files)} checkpoint files)"
 
 
 def _checked(

@@ -20,7 +20,9 @@ from landscape import (
     DirectionSpec,
     GridSpec,
     SurfaceSpec,
+    build_model,
     compute_surface,
+    load_checkpoint,
     save_checkpoint,
 )
 from landscape.cli import app
@@ -33,6 +35,7 @@ from landscape.trajectory import (
     principal_components,
     project,
     read_trajectory,
+    resolve_trajectory,
     trajectory_files,
     trajectory_sha256,
 )
@@ -346,3 +349,214 @@ def test_epoch_labels_are_the_last_whole_number_of_each_name():
     assert _epoch_labels([Path(n) for n in names]) == [1234567890, 1234567891]
     assert _epoch_labels([Path("a_7.pt"), Path("b_7.pt")]) == [1, 2]  # not distinct: counted instead
     assert _epoch_labels([Path("e_" + "9" * 19 + ".pt"), Path("e_2.pt")]) == [1, 2]  # beyond int64
+
+
+def test_hard_linked_snapshot_groups_are_refused(tmp_path, plane_run):
+    """One group under many epoch names: a small file that counted as thousands of snapshots."""
+    _, theta = plane_run
+    path = tmp_path / "linked.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "landscape-trajectory"
+        for k, t in theta.items():
+            f.create_dataset(f"epoch_0001/{k}", data=t.numpy())
+        for epoch in range(2, 9):
+            f[f"epoch_{epoch:04d}"] = f["epoch_0001"]  # hard links
+    with pytest.raises(LandscapeError) as error:
+        load_differences(trajectory_files([path]), theta, theta.keys())
+    assert str(error.value) == f"{path}: epoch_0002 is the group epoch_0001 (hard links): each snapshot must be its own"
+
+
+def test_hard_linked_datasets_of_snapshots_are_refused(tmp_path, plane_run):
+    _, theta = plane_run
+
+    def link(group):
+        del group["fc.weight"]
+        group["fc.weight"] = group.file["epoch_0001/fc.weight"]
+
+    path = snapshots_with(tmp_path / "s.h5", theta, link)
+    with pytest.raises(LandscapeError) as error:
+        load_differences(trajectory_files([path]), theta, theta.keys())
+    assert str(error.value) == (
+        f"{path} (epoch_0002): fc.weight is the dataset epoch_0001/fc.weight (hard links): each snapshot must hold "
+        "its own"
+    )
+
+
+def test_differences_beyond_the_memory_budget_are_refused_before_a_snapshot_is_read(tmp_path, plane_run, monkeypatch):
+    _, theta = plane_run
+    # epoch 2 holds NaN: read, it would be that error instead
+    nan = lambda g: (g.__delitem__("fc.bias"), g.create_dataset("fc.bias", data=np.full(10, np.nan)))  # noqa: E731
+    path = snapshots_with(tmp_path / "s.h5", theta, nan)
+    monkeypatch.setattr("landscape.trajectory.memory_budget", lambda: 2 * 30730 * 8 - 1)
+    with pytest.raises(LandscapeError) as error:
+        load_differences(trajectory_files([path]), theta, theta.keys())
+    assert str(error.value) == (
+        f"{path}: 2 snapshots of 30730 values take 0.5 MB in float64, more than half of this machine's memory "
+        "(0.5 MB): take fewer snapshots"
+    )
+    monkeypatch.setattr("landscape.trajectory.memory_budget", lambda: 2 * 30730 * 8)  # exactly fits: read
+    with pytest.raises(LandscapeError, match="NaN or inf"):
+        load_differences(trajectory_files([path]), theta, theta.keys())
+
+
+def shifted_snapshots(path, theta, shift):
+    """The plane path of `plane_run` moved `shift` off θ* along a unit vector w orthogonal to the plane (exact in
+    float16): each snapshot's distance to θ* is √(a² + b² + shift²)."""
+    u, v = plane_vectors()
+    w = torch.zeros(10, 3072)
+    w[7, 100:104] = 0.5
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "landscape-trajectory"
+        for epoch, a, b in zip(EPOCHS, A, B):
+            for k in theta:
+                moved = theta[k] + a * u[k] + b * v[k] + (shift * w if k == "fc.weight" else 0)
+                f.create_dataset(f"epoch_{epoch:04d}/{k}", data=moved.numpy().astype(np.float16))
+    return path
+
+
+def test_a_trajectory_that_does_not_lead_to_the_center_is_refused(tmp_path, cifar_root, plane_run):
+    """Neither the checkpoint nor the file records a recipe: the nearest snapshot must be within half the farthest's
+    distance of θ*."""
+    folder, _ = plane_run
+    _, theta = plane_run
+    far = shifted_snapshots(tmp_path / "far.h5", theta, 10.0)  # distances √165 = 12.85 .. 10 (epoch 10)
+    with pytest.raises(LandscapeError) as error:
+        compute_surface(plane_spec(folder, cifar_root, far), tmp_path / "far_pca.h5")
+    assert str(error.value) == (
+        f"{far} does not lead to θ*: its nearest snapshot (epoch 10) is 10 from it, 78% of its farthest's 12.85 "
+        "(epoch 2): the snapshots of another run, or a θ* trained on after them?"
+    )
+    assert not (tmp_path / "far_pca.h5").exists()
+    near = shifted_snapshots(tmp_path / "near.h5", theta, 4.0)  # √81 = 9 .. 4: 44%, a path that ends near θ*
+    path = read_trajectory(compute_surface(plane_spec(folder, cifar_root, near), tmp_path / "near_pca.h5"))
+    np.testing.assert_allclose(path.distance, np.sqrt(A**2 + B**2 + 16), rtol=1e-14)
+
+
+TRAIN = dict(arch=ARCH, epochs=3, batch_size=16, lr=0.05, snapshot_every=1, channels_last=False, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, cifar_root):
+    """Three short runs of `landscape train` with snapshots: `a`, `b` (another seed) and `c` (a warm restart of
+    `a`)."""
+    from landscape import DataSpec as Data
+    from landscape.train import TrainSpec, train
+
+    folder = tmp_path_factory.mktemp("runs")
+    data = Data(root=str(cifar_root))
+    train(TrainSpec(data=data, **TRAIN), folder / "a", device="cpu")
+    train(TrainSpec(data=data, **TRAIN, seed=1), folder / "b", device="cpu")
+    train(TrainSpec(data=data, **TRAIN, init=str(folder / "a" / "checkpoint.pt")), folder / "c", device="cpu")
+    return folder
+
+
+def own_plane(checkpoint_path, snapshots):
+    """`trajectory_plane` of `snapshots` around the checkpoint, given the checkpoint (as `trajectory_grid` does)."""
+    from landscape.directions import center_of, direction_names
+    from landscape.trajectory import trajectory_plane
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = build_model(checkpoint, ARCH)
+    center = center_of(model, direction_names(model, "weights"))
+    return trajectory_plane(
+        TrajectorySpec(paths=(str(snapshots),)), center, model.state_dict().keys(), "none", checkpoint
+    )
+
+
+def test_a_snapshots_file_of_another_run_is_refused(tmp_path, cifar_root, trained_runs):
+    runs = trained_runs
+    args = [
+        "compute",
+        "--ckpt",
+        runs / "a" / "checkpoint.pt",
+        "--arch",
+        ARCH,
+        "--trajectory",
+        runs / "b" / "snapshots.h5",
+    ]
+    args += ["--x", "3", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", tmp_path / "other.h5"]
+    result = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {runs / 'b' / 'snapshots.h5'} holds the snapshots of another run than {runs / 'a' / 'checkpoint.pt'}: "
+        "their recorded recipes differ in seed\n"
+    )
+    assert not (tmp_path / "other.h5").exists()
+    with pytest.raises(LandscapeError, match="holds the snapshots of another run than"):  # as compute_surface resolves
+        resolve_trajectory(TrajectorySpec(paths=(str(runs / "b" / "snapshots.h5"),)), load_checkpoint(args[2]))
+    plane = own_plane(runs / "a" / "checkpoint.pt", runs / "a" / "snapshots.h5")  # its own run: taken
+    assert plane.path.epochs.tolist() == [1, 2, 3] and plane.path.distance[-1] < 1e-2
+
+
+def test_the_snapshots_of_the_run_a_warm_restart_continued_are_refused(tmp_path, cifar_root, trained_runs):
+    """The documented case: `checkpoints/resnet20.pt` continued the run of `checkpoints/resnet20_trajectory.h5`."""
+    runs = trained_runs
+    args = [
+        "compute",
+        "--ckpt",
+        runs / "c" / "checkpoint.pt",
+        "--arch",
+        ARCH,
+        "--trajectory",
+        runs / "a" / "snapshots.h5",
+    ]
+    args += ["--x", "3", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", tmp_path / "restart.h5"]
+    result = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+    assert result.exit_code == 2, result.output
+    sha256 = hashlib.sha256((runs / "a" / "checkpoint.pt").read_bytes()).hexdigest()
+    assert result.stderr == (
+        f"error: {runs / 'a' / 'snapshots.h5'} holds the snapshots of the run that {runs / 'c' / 'checkpoint.pt'} "
+        f"continues (--init, sha256 {sha256[:12]}...): they lead to that run's checkpoint, not to θ*; pass that one as "
+        "--ckpt\n"
+    )
+    plane = own_plane(runs / "c" / "checkpoint.pt", runs / "c" / "snapshots.h5")  # the warm restart's own: taken
+    assert plane.path.epochs.tolist() == [1, 2, 3]
+
+
+def recipe_edited(source, path, edit):
+    """A copy of a snapshots file whose recorded recipe `edit(recipe)` changed."""
+    path.write_bytes(source.read_bytes())
+    with h5py.File(path, "a") as f:
+        recipe = json.loads(f.attrs["spec"])
+        edit(recipe)
+        f.attrs["spec"] = json.dumps(recipe)
+    return path
+
+
+def test_recipes_compare_without_what_a_resume_may_change(tmp_path, trained_runs):
+    runs = trained_runs
+    source, checkpoint = runs / "a" / "snapshots.h5", runs / "a" / "checkpoint.pt"
+
+    def resumed_elsewhere(recipe):  # another precision and data folder; a field added since missing
+        recipe["precision"], recipe["data"]["root"] = "bf16", "/elsewhere"
+        del recipe["init"], recipe["data"]["part"]
+
+    own_plane(checkpoint, recipe_edited(source, tmp_path / "same.h5", resumed_elsewhere))
+    longer = recipe_edited(source, tmp_path / "longer.h5", lambda r: r.update(epochs=30, lr=0.1))
+    with pytest.raises(LandscapeError) as error:
+        own_plane(checkpoint, longer)
+    assert str(error.value) == (
+        f"{longer} holds the snapshots of another run than {checkpoint}: their recorded recipes differ in epochs, lr"
+    )
+    unknown = recipe_edited(source, tmp_path / "unknown.h5", lambda r: r.update(future_field=1))  # one side only
+    own_plane(checkpoint, unknown)
+    with h5py.File(bad := tmp_path / "bad.h5", "w") as f:
+        f.attrs["format"], f.attrs["spec"] = "landscape-trajectory", "[" * 100_000
+    with pytest.raises(LandscapeError) as error:
+        own_plane(checkpoint, bad)
+    assert str(error.value) == f"{bad}: its spec attribute is not a training recipe (a JSON object)"
+
+
+def test_recipe_fields_named_by_a_crafted_file_are_shown_on_one_line(tmp_path, trained_runs):
+    runs = trained_runs
+    checkpoint = load_checkpoint(runs / "a" / "checkpoint.pt")
+    model = build_model(checkpoint, ARCH)
+    recipe = {**checkpoint.metadata["recipe"], "x\ny": 2}
+    save_checkpoint(tmp_path / "crafted.pt", model, {**checkpoint.metadata, "recipe": recipe})
+    snapshots = recipe_edited(runs / "a" / "snapshots.h5", tmp_path / "s.h5", lambda r: r.update({"x\ny": 1}))
+    with pytest.raises(LandscapeError) as error:
+        own_plane(tmp_path / "crafted.pt", snapshots)
+    assert str(error.value) == (
+        f"{snapshots} holds the snapshots of another run than {tmp_path / 'crafted.pt'}: their recorded recipes "
+        "differ in 'x\\ny'"
+    )

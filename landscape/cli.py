@@ -106,11 +106,23 @@ def compute(
         typer.Option(help="Architecture when the checkpoint does not record one (see `landscape models`)."),
     ] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes, when the checkpoint does not say.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the x direction; y uses seed + 1.")] = 0,
-    xnorm: Annotated[str, typer.Option(help="filter | layer | model | none")] = "filter",
-    ynorm: Annotated[str, typer.Option(help="filter | layer | model | none")] = "filter",
-    xignore: Annotated[str, typer.Option(help="biasbn (zero direction for tensors of dim <= 1) | none")] = "biasbn",
-    yignore: Annotated[str, typer.Option(help="biasbn | none")] = "biasbn",
+    seed: Annotated[
+        Optional[int], typer.Option(help="Seed of a random x direction; y uses seed + 1. [default: 0]")
+    ] = None,
+    xnorm: Annotated[
+        Optional[str], typer.Option(help="Random x direction: filter | layer | model | none. [default: filter]")
+    ] = None,
+    ynorm: Annotated[
+        Optional[str], typer.Option(help="Random y direction: filter | layer | model | none. [default: filter]")
+    ] = None,
+    xignore: Annotated[
+        Optional[str],
+        typer.Option(
+            help="biasbn (zero direction for tensors of dim <= 1) | none; random x direction or both PCA axes. "
+            "[default: biasbn]"
+        ),
+    ] = None,
+    yignore: Annotated[Optional[str], typer.Option(help="Random y direction: biasbn | none. [default: biasbn]")] = None,
     dir_type: Annotated[str, typer.Option(help="weights (parameters) | states (also BN statistics)")] = "weights",
     xtarget: Annotated[
         Optional[Path], typer.Option(help="Second checkpoint: x direction = it − θ* (interpolation, not normalized).")
@@ -215,6 +227,15 @@ def compute(
 
     if ydir_file is not None and not y and not trajectory:
         raise LandscapeError("--ydir-file needs a 2D grid: give --y")
+    given = _random_direction_options(
+        {"x": xtarget or xdir_file or (xdir_hessian is not None), "y": ydir_file or (ydir_hessian is not None)},
+        bool(trajectory),
+        bool(y) or bool(trajectory),
+        {"--seed": seed, "--xnorm": xnorm, "--ynorm": ynorm, "--xignore": xignore, "--yignore": yignore},
+    )
+    seed = 0 if seed is None else seed
+    xnorm, ynorm = given["--xnorm"] or "filter", given["--ynorm"] or "filter"
+    xignore, yignore = given["--xignore"] or "biasbn", given["--yignore"] or "biasbn"
     if trajectory:  # axes of NUM points get their bounds from the path (_pca_or_hessian)
         grid = GridSpec(_axis_or_count(x, "--x"), _axis_or_count(y, "--y"))
     else:
@@ -263,6 +284,32 @@ def compute(
     if surface is not None:
         _print_summary(surface)
         _print_trajectory(surface)
+
+
+def _random_direction_options(
+    fixed: dict[str, Any], trajectory: bool, two_d: bool, given: dict[str, Any]
+) -> dict[str, Any]:
+    """`given` (the options of random directions, None where not given), refusing one that no direction of the run
+    would use: an axis whose direction comes from a target, a file, Hessian eigenvectors or --trajectory is used as
+    it is (--trajectory takes --xignore for both PCA axes)."""
+    used = {
+        "--xnorm": not trajectory and not fixed["x"],
+        "--ynorm": two_d and not trajectory and not fixed["y"],
+        "--xignore": trajectory or not fixed["x"],
+        "--yignore": two_d and not trajectory and not fixed["y"],
+    }
+    used["--seed"] = used["--xnorm"] or used["--ynorm"]
+    for option, value in given.items():
+        if value is None or used[option]:
+            continue
+        if option.startswith("--y") and not two_d:
+            raise LandscapeError(f"{option} sets the y direction, and there is none: give --y for a 2D grid")
+        if trajectory:
+            why = "the PCA directions of --trajectory are used as they are (--xignore applies to both)"
+        else:
+            why = "the direction of a target, a file or Hessian eigenvectors is used as it is"
+        raise LandscapeError(f"{option} sets random directions, and no direction here is random: {why}")
+    return given
 
 
 def _axis_or_count(text: Optional[str], option: str) -> Any:
@@ -893,7 +940,8 @@ def app_command(
     if importlib.util.find_spec("streamlit") is None:
         raise LandscapeError("the app needs streamlit: pip install -e '.[app]'")
     if not results.is_dir():
-        raise LandscapeError(f"results folder {results} does not exist")
+        raise LandscapeError(f"results folder {results} " + ("is a file" if results.exists() else "does not exist"))
+    _check_serving_address(address, port)
     command = [
         sys.executable,
         "-m",
@@ -933,6 +981,22 @@ def app_command(
         except KeyboardInterrupt:  # a signal that arrived before the handlers were installed
             forward(signal.SIGINT, None)
     raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
+
+
+def _check_serving_address(address: str, port: Optional[int]) -> None:
+    """Refuse a port outside 1-65535 or an address this machine cannot serve on, in one line (Streamlit's own
+    error was a traceback of 50 lines)."""
+    import socket
+
+    if port is not None and not 1 <= port <= 65535:
+        raise LandscapeError(f"--port must be 1 to 65535, got {port}")
+    try:
+        family, kind, _, _, where = socket.getaddrinfo(address or None, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.bind(where)  # port 0: any free one, the address alone is tested
+    except (OSError, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise LandscapeError(f"cannot serve on --address {address}: {reason}") from None
 
 
 def _display_present() -> bool:
@@ -1237,6 +1301,13 @@ def _print_convexity(surface: Any) -> None:
             f"λmin {curvature.smallest[finite].min():.4g} .. {curvature.smallest[finite].max():.4g}, "
             f"|λmin/λmax| {np.nanmin(ratio):.3g} .. {np.nanmax(ratio):.3g}, "
             f"{int(curvature.products[done].sum())} Hessian-vector products"
+        )
+    capped = done & finite & (curvature.products >= settings.steps)
+    if settings.tol > 0 and capped.any():  # an early stop is the tolerance met; at the cap it is not known
+        typer.echo(
+            f"  {int((done & finite).sum() - capped.sum())} of {int((done & finite).sum())} points reached tol "
+            f"{settings.tol:g}; {int(capped.sum())} stopped at --steps {settings.steps}, not known to be within it "
+            "(raise --steps)"
         )
     if (done & ~finite).any():
         typer.echo(f"  {int((done & ~finite).sum())} points without curvature: the loss overflows there (NaN or inf)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DataSpec, ImageSet, normalizer
+from .data import MAX_SEED, DataSpec, ImageSet, normalizer
 from .directions import Direction, check_finite
 from .errors import LandscapeError
 from .files import check_writable, write_file
@@ -171,8 +172,8 @@ def top_eigenvalues(hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int 
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     _check_top_k(k, dim)
-    if tol < 0:
-        raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise LandscapeError(f"the eigenvalue tolerance must be a number >= 0, got {tol}")
     operator = LinearOperator((dim, dim), matvec=hvp, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(dim)
     try:
@@ -268,8 +269,8 @@ def lanczos_top(
     eigenvalue repeated exactly is found once (one start vector spans one vector of its eigenspace). Holds the
     Lanczos vectors: 8 x dim bytes per product."""
     _check_top_k(k, dim)
-    if tol < 0:
-        raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise LandscapeError(f"the eigenvalue tolerance must be a number >= 0, got {tol}")
     start = np.random.default_rng(seed).standard_normal(dim)
     steps = min(max(max_steps, k), dim)
     least = 1 if k == 1 else min(max(2 * k + 1, ARPACK_FIRST_CYCLE), steps)
@@ -328,8 +329,8 @@ def lanczos_extremes(
     eigenvalues near 0, close to some eigenvalue (a small residual on the scale of λmax) but not yet to λmin, towards
     which it keeps moving (by interlacing, the smallest Ritz value only decreases and the largest only increases,
     step by step)."""
-    if tol < 0:
-        raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {tol}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise LandscapeError(f"the eigenvalue tolerance must be a number >= 0, got {tol}")
     if ends not in ("both", "largest"):
         raise ValueError(f"ends must be 'both' or 'largest', not {ends!r}")
     theta, residual = np.zeros(1), np.zeros(1)
@@ -650,8 +651,10 @@ class HessianSpec:
             raise LandscapeError(f"unknown eigensolver '{self.solver}': use {', '.join(SOLVERS)}")
         if self.trace_samples < 0 or self.trace_samples == 1:
             raise LandscapeError(f"--trace-samples must be 0 (no trace) or at least 2, got {self.trace_samples}")
-        if self.tol < 0:
-            raise LandscapeError(f"the eigenvalue tolerance must be >= 0, got {self.tol}")
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise LandscapeError(f"the eigenvalue tolerance must be a number >= 0, got {self.tol}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LandscapeError(f"--seed must be 0 to {MAX_SEED}, got {self.seed}")
         if self.precision != "fp32":
             raise LandscapeError(f"the Hessian is computed in fp32 only, not {self.precision}")
         if self.density_steps < 0 or self.density_steps == 1:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
 
 SPLITS = ("train", "test")
+MAX_SEED = 2**63 - 2  # seeds of numpy and torch generators; a second draw takes seed + 1
 # Channel statistics on the [0, 1] scale, used when a checkpoint does not record its own.
 DEFAULT_NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -61,6 +62,8 @@ class DataSpec:
             raise LandscapeError(f"unknown split '{self.split}': use train, test or both")
         if self.subset is not None and self.subset < 1:
             raise LandscapeError(f"--subset must be a positive number of images, got {self.subset}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LandscapeError(f"--data-seed must be 0 to {MAX_SEED}, got {self.seed}")
         if self.part < 0 or (self.part and self.subset is None):
             raise LandscapeError(f"--data-part must be 0 or more and goes with --subset (got {self.part})")
 

@@ -79,6 +79,10 @@ def run_demo(
             f"--grid {settings.grid}: the demo compares surfaces of an odd number (at least 3) of points per axis, "
             "so that θ* is the centre point"
         )
+    if settings.subset < 1:
+        raise LandscapeError(f"--subset must be a positive number of images, got {settings.subset}")
+    if settings.out.exists() and not settings.out.is_dir():
+        raise LandscapeError(f"--out {settings.out} is a file: the demo writes a folder of surfaces and figures")
     paths = [settings.checkpoints / f"{arch}.pt" for arch in settings.archs]
     for arch, path in zip(settings.archs, paths):
         if not path.is_file():

@@ -289,7 +289,10 @@ def _train(
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LandscapeError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
     torch.manual_seed(spec.seed)
     model = create_model(spec.arch, num_classes=num_classes(spec.data.name)).to(dev)
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format

@@ -162,6 +162,30 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
             ok + ["--ydir-file", other, "--out", tmp_path / "o.h5"],
             "--ydir-file needs a 2D grid: give --y",
         ),
+        "negative data seed": (ok + ["--data-seed", "-1", "--out", tmp_path / "o.h5"], "--data-seed must be 0 to"),
+        "seed beyond 64 bits": (
+            ok + ["--seed", str(2**64), "--out", tmp_path / "o.h5"],
+            f"--seed must be 0 to {2**63 - 3} (y takes seed + 1), got {2**64}",
+        ),
+        # options of random directions that no direction would use were dropped without a word
+        "ynorm without y axis": (
+            ok + ["--ynorm", "layer", "--out", tmp_path / "o.h5"],
+            "--ynorm sets the y direction, and there is none: give --y for a 2D grid",
+        ),
+        "xnorm of a target": (
+            ok + ["--xtarget", resnet20_ckpt, "--xnorm", "layer", "--out", tmp_path / "o.h5"],
+            "--xnorm sets random directions, and no direction here is random: the direction of a target",
+        ),
+        "seed of a direction file": (
+            ok + ["--xdir-file", other, "--seed", "3", "--out", tmp_path / "o.h5"],
+            "--seed sets random directions, and no direction here is random",
+        ),
+        "yignore of a trajectory": (
+            ok[:2]
+            + ["--trajectory", other, "--yignore", "none", "--data-root", cifar_root, "--out", tmp_path / "o.h5"],
+            "--yignore sets random directions, and no direction here is random: the PCA directions of --trajectory "
+            "are used as they are (--xignore applies to both)",
+        ),
     }
 
 
@@ -181,6 +205,12 @@ CASES = [
     "surface of another run",
     "bad precision",
     "y direction without y axis",
+    "negative data seed",
+    "seed beyond 64 bits",
+    "ynorm without y axis",
+    "xnorm of a target",
+    "seed of a direction file",
+    "yignore of a trajectory",
 ]
 
 
@@ -388,6 +418,13 @@ def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):
     with pytest.raises(LandscapeError, match=f"no checkpoint {tmp_path / 'resnet20.pt'}"):
         run_demo(settings)
     assert not (tmp_path / "out").exists()  # nothing is made before the checkpoints are found
+    lines: list[str] = []
+    with pytest.raises(LandscapeError, match="^--subset must be a positive number of images, got 0$"):
+        run_demo(DemoSettings(checkpoints=tmp_path, subset=0, out=tmp_path / "out"), notify=lines.append)
+    assert lines == []  # "surface on 0 training images" was said first
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(LandscapeError, match=f"^--out {tmp_path / 'file'} is a file: the demo writes a folder"):
+        run_demo(DemoSettings(checkpoints=tmp_path, out=tmp_path / "file"))  # a FileExistsError (exit 1)
 
 
 def test_bf16_where_it_is_not_native_warns_in_one_line(tmp_path, cifar_root, resnet20_ckpt, monkeypatch):
@@ -415,3 +452,27 @@ def test_train_download_fetches_before_training(tmp_path, monkeypatch):
     result = invoke("train", "--arch", "resnet20", "--out", tmp_path / "run", "--epochs", "1", "--download")
     assert result.exit_code == 2 and "error: fetching cifar10 into $LANDSCAPE_DATA_ROOT" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--port", "99999"], "--port must be 1 to 65535, got 99999"),
+        (["--port", "-1"], "--port must be 1 to 65535, got -1"),
+        (["--address", "999.1.1.1"], "cannot serve on --address 999.1.1.1: "),
+        (["--address", "192.0.2.1"], "cannot serve on --address 192.0.2.1: Cannot assign requested address"),
+    ],
+)
+def test_app_refuses_a_port_or_address_it_cannot_serve_on(tmp_path, extra, message):
+    """Streamlit's own error was a traceback of 50 lines (exit 1)."""
+    pytest.importorskip("streamlit")
+    result = invoke("app", "--results", tmp_path, *extra)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_app_says_a_results_file_is_not_a_folder(tmp_path):
+    surface = tmp_path / "s.h5"
+    surface.write_bytes(b"")
+    result = invoke("app", "--results", surface)
+    assert result.exit_code == 2 and result.stderr == f"error: results folder {surface} is a file\n"

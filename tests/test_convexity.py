@@ -457,3 +457,16 @@ def test_points_where_the_loss_overflows_get_nan_curvature_and_the_others_theirs
     assert np.isfinite(curvature.largest[1]) and np.isfinite(curvature.smallest[1])
     info = runner.invoke(app, ["info", str(tmp_path / "s.h5")])
     assert info.exit_code == 0 and "2 points without curvature: the loss overflows there (NaN or inf)" in info.stdout
+
+
+def test_the_summary_says_how_many_points_stopped_at_the_step_cap(tmp_path, tiny_surface):
+    """'9/9 points computed ... tol 0.01' hid that every point ran to --steps without reaching the tolerance."""
+    capped = copy(tiny_surface, tmp_path / "capped.h5")
+    compute_convexity(capped, CurvatureMapSpec(steps=3, tol=1e-9, images=10), CPU, arch=ARCH)
+    info = runner.invoke(app, ["info", str(capped)])
+    assert info.exit_code == 0, info.output
+    assert "  0 of 25 points reached tol 1e-09; 25 stopped at --steps 3, not known to be within it" in info.stdout
+    loose = copy(tiny_surface, tmp_path / "loose.h5")
+    curvature = compute_convexity(loose, CurvatureMapSpec(steps=60, tol=0.5, images=10), CPU, arch=ARCH).curvature
+    assert curvature is not None and (curvature.products < 60).all()  # every point stopped early: nothing to say
+    assert "stopped at --steps" not in runner.invoke(app, ["info", str(loose)]).stdout

@@ -270,6 +270,9 @@ def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
         (("--trace-samples", 1), "--trace-samples must be 0"),
         (("--subset", 0), "--subset must be a positive"),
         (("--split", "both"), "--split must be train or test"),
+        (("--tol", "nan"), "the eigenvalue tolerance must be a number >= 0, got nan"),  # ran 300 products
+        (("--seed", -1), "--seed must be 0 to"),
+        (("--data-seed", -1), "--data-seed must be 0 to"),  # a ValueError of numpy's (exit 1)
     ],
 )
 def test_cli_hessian_bad_input(cifar_root, resnet20_ckpt, extra, message):

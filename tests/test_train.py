@@ -729,6 +729,9 @@ def test_overwrite_keeps_a_finished_run_until_the_new_one_can_start(tmp_path, ci
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(LandscapeError, match="is a file: training writes a folder"):
         train(s, tmp_path / "file", device="cpu", overwrite=True)
+    if Path("/proc/self").is_dir():  # a folder that takes no new one: a FileNotFoundError (exit 1) before
+        with pytest.raises(LandscapeError, match="^cannot create --out /proc/run: No such file or directory$"):
+            train(s, "/proc/run", device="cpu")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "text", "a dict", "another model"])

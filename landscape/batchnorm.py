@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import LandscapeError
+
+
+def constant_tensors(module: nn.Module, moving: Collection[str]) -> dict[str, torch.Tensor]:
+    """`module`'s state_dict tensors that stay fixed beside the `moving` ones (given to `functional_call`): all but
+    those, and but the names tied to one of them (a shared weight appears under each of its names: given θ* under
+    one and the moved values under the other, `functional_call` refuses the pair)."""
+    state = module.state_dict(keep_vars=True)
+    moved = {id(state[name]) for name in moving if name in state}
+    return {k: v.detach() for k, v in state.items() if k not in moving and id(v) not in moved}
 
 
 class NotTraceable(Exception):
@@ -54,7 +63,7 @@ class FoldedModel:
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The folded module's tensors for stacked original tensors: (batched ones, constant ones)."""
         batched = dict(stacked)
-        constant = {k: v for k, v in self.module.state_dict().items() if k not in stacked}
+        constant = constant_tensors(self.module, stacked)
         for conv_name, conv, bn_name, bn, _ in self.pairs:
 
             def get(module_name: str, attr: str, module: nn.Module) -> torch.Tensor | None:

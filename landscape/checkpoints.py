@@ -54,7 +54,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a `.pt`/`.pth`/`.safetensors` file: a raw state_dict, a common wrapper, or this project's format."""
     path = Path(path)
     if not path.is_file():
-        raise LandscapeError(f"checkpoint not found: {path}")
+        raise LandscapeError(f"checkpoint {path} is a folder" if path.is_dir() else f"checkpoint not found: {path}")
     metadata: Any = {}
     try:
         if path.suffix == ".safetensors":

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm import NotTraceable, batch_slices, fold_batchnorm, recompute_batchnorm
+from .batchnorm import NotTraceable, batch_slices, constant_tensors, fold_batchnorm, recompute_batchnorm
 from .data import ImageSet, normalizer
 from .directions import Direction, check_finite, check_same_keys
 from .errors import LandscapeError
@@ -315,7 +315,7 @@ class PointEvaluator:
             module = self.folded.module
         else:
             module = self.model
-            constant = {k: v for k, v in module.state_dict().items() if k not in stacked}
+            constant = constant_tensors(module, stacked)
             batched = stacked
 
         def forward_one(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -378,8 +378,12 @@ def chunks(todo: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def check_out_folder(out: Path) -> None:
+    """Refuse an --out whose folder does not exist or that is a folder itself (before --overwrite says it replaces
+    it)."""
     if not out.parent.is_dir():
         raise LandscapeError(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise LandscapeError(f"cannot write {out}: it is a folder")
 
 
 def prepare_job(

@@ -162,6 +162,11 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
             ok + ["--ydir-file", other, "--out", tmp_path / "o.h5"],
             "--ydir-file needs a 2D grid: give --y",
         ),
+        "checkpoint is a folder": (["--ckpt", empty, "--out", tmp_path / "o.h5"], f"checkpoint {empty} is a folder"),
+        "output is a folder": (  # it said "--overwrite: replacing ..." first, then failed
+            ok + ["--out", empty, "--overwrite"],
+            f"cannot write {empty}: it is a folder",
+        ),
         "negative data seed": (ok + ["--data-seed", "-1", "--out", tmp_path / "o.h5"], "--data-seed must be 0 to"),
         "seed beyond 64 bits": (
             ok + ["--seed", str(2**64), "--out", tmp_path / "o.h5"],
@@ -205,6 +210,8 @@ CASES = [
     "surface of another run",
     "bad precision",
     "y direction without y axis",
+    "checkpoint is a folder",
+    "output is a folder",
     "negative data seed",
     "seed beyond 64 bits",
     "ynorm without y axis",

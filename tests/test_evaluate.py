@@ -429,6 +429,46 @@ def test_a_point_whose_loss_is_not_finite_has_nan_accuracy(tiny_sets, points_per
             assert got[f"{split}_acc"][k] == acc
 
 
+class Tied(nn.Module):
+    """conv → BN → ReLU → mean over pixels → a → b → classes, with b's weight the very tensor of a's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.a, self.b, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 10)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.b(torch.tanh(self.a(torch.relu(self.bn(self.conv(x))).mean((2, 3)))))))
+
+
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_tied_weights_move_once_and_batched_equals_one_by_one(tiny_sets, fold_bn):
+    """With several points per pass, θ* went in under one name of a shared weight and the moved values under the
+    other: functional_call refused the pair (a ValueError, exit 1)."""
+    torch.manual_seed(0)
+    model = conftest_randomize(Tied())
+    center = center_of(model, direction_names(model, "weights"))
+    assert "a.weight" in center and "b.weight" not in center  # one tensor, one direction entry
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    points = np.array([[0.0], [0.3], [-0.6]])
+    results = [
+        PointEvaluator(
+            copy.deepcopy(model),
+            center,
+            dirs,
+            tiny_sets,
+            MEAN,
+            STD,
+            options=RunOptions(points_per_pass=ppp, fold_bn=fold_bn),
+        ).evaluate(points)
+        for ppp in (1, 3)
+    ]
+    assert_same_metrics(results[0], results[1], rtol=2e-6)
+    loss, _ = plain_loss(moved(model, center, dirs, points[1]), tiny_sets["train"])  # b moves with a
+    assert results[1]["train_loss"][1] == pytest.approx(loss, rel=1e-5)
+
+
 def test_a_model_with_nan_or_inf_is_refused_naming_the_tensor(tiny_sets):
     model = ConvBN()
     with torch.no_grad():

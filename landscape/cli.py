@@ -678,7 +678,8 @@ def train(
             signal.signal(signum, handler)
     typer.echo(
         f"{out / 'checkpoint.pt'}: {arch}, test accuracy {meta['test_acc']:.2f}%, "
-        f"train accuracy {meta['train_acc']:.2f}%, {meta['wall_time_s']:.0f} s"
+        f"train accuracy {meta['train_acc']:.2f}% (all images, eval mode, no augmentation: not the epochs' running "
+        f"figure), {meta['wall_time_s']:.0f} s in all"
     )
 
 

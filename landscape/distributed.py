@@ -551,8 +551,9 @@ REPORTED_EXIT_CODES = (1, 2, 3)  # run_job_file: an error printed, a LandscapeEr
 
 
 def _launch_failure(error: Any, out: Path) -> WorkersFailed:
-    """The first rank that failed, as one line; quiet when that rank printed its own."""
-    rank, failure = min(error.failures.items(), key=lambda item: item[1].timestamp)
+    """The first rank that failed, as one line; quiet when that rank printed its own. A rank that stopped because
+    another failed (exit 3) comes after every other: the exit status is the failing rank's."""
+    rank, failure = min(error.failures.items(), key=lambda item: (item[1].exitcode == 3, item[1].timestamp))
     if failure.exitcode in REPORTED_EXIT_CODES:
         return WorkersFailed(f"rank {rank} exited with code {failure.exitcode}", True, failure.exitcode)
     if failure.exitcode < 0:

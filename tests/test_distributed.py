@@ -345,11 +345,22 @@ def test_a_failing_rank_under_workers_with_overwrite_says_to_resume_without_it(t
         text=True,
         timeout=TIMEOUT,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr  # the failing rank's status (its error line), not rank 0's 3
     errors = error_lines(result.stderr)
     assert errors and errors[0].startswith("error: rank 1: RuntimeError: simulated failure on rank 1"), result.stderr
     assert all("run the same command without --overwrite to resume" in line for line in errors), result.stderr
     assert "again to resume" not in result.stderr
+
+
+def test_the_launcher_reports_the_rank_that_failed_not_one_it_stopped() -> None:
+    from types import SimpleNamespace
+
+    from landscape.distributed import _launch_failure
+
+    stopped = SimpleNamespace(exitcode=3, timestamp=1, pid=10)  # rank 0 stopped first, because rank 1 failed
+    failed = SimpleNamespace(exitcode=1, timestamp=2, pid=11)
+    report = _launch_failure(SimpleNamespace(failures={0: stopped, 1: failed}), Path("s.h5"))
+    assert (str(report), report.reported, report.exit_code) == ("rank 1 exited with code 1", True, 1)
 
 
 def test_workers_refused_under_torchrun(tmp_path: Path, resnet20_ckpt: Path, data_root: Path) -> None:

@@ -1,7 +1,8 @@
 """What defines a surface: `SurfaceSpec` (checkpoint, data, grid, directions, evaluation), stored as JSON in the file.
 
-`SurfaceSpec.from_dict` is the only way a stored spec is read back: it checks every field's type, so a damaged or
-crafted `spec` attribute is one clear error, never a KeyError or TypeError later.
+`SurfaceSpec.from_dict` is the only way a stored spec is read back: it checks every field's type and the grid
+(`SurfaceSpec.validate_layout`), so a damaged or crafted `spec` attribute is one clear error, never a KeyError or
+TypeError later, nor an allocation of the size a crafted grid declares.
 """
 
 from __future__ import annotations
@@ -108,6 +109,14 @@ class SurfaceSpec:
                 raise LandscapeError(f"the x and y directions would be identical (both eigenvector {self.x.index})")
         self._validate_trajectory()
 
+    def validate_layout(self) -> None:
+        """The grid (`GridSpec.validate`: at most `MAX_POINTS` points) and a y direction exactly for a 2D grid: what
+        a reader of a stored spec allocates and indexes by. Only this is checked on reading (`from_dict`): the other
+        checks of `validate` may have changed since a file was written, and must not make it unreadable."""
+        self.grid.validate()
+        if (self.grid.y is None) != (self.y is None):
+            raise LandscapeError("a 2D grid needs a y direction and a 1D grid none")
+
     def _validate_trajectory(self) -> None:
         pca = [d.kind == "pca" for d in (self.x, self.y) if d is not None]
         if self.trajectory is None:
@@ -143,9 +152,14 @@ class SurfaceSpec:
 
     @classmethod
     def from_dict(cls, d: Any) -> SurfaceSpec:
-        """Rebuild a spec read back from JSON; a `LandscapeError` naming the field for anything mistyped."""
+        """Rebuild a spec read back from JSON; a `LandscapeError` naming the field for anything mistyped, and for a
+        grid that `validate_layout` refuses (so that no reader allocates what a crafted grid declares)."""
         spec = _from_dict(cls, d, "spec")
         assert isinstance(spec, SurfaceSpec)
+        try:
+            spec.validate_layout()
+        except LandscapeError as e:
+            raise LandscapeError(f"spec.grid: {e}") from None
         return spec
 
 

@@ -11,7 +11,8 @@ disk can stop a run but never damage what the file holds. One process at a time 
 
 Files are untrusted input: every dataset is checked before it is read (a plain dataset of this file, not a link,
 an external or virtual dataset, of numbers of at most 8 bytes, and no larger than a surface can be), so a crafted
-file can neither make a reader open other files nor allocate what it declares.
+file can neither make a reader open other files nor allocate what it declares; and what it holds must agree with its
+spec (the grid's coordinates, floating-point results, the image indices it draws), or it is damaged.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from .data import SPLITS
 from .directions import Direction, check_finite
 from .errors import LandscapeError
-from .grid import MAX_POINTS
+from .grid import MAX_POINTS, Axis
 from .spec import CurvatureMapSpec, SurfaceSpec
 
 FORMAT = "landscape-surface"
@@ -54,6 +55,9 @@ CURVATURE_MASK = "computed_hessian"
 CURVATURE_ATTRIBUTE = "curvature"
 CURVATURE_INDICES = "indices/hessian"
 MAX_SNAPSHOTS = 10_000  # points of a stored training path
+COORDINATE_TOLERANCE = 1e-12  # stored coordinates vs the spec's grid, relative to the larger of 1 and its ends
+MAX_JSON_DEPTH = 32  # nesting of a stored JSON record (spec, settings, a session); the writer's are a few levels deep
+RATIO_TOLERANCE = 1e-6  # a trajectory's explained-variance ratios may sum to 1 plus rounding
 
 
 @dataclass
@@ -381,10 +385,29 @@ def read_runs(path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _run_number(raw: bytes) -> int:
+    """The number `n` of a stored session record; -1 for an empty slot or one that cannot be read."""
     try:
-        return int(json.loads(raw.decode())["n"]) if raw else -1
+        return int(_json(raw.decode())["n"]) if raw else -1
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return -1
+
+
+def _json(text: str) -> Any:
+    """`json.loads`, a ValueError also for JSON nested too deeply to parse or more than `MAX_JSON_DEPTH` levels
+    deep (a RecursionError of the parser, or of whatever walks it later, must not hide the results)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    level, depth = [value], 0
+    while True:  # level by level, without recursion
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return value
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        level = [v for c in containers for v in (c.values() if isinstance(c, dict) else c)]
 
 
 def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
@@ -392,10 +415,10 @@ def _read_runs(f: h5py.File, path: str | Path) -> tuple[list[dict[str, Any]], st
     runs: list[dict[str, Any]] = []
     try:
         if "runs" in f.attrs:  # format 1
-            runs += json.loads(_attribute(f, "runs", path))
+            runs += _json(_attribute(f, "runs", path))
         if "runs" in f:
             slots = _dataset(f, "runs", path, RUN_SLOTS, max_string_bytes=RUN_BYTES)[()]
-            records = [json.loads(raw.decode()) for raw in slots if raw]
+            records = [_json(raw.decode()) for raw in slots if raw]
             runs += sorted((r for r in records if "note" not in r), key=lambda r: r["n"])
         if not all(isinstance(r, dict) for r in runs):
             raise ValueError("a record is not an object")
@@ -415,7 +438,7 @@ def write_points(
         with _open(path, "r+") as f:
             if mask not in f:
                 raise LandscapeError(f"cannot write {path}: it has no {mask} mask (no convexity map was started)")
-            shape = f[mask].shape
+            shape = _dataset(f, mask, path, MAX_POINTS).shape
             stored = _marked_arrays(f, mask)
             unknown = sorted(set(values) - set(stored))
             if unknown:
@@ -430,6 +453,8 @@ def write_points(
                     raise LandscapeError(
                         f"cannot write {path}: {name} holds {np.shape(array)} values for {len(flat_indices)} points"
                     )
+            for name in values:
+                _writable(f, name, path, shape)
             for name, array in values.items():
                 _write_at(f[name], shape, flat_indices, np.asarray(array, dtype=np.float64))
             f.flush()
@@ -437,6 +462,17 @@ def write_points(
             _write_at(f[mask], shape, flat_indices, np.ones(len(flat_indices), dtype=f[mask].dtype))
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+
+
+def _writable(f: h5py.File, name: str, path: str | Path, shape: tuple[int, ...]) -> None:
+    """The array `name` is one that values may be written into: a plain dataset of this file (`_dataset`) of the
+    mask's shape, of floating point (`hessian_products`: integers), so that no value is stored truncated."""
+    ds = _dataset(f, name, path, MAX_POINTS)
+    kinds, expected = ("iu", "integers") if name == CURVATURE_ARRAYS[2] else ("f", "floating point")
+    if ds.dtype.kind not in kinds:
+        raise LandscapeError(f"{path} is damaged: {name} is {ds.dtype}, not {expected}")
+    if ds.shape != shape:
+        raise LandscapeError(f"{path} is damaged: {name} has shape {ds.shape}, the grid {shape}")
 
 
 WHOLE_ARRAY_FROM = 32  # points per write from which a dataset is read, changed and written back whole
@@ -466,6 +502,14 @@ def _metric_arrays(f: h5py.File) -> list[str]:
     """The metric arrays of a file: of the format's own names, (train|test)_(loss|acc), those it holds, in HDF5's
     (alphabetical) order. Other datasets, whatever their names, are never read."""
     return sorted(name for name in metric_names(SPLITS) if f.get(name, getlink=True) is not None)
+
+
+def _metric_dataset(f: h5py.File, name: str, path: str | Path) -> h5py.Dataset:
+    """A metric array (`_dataset`), refused unless of floating point: integers would store results truncated."""
+    ds = _dataset(f, name, path, MAX_POINTS)
+    if ds.dtype.kind != "f":
+        raise LandscapeError(f"{path} is damaged: {name} is {ds.dtype}, not floating point")
+    return ds
 
 
 def read_computed(path: str | Path, mask: str = "computed") -> np.ndarray:
@@ -503,18 +547,53 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
 INDEX_SETS = ("train", "test", "bn", "hessian")  # the datasets of `indices/`: splits, BN images, a map's Hessian
 
 
-def _index_sets(f: h5py.File, path: str | Path) -> list[tuple[str, h5py.Dataset]]:
-    """The datasets of `indices/` named in `INDEX_SETS` that the file has, checked (`_dataset`), not yet read."""
+def _index_sets(f: h5py.File, path: str | Path, spec: SurfaceSpec | None = None) -> list[tuple[str, h5py.Dataset]]:
+    """The datasets of `indices/` named in `INDEX_SETS` that the file has, checked (`_dataset`, lists of integers,
+    no more images than the spec draws: `--subset` of a split, `bn_images`), not yet read. `spec`: the file's
+    own, read here when not given (none for a file that is not of this format)."""
     group = _group(f, "indices", path)
     if group is None:
         return []
-    return [(name, _dataset(group, name, path, MAX_INDICES)) for name in INDEX_SETS if name in group]
+    sets = [(name, _dataset(group, name, path, MAX_INDICES)) for name in INDEX_SETS if name in group]
+    for name, ds in sets:
+        if ds.ndim != 1 or ds.dtype.kind not in "iu":
+            raise LandscapeError(f"{path} is damaged: indices/{name} is {ds.dtype} {ds.shape}, not a list of integers")
+    if spec is None and _format(f, path) == FORMAT:
+        spec = SurfaceSpec.from_dict(_read_spec(f, path))
+    if spec is not None:
+        # the subset's images, or all of a smaller split: never more (counting them needs the split's size)
+        subset = spec.data.subset if spec.data.subset is not None else MAX_INDICES
+        limits = {
+            "train": (subset, "--subset"),
+            "test": (subset, "--subset"),
+            "bn": (spec.evaluation.bn_images, "--bn-images"),
+        }
+        for name, ds in sets:
+            if name in limits and ds.size > limits[name][0]:
+                limit, option = limits[name]
+                raise LandscapeError(
+                    f"{path} is damaged: indices/{name} holds {ds.size} images, more than its spec's {option} {limit}"
+                )
+    return sets
+
+
+def _index_values(ds: h5py.Dataset, name: str, path: str | Path) -> np.ndarray:
+    """A checked set of `indices/` read as int64, refused unless strictly increasing and >= 0: every writer stores
+    them sorted and unique (`landscape.data.subset_indices`, `surface.hessian_indices`), so a repeated, unsorted
+    or negative index is damage (and would evaluate an image twice, or another than recorded)."""
+    values = np.asarray(ds[()], dtype=np.int64)  # uint64 beyond int64 wraps to negative: refused below
+    if values.size and (values[0] < 0 or np.any(np.diff(values) <= 0)):
+        raise LandscapeError(
+            f"{path} is damaged: indices/{name} are not distinct image indices >= 0 in increasing order"
+        )
+    return values
 
 
 def read_indices(path: str | Path) -> dict[str, np.ndarray]:
     """The stored image indices of each set of `INDEX_SETS` the file has (other names are never read). Each must be
     stored whole and uncompressed, as the writer stores it, so that reading it allocates no more than the file holds
-    (a declared dataset whose chunks were never written, or compressed, costs nothing in the file)."""
+    (a declared dataset whose chunks were never written, or compressed, costs nothing in the file), hold no more
+    images than the spec draws (`_index_sets`), and be distinct indices >= 0 in increasing order (`_index_values`)."""
     out = {}
     with _open(path) as f:
         for name, ds in _index_sets(f, path):
@@ -523,7 +602,7 @@ def read_indices(path: str | Path) -> dict[str, np.ndarray]:
                     f"{path} is damaged: indices/{name} declares {ds.size} values but stores "
                     f"{ds.id.get_storage_size()} bytes"
                 )
-            out[name] = np.asarray(ds[()], dtype=np.int64)
+            out[name] = _index_values(ds, name, path)
     return out
 
 
@@ -559,8 +638,12 @@ def read_surface(path: str | Path) -> Surface:
             return _read_legacy(f, path)
         _check_format(f, path)
         spec = _read_spec(f, path)
-        x = _coordinates(f, "xcoordinates", path)
-        y = _coordinates(f, "ycoordinates", path) if "ycoordinates" in f else None
+        surface_spec = SurfaceSpec.from_dict(spec)  # its grid checked (`validate_layout`): at most MAX_POINTS points
+        grid = surface_spec.grid
+        if grid.y is None and f.get("ycoordinates", getlink=True) is not None:
+            raise LandscapeError(f"{path} is damaged: it holds ycoordinates, and its spec's grid is 1D")
+        x = _coordinates(f, "xcoordinates", path, grid.x)
+        y = _coordinates(f, "ycoordinates", path, grid.y) if grid.y is not None else None
         shape = (len(x),) if y is None else (len(y), len(x))
         if len(x) * (1 if y is None else len(y)) > MAX_POINTS:
             raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
@@ -570,7 +653,7 @@ def read_surface(path: str | Path) -> Surface:
             raise LandscapeError(f"{path} holds none of the datasets {', '.join(metric_names(SPLITS))}")
         values = {}
         for name in names:
-            ds = _dataset(f, name, path, MAX_POINTS)
+            ds = _metric_dataset(f, name, path)
             if ds.shape != shape:
                 raise LandscapeError(f"{path} is damaged: {name} has shape {ds.shape}, the grid {shape}")
             values[name] = np.asarray(ds[()], dtype=np.float64)
@@ -589,13 +672,13 @@ def read_surface(path: str | Path) -> Surface:
             runs_error=runs_error,
             curvature=curvature,
             trajectory=_read_trajectory(f, path),
-            images={name: int(ds.size) for name, ds in _index_sets(f, path)},  # the shapes only: nothing is read
+            images={name: int(ds.size) for name, ds in _index_sets(f, path, surface_spec)},  # shapes only: none read
         )
 
 
 def _read_trajectory(f: h5py.File, path: str | Path) -> TrajectoryPath | None:
     """The `trajectory` group, every dataset checked before it is read (no links, no external or virtual data,
-    bounded, shapes consistent); None when the file has none."""
+    bounded, shapes consistent) and after (`_check_trajectory`); None when the file has none."""
     group = _group(f, "trajectory", path)
     if group is None:
         return None
@@ -609,8 +692,44 @@ def _read_trajectory(f: h5py.File, path: str | Path) -> TrajectoryPath | None:
         ds = _dataset(group, name, path, MAX_SNAPSHOTS)
         if ds.shape != shape:
             raise LandscapeError(f"{path} is damaged: trajectory/{name} has shape {ds.shape}, not {shape}")
-        arrays[name] = np.asarray(ds[()], dtype=np.int64 if name == "epochs" else np.float64)
+        arrays[name] = np.asarray(ds[()], dtype=np.float64) if name != "epochs" else _epochs(ds, path)
+    _check_trajectory(arrays, path)
     return TrajectoryPath(**arrays)
+
+
+def _epochs(ds: h5py.Dataset, path: str | Path) -> np.ndarray:
+    """`trajectory/epochs` as int64: integers, or floats that are whole numbers within int64; nothing is rounded."""
+    damaged = LandscapeError(f"{path} is damaged: trajectory/epochs are not whole numbers of int64")
+    if ds.dtype.kind not in "iuf":
+        raise damaged
+    raw = ds[()]
+    if ds.dtype.kind == "u" and raw.size and raw.max() > np.iinfo(np.int64).max:
+        raise damaged
+    if ds.dtype.kind == "f":
+        values = np.asarray(raw, dtype=np.float64)
+        # -2**63 and 2**63 are exact floats: the whole numbers of int64 are those in [-2**63, 2**63)
+        if not (np.all(np.isfinite(values)) and np.all(values == np.floor(values))):
+            raise damaged
+        if values.size and (values.min() < -(2.0**63) or values.max() >= 2.0**63):
+            raise damaged
+    return np.asarray(raw, dtype=np.int64)
+
+
+def _check_trajectory(arrays: dict[str, np.ndarray], path: str | Path) -> None:
+    """A stored path as the writer makes it: finite coordinates, residuals and distances (>= 0), and
+    explained-variance ratios in [0, 1] summing to at most 1 (plus `RATIO_TOLERANCE`)."""
+    for name in ("coordinates", "residual", "distance"):
+        if not np.all(np.isfinite(arrays[name])):
+            raise LandscapeError(f"{path} is damaged: trajectory/{name} holds non-finite values")
+    for name in ("residual", "distance"):
+        if np.any(arrays[name] < 0):
+            raise LandscapeError(f"{path} is damaged: trajectory/{name} holds negative norms")
+    ratio = arrays["explained_variance_ratio"]
+    if not (np.all((ratio >= 0) & (ratio <= 1)) and ratio.sum() <= 1 + RATIO_TOLERANCE):
+        raise LandscapeError(
+            f"{path} is damaged: trajectory/explained_variance_ratio {ratio.tolist()} are not shares of a variance "
+            "(each in [0, 1], at most 1 together)"
+        )
 
 
 def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> CurvatureMap | None:
@@ -632,13 +751,19 @@ def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> C
     indices = _dataset(group, "hessian", path, MAX_INDICES) if group is not None else None
     if indices is None or indices.ndim != 1 or indices.dtype.kind not in "iu":
         raise LandscapeError(f"{path} is damaged: the convexity map's image indices are not a list of integers")
+    split = CurvatureMapSpec.from_dict(settings).split
+    evaluated = _dataset(group, split, path, MAX_INDICES) if group is not None and split in group else None
+    if evaluated is not None and indices.size > evaluated.size:  # a subset of the split's evaluated images
+        raise LandscapeError(
+            f"{path} is damaged: indices/hessian holds {indices.size} images, indices/{split} {evaluated.size}"
+        )
     return CurvatureMap(
         spec=settings,
         smallest=np.asarray(arrays["hessian_min"], dtype=np.float64),
         largest=np.asarray(arrays["hessian_max"], dtype=np.float64),
         products=np.asarray(arrays["hessian_products"], dtype=np.int64),
         computed=np.asarray(arrays[CURVATURE_MASK], dtype=bool),
-        indices=np.asarray(indices[()], dtype=np.int64),
+        indices=_index_values(indices, "hessian", path),
     )
 
 
@@ -650,11 +775,15 @@ def _settings(
     f: h5py.File, name: str, path: str | Path, check: Callable[[dict[str, Any]], Any], damaged: str
 ) -> dict[str, Any]:
     """The JSON attribute `name` as a dict, refused unless `check` (a settings class's `from_dict`) accepts it:
-    '{path} has a damaged {name} attribute (not JSON)', or '{path} has {damaged}: {why}'."""
+    '{path} has a damaged {name} attribute (not JSON)' (or nested more than `MAX_JSON_DEPTH` deep), or
+    '{path} has {damaged}: {why}'."""
+    text = _attribute(f, name, path)
     try:
-        settings = json.loads(_attribute(f, name, path))
-    except ValueError:
+        settings = _json(text)
+    except json.JSONDecodeError:
         raise LandscapeError(f"{path} has a damaged {name} attribute (not JSON)") from None
+    except ValueError as e:  # nested too deeply
+        raise LandscapeError(f"{path} has a damaged {name} attribute ({e})") from None
     try:
         check(settings)
     except LandscapeError as e:
@@ -685,13 +814,27 @@ def _attribute_value(f: h5py.File, name: str, path: str | Path) -> Any:
     return f.attrs[name]
 
 
-def _coordinates(f: h5py.File, name: str, path: str | Path) -> np.ndarray:
+def _coordinates(f: h5py.File, name: str, path: str | Path, axis: Axis | None = None) -> np.ndarray:
+    """A coordinate array, finite, and those of the spec's `axis` (as many, checked before reading, and its values
+    to `COORDINATE_TOLERANCE`); without a spec (a file of the paper's code) strictly increasing or decreasing."""
     ds = _dataset(f, name, path, MAX_POINTS)
     if ds.ndim != 1 or ds.shape[0] < 1:
         raise LandscapeError(f"{path} is damaged: {name} has shape {ds.shape}")
+    if axis is not None and ds.shape[0] != axis.num:
+        raise LandscapeError(f"{path} is damaged: {name} has {ds.shape[0]} values, its spec's grid axis {axis}")
     values = np.asarray(ds[()], dtype=np.float64)
     if not np.all(np.isfinite(values)):
         raise LandscapeError(f"{path} is damaged: {name} holds non-finite values")
+    if axis is not None:
+        scale = max(1.0, abs(axis.start), abs(axis.stop))
+        if np.max(np.abs(values - axis.coordinates())) > COORDINATE_TOLERANCE * scale:
+            raise LandscapeError(f"{path} is damaged: {name} are not the coordinates {axis} of its spec's grid")
+    elif len(values) > 1:
+        steps = np.diff(values)
+        if not (np.all(steps > 0) or np.all(steps < 0)):
+            raise LandscapeError(
+                f"{path} is damaged: {name} neither increase nor decrease (repeated or zig-zag values)"
+            )
     return values
 
 
@@ -756,7 +899,7 @@ def _read_legacy(f: h5py.File, path: str | Path) -> Surface:
         raise LandscapeError(f"{path} declares a grid of {shape}, more than {MAX_POINTS} points")
     values = {}
     for n in names:
-        ds = _dataset(f, n, path, MAX_POINTS)
+        ds = _metric_dataset(f, n, path)
         if ds.size != int(np.prod(shape)):
             raise LandscapeError(f"{path} is damaged: {n} has {ds.size} values, the grid {shape}")
         values[n] = np.asarray(ds[()], dtype=np.float64).reshape(shape)

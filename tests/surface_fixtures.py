@@ -83,9 +83,14 @@ def write_surface(
     values = {k: np.asarray(v).reshape(shape) for k, v in values.items()}
     splits = ("train", "test")
     coordinates = [x] if y is None else [x, y]
+    stored = spec(arch, len(x), None if y is None else len(y))
+    stored["grid"] = {  # the grid of the coordinates given: a reader refuses coordinates that are not the spec's
+        "x": {"start": float(x[0]), "stop": float(x[-1]), "num": len(x)},
+        "y": None if y is None else {"start": float(y[0]), "stop": float(y[-1]), "num": len(y)},
+    }
     create_surface_file(
         path,
-        spec(arch, len(x), None if y is None else len(y)),
+        stored,
         {"started": "test"},
         shape,
         coordinates,

@@ -708,6 +708,7 @@ def test_only_the_index_sets_of_the_format_are_read_and_each_as_stored(tmp_path)
     """Hard links to one never-written (or compressed) dataset of 50 million indices: a file of a few KiB that
     allocated 400 MB per link when `read_indices` read every name in `indices/`."""
     path = write_surface(tmp_path / "links.h5")
+    damage(path, spec=json.dumps({**spec(), "data": {**spec()["data"], "subset": None}}))  # all images: any count
     with h5py.File(path, "r+", locking=False) as f:
         f.create_dataset("indices/test", data=np.arange(7))
         for k in range(20):
@@ -735,7 +736,7 @@ def test_points_written_few_or_many_at_a_time_land_where_they_belong(tmp_path, c
     """Below WHOLE_ARRAY_FROM points a write goes point by point, from it the arrays are rewritten whole: either
     way exactly the given points change, and the others keep their values and marks."""
     rng = np.random.default_rng(count)
-    x, y = np.linspace(-1, 1, 31), np.linspace(-1, 1, 21)
+    x, y = np.linspace(-1, 1, 31), np.linspace(-0.5, 0.5, 21)  # the fixture's spec: -1:1 and -0.5:0.5
     path = write_surface(tmp_path / "s.h5", x=x, y=y, computed=np.zeros((len(y), len(x)), dtype=bool))
     before = read_surface(path)
     size = before.computed.size
@@ -754,3 +755,342 @@ def test_points_written_few_or_many_at_a_time_land_where_they_belong(tmp_path, c
         want = middle[name].ravel().copy()
         want[flat] = given[name]
         np.testing.assert_array_equal(after[name].ravel(), want)
+
+
+# 14. What a file declares must agree with the rest of it: its grid, coordinates, arrays, path and image indices.
+
+
+def with_spec(path, change):
+    """Store the spec of `path` as `change` (a function of the spec dict) leaves it."""
+    with h5py.File(path, "r+", locking=False) as f:
+        stored = json.loads(f.attrs["spec"])
+        change(stored)
+        f.attrs["spec"] = json.dumps(stored)
+
+
+def one_line(result, path, message):
+    """A CLI result that is one error line naming `path` and saying `message`, exit status 2."""
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s["grid"]["x"].update(num=10**12), "has 1000000000000 points: at most 1002001 are allowed"),
+        (
+            lambda s: s["grid"].update(
+                x={"start": -1, "stop": 1, "num": 2000}, y={"start": -1, "stop": 1, "num": 2000}
+            ),
+            "the grid has 2000 x 2000 = 4000000 points: at most 1002001",
+        ),
+        (lambda s: s["grid"]["x"].update(num=0), "has 0 points: NUM must be at least 1"),
+        (lambda s: s["grid"]["x"].update(start=1, stop=-1), "must increase: START < STOP"),
+        (lambda s: s.update(y=None), "a 2D grid needs a y direction and a 1D grid none"),
+    ],
+    ids=["huge-axis", "huge-grid", "empty-axis", "decreasing-axis", "2d-grid-without-y"],
+)
+def test_a_stored_grid_is_checked_before_anything_is_allocated(tmp_path, change, message):
+    """`info` read a spec whose grid declared 10^12 points, and `convexity` then died allocating 7.28 TiB for its
+    coordinates (MemoryError, exit 1): the stored grid is checked when the spec is read."""
+    path = write_surface(tmp_path / "bad.h5")
+    with_spec(path, change)
+    for read in (read_spec, read_surface):
+        with allocation_at_most(20 << 20), pytest.raises(LandscapeError) as error:
+            read(path)
+        assert str(error.value).startswith(f"{path} has a damaged spec: spec.grid: ") and message in str(error.value)
+    one_line(runner.invoke(app, ["info", str(path)]), path, message)
+    one_line(runner.invoke(app, ["convexity", "--surface", str(path)]), path, message)
+
+
+def test_a_stored_grid_of_one_point_per_axis_is_read(tmp_path):
+    """The grid check refuses nothing the writer stores: 0:0:1 axes, on both sides of the shape check."""
+    path = write_surface(tmp_path / "point.h5", x=np.zeros(1), y=np.zeros(1))
+    with_spec(
+        path, lambda s: s["grid"].update(x={"start": 0, "stop": 0, "num": 1}, y={"start": 0, "stop": 0, "num": 1})
+    )
+    assert read_surface(path).computed.shape == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "name, values, message",
+    [
+        ("xcoordinates", [1.0, 0.0, -1.0, 2.0, 5.0], "xcoordinates are not the coordinates -1:1:5 of its spec's grid"),
+        ("xcoordinates", np.linspace(-1, 1, 5)[::-1], "xcoordinates are not the coordinates -1:1:5"),
+        ("xcoordinates", np.linspace(-1, 1, 5) + 1e-9, "xcoordinates are not the coordinates -1:1:5"),
+        ("ycoordinates", [-0.5, 0.5, 0.0], "ycoordinates are not the coordinates -0.5:0.5:3"),
+        ("xcoordinates", np.linspace(-1, 1, 4), "xcoordinates has 4 values, its spec's grid axis -1:1:5"),
+        ("ycoordinates", None, "has no 'ycoordinates' dataset"),
+    ],
+    ids=["zig-zag", "reversed", "shifted", "y-unsorted", "fewer", "no-y"],
+)
+def test_stored_coordinates_are_those_of_the_spec_grid(tmp_path, name, values, message):
+    """A file whose xcoordinates were [1, 0, -1, 2, 5] under a spec of -1..1 was read, and `compare` computed on it."""
+    path = write_surface(tmp_path / "bad.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        del f[name]
+        if values is not None:
+            f[name] = np.asarray(values, dtype=np.float64)
+    with pytest.raises(LandscapeError) as error:
+        read_surface(path)
+    assert str(error.value).startswith(f"{path} ") and message in str(error.value)
+    one_line(runner.invoke(app, ["compare", str(path), str(write_surface(tmp_path / "good.h5"))]), path, message)
+
+
+def test_coordinates_agree_with_the_spec_to_rounding_and_a_1d_spec_has_no_y(tmp_path):
+    path = write_surface(tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f["xcoordinates"][...] = np.linspace(-1, 1, 5) + 1e-14  # rounding of another linspace: the same grid
+    np.testing.assert_allclose(read_surface(path).xcoordinates, np.linspace(-1, 1, 5), rtol=0, atol=1e-13)
+    line = write_surface(tmp_path / "line.h5", y=None)
+    with h5py.File(line, "r+", locking=False) as f:
+        f["ycoordinates"] = np.linspace(-0.5, 0.5, 3)
+    with pytest.raises(LandscapeError, match="is damaged: it holds ycoordinates, and its spec's grid is 1D"):
+        read_surface(line)
+
+
+@pytest.mark.parametrize(
+    "x, y, readable",
+    [
+        (np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3), True),
+        (np.linspace(1, -1, 5), np.linspace(0.5, -0.5, 3), True),  # decreasing: the figures handle it
+        (np.array([-1.0, 0.0, 0.0, 0.5, 1.0]), np.linspace(-0.5, 0.5, 3), False),  # repeated
+        (np.linspace(-1, 1, 5), np.array([-0.5, 0.5, 0.0]), False),  # zig-zag
+    ],
+    ids=["increasing", "decreasing", "repeated", "zig-zag"],
+)
+def test_legacy_coordinates_increase_or_decrease_strictly(tmp_path, x, y, readable):
+    """Files of the paper's code have no spec to compare with; their coordinates must at least be monotonic."""
+    path = write_legacy(tmp_path / "legacy.h5", x=x, y=y)
+    if readable:
+        np.testing.assert_array_equal(read_surface(path).xcoordinates, x)
+        return
+    with pytest.raises(LandscapeError, match="coordinates neither increase nor decrease"):
+        read_surface(path)
+
+
+def test_deeply_nested_json_never_hides_the_results(tmp_path):
+    """runs[1] = '[' * 2000 made `landscape info` die of a RecursionError (exit 1), hiding the results; a spec of
+    '[' * 100000 did the same."""
+    path = write_surface(tmp_path / "s.h5")
+    for record in (b"[" * 2000, ("[" * 40 + "]" * 40).encode()):  # too deep to parse, and deeper than a record
+        with h5py.File(path, "r+", locking=False) as f:
+            f["runs"][2] = record
+        surface = read_surface(path)
+        assert surface.runs == [] and "unreadable runs (JSON nested" in surface.runs_error
+        assert surface.completion == 1.0 and np.isfinite(surface["train_loss"]).all()
+        r = runner.invoke(app, ["info", str(path)])
+        assert r.exit_code == 0 and "unreadable runs (JSON nested" in r.stdout
+        append_run(path, {"started": "resume"})  # a resume records itself over the unreadable slot's number
+    with h5py.File(path, "r+", locking=False) as f:
+        assert [json.loads(s)["n"] for s in f["runs"][()] if s] == [0, 1, 2]
+    for attribute in ("spec", "curvature"):
+        bad = write_surface(tmp_path / f"{attribute}.h5")
+        if attribute == "curvature":
+            add_curvature(bad, {"stride": 1}, np.arange(4), {"started": "convexity"})
+        damage(bad, **{attribute: "[" * 100000})
+        with pytest.raises(LandscapeError, match=rf"has a damaged {attribute} attribute \(JSON nested too deeply\)"):
+            read_surface(bad)
+        one_line(runner.invoke(app, ["info", str(bad)]), bad, f"damaged {attribute} attribute (JSON nested too deeply)")
+        damage(bad, **{attribute: "[" * 40 + "]" * 40})
+        with pytest.raises(LandscapeError, match=rf"damaged {attribute} attribute \(JSON nested more than 32"):
+            read_surface(bad)
+
+
+def test_integer_metric_arrays_are_refused_never_written_truncated(tmp_path):
+    """An int64 train_loss took the values of a resume truncated ([3 2 2 2 2]) and exit 0."""
+    path = write_surface(tmp_path / "s.h5", computed=np.zeros((3, 5), dtype=bool))
+    replace_dataset(path, "train_loss", lambda f, n: f.create_dataset(n, data=np.zeros((3, 5), dtype=np.int64)))
+    message = "is damaged: train_loss is int64, not floating point"
+    with pytest.raises(LandscapeError, match=message):
+        read_surface(path)
+    names = ("train_loss", "train_acc", "test_loss", "test_acc")
+    with pytest.raises(LandscapeError, match=message):
+        write_points(path, np.array([0]), {name: np.array([2.7]) for name in names})
+    with h5py.File(path, "r", locking=False) as f:
+        assert not f["computed"][()].any() and not f["train_loss"][()].any()  # nothing written
+    legacy = write_legacy(tmp_path / "legacy.h5")
+    replace_dataset(legacy, "train_loss", lambda f, n: f.create_dataset(n, data=np.zeros((5, 3), dtype=np.int32)))
+    with pytest.raises(LandscapeError, match="is damaged: train_loss is int32, not floating point"):
+        read_surface(legacy)
+
+
+def test_convexity_map_arrays_are_written_only_as_their_kind(tmp_path):
+    path = write_surface(tmp_path / "s.h5")
+    add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
+    values = {"hessian_min": np.array([-0.5]), "hessian_max": np.array([2.5]), "hessian_products": np.array([7])}
+    replace_dataset(path, "hessian_max", lambda f, n: f.create_dataset(n, data=np.zeros((3, 5), dtype=np.int64)))
+    with pytest.raises(LandscapeError, match="is damaged: hessian_max is int64, not floating point"):
+        write_points(path, np.array([0]), values, mask="computed_hessian")
+    replace_dataset(path, "hessian_max", lambda f, n: f.create_dataset(n, data=np.full((3, 5), np.nan)))
+    write_points(path, np.array([0]), values, mask="computed_hessian")  # products stay integers: 7
+    curvature = read_surface(path).curvature
+    assert curvature is not None and curvature.largest[0, 0] == 2.5 and curvature.products[0, 0] == 7
+
+
+def test_a_resume_never_writes_into_an_integer_metric_array(tmp_path, cifar_root, resnet20_ckpt):
+    out = tmp_path / "s.h5"
+    args = compute_args(resnet20_ckpt, cifar_root, out, grid="-1:1:2")
+    assert runner.invoke(app, args).exit_code == 0
+    with h5py.File(out, "r+", locking=False) as f:
+        del f["train_loss"]
+        f["train_loss"] = np.zeros((2, 2), dtype=np.int64)
+        f["computed"][...] = 0
+    one_line(runner.invoke(app, args), out, "is damaged: train_loss is int64, not floating point")
+    with h5py.File(out, "r", locking=False) as f:
+        assert not f["computed"][()].any() and not f["train_loss"][()].any()
+
+
+def trajectory_arrays(**changes):
+    arrays = {
+        "coordinates": np.array([[0.5, 0.25], [0.25, -0.25], [0.0, 0.0]]),
+        "epochs": np.array([5, 10, 15]),
+        "residual": np.array([0.5, 0.25, 0.0]),
+        "distance": np.array([2.0, 1.0, 0.0]),
+        "explained_variance_ratio": np.array([0.7, 0.2]),
+    }
+    return {**arrays, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"epochs": np.array([5.0, np.nan, 15.0])}, "trajectory/epochs are not whole numbers of int64"),
+        ({"epochs": np.array([5.0, 1e30, 15.0])}, "trajectory/epochs are not whole numbers of int64"),
+        ({"epochs": np.array([5.0, 2.0**63, 15.0])}, "trajectory/epochs are not whole numbers of int64"),
+        ({"epochs": np.array([5.0, 7.5, 15.0])}, "trajectory/epochs are not whole numbers of int64"),
+        ({"epochs": np.array([5, 2**63, 15], dtype=np.uint64)}, "trajectory/epochs are not whole numbers of int64"),
+        ({"epochs": np.array([True, False, True])}, "trajectory/epochs are not whole numbers of int64"),
+        (
+            {"coordinates": np.array([[0.5, np.nan], [0.25, -0.25], [0.0, 0.0]])},
+            "trajectory/coordinates holds non-finite",
+        ),
+        ({"coordinates": np.array([[0.5, 0.25], [np.inf, 0], [0.0, 0.0]])}, "trajectory/coordinates holds non-finite"),
+        ({"residual": np.array([0.5, np.inf, 0.0])}, "trajectory/residual holds non-finite values"),
+        ({"distance": np.array([2.0, np.nan, 0.0])}, "trajectory/distance holds non-finite values"),
+        ({"residual": np.array([0.5, -0.25, 0.0])}, "trajectory/residual holds negative norms"),
+        ({"distance": np.array([2.0, -1.0, 0.0])}, "trajectory/distance holds negative norms"),
+        ({"explained_variance_ratio": np.array([0.7, -0.2])}, "explained_variance_ratio [0.7, -0.2] are not shares"),
+        ({"explained_variance_ratio": np.array([0.7, 0.4])}, "explained_variance_ratio [0.7, 0.4] are not shares"),
+        ({"explained_variance_ratio": np.array([1.5, 0.0])}, "explained_variance_ratio [1.5, 0.0] are not shares"),
+        ({"explained_variance_ratio": np.array([np.nan, 0.2])}, "explained_variance_ratio [nan, 0.2] are not shares"),
+    ],
+    ids=[
+        "epoch-nan",
+        "epoch-1e30",
+        "epoch-2**63",
+        "epoch-fraction",
+        "epoch-uint64",
+        "epoch-bool",
+        "coordinates-nan",
+        "coordinates-inf",
+        "residual-inf",
+        "distance-nan",
+        "residual-negative",
+        "distance-negative",
+        "ratio-negative",
+        "ratio-sum",
+        "ratio-above-1",
+        "ratio-nan",
+    ],
+)
+def test_a_stored_training_path_is_checked(tmp_path, changes, message):
+    """NaN or 1e30 epochs became -9223372036854775808 (with a numpy RuntimeWarning), NaN coordinates and negative
+    variance shares were read, and went on into figures and `export --path`."""
+    path = write_surface(tmp_path / "pca.h5", trajectory=trajectory_arrays(**changes))
+    with pytest.raises(LandscapeError) as error:
+        read_surface(path)
+    assert str(error.value).startswith(f"{path} is damaged: ") and message in str(error.value)
+    one_line(runner.invoke(app, ["info", str(path)]), path, message)
+
+
+def test_a_stored_training_path_as_the_writer_makes_it_is_read(tmp_path):
+    ratio = np.array([0.8, 0.2 + 1e-9])  # shares of all the variance, to rounding
+    arrays = trajectory_arrays(epochs=np.array([0.0, 10.0, -(2.0**63)]), explained_variance_ratio=ratio)
+    trajectory = read_surface(write_surface(tmp_path / "pca.h5", trajectory=arrays)).trajectory
+    assert trajectory is not None
+    assert trajectory.epochs.dtype == np.int64 and trajectory.epochs.tolist() == [0, 10, -(2**63)]
+    np.testing.assert_array_equal(trajectory.explained_variance_ratio, ratio)
+
+
+def add_indices(path, **sets):
+    with h5py.File(path, "r+", locking=False) as f:
+        for name, values in sets.items():
+            if f"indices/{name}" in f:
+                del f[f"indices/{name}"]
+            f[f"indices/{name}"] = values
+
+
+@pytest.mark.parametrize(
+    "name, values, message",
+    [
+        ("train", np.array([3, 1, 2]), "indices/train are not distinct image indices >= 0 in increasing order"),
+        ("train", np.array([1, 1, 2]), "indices/train are not distinct image indices >= 0 in increasing order"),
+        ("test", np.array([-1, 0, 1]), "indices/test are not distinct image indices >= 0 in increasing order"),
+        ("bn", np.array([0, 2**63, 2**64 - 1], dtype=np.uint64), "indices/bn are not distinct image indices >= 0"),
+        ("train", np.zeros(201, dtype=np.int64), "indices/train holds 201 images, more than its spec's --subset 200"),
+        ("bn", np.arange(1281), "indices/bn holds 1281 images, more than its spec's --bn-images 1280"),
+        ("train", np.array([0.0, 1.5]), "indices/train is float64 (2,), not a list of integers"),
+        ("test", np.arange(6).reshape(2, 3), "indices/test is int64 (2, 3), not a list of integers"),
+    ],
+    ids=["unsorted", "repeated", "negative", "uint64-wraps", "more-than-subset", "more-than-bn-images", "floats", "2d"],
+)
+def test_stored_image_indices_are_distinct_increasing_and_no_more_than_drawn(tmp_path, name, values, message):
+    """5000 zeros as indices/train of a --subset 4 surface resumed with exit 0, and `info` showed 5000 images: every
+    writer stores a draw sorted and unique (`subset_indices`, `hessian_indices`), never more than the spec draws."""
+    path = write_surface(tmp_path / "s.h5")
+    add_indices(path, **{name: values})
+    with pytest.raises(LandscapeError) as error:
+        read_indices(path)
+    assert str(error.value).startswith(f"{path} is damaged: ") and message in str(error.value)
+
+
+def test_image_indices_as_the_writer_stores_them_are_read(tmp_path):
+    path = write_surface(tmp_path / "s.h5")
+    add_indices(path, train=np.array([0, 5, 7], dtype=np.int64), test=np.arange(200), bn=np.array([], dtype=np.int64))
+    stored = read_indices(path)
+    assert stored["train"].tolist() == [0, 5, 7] and len(stored["test"]) == 200 and len(stored["bn"]) == 0
+    assert read_surface(path).images == {"train": 3, "test": 200, "bn": 0}
+
+
+def test_a_count_beyond_the_spec_is_refused_by_every_reader(tmp_path):
+    """`info` counts the images from the shapes (nothing is read): a count the spec cannot draw is refused there too."""
+    path = write_surface(tmp_path / "s.h5")
+    add_indices(path, train=np.arange(5000))
+    message = "indices/train holds 5000 images, more than its spec's --subset 200"
+    with pytest.raises(LandscapeError, match=message):
+        read_surface(path)
+    one_line(runner.invoke(app, ["info", str(path)]), path, message)
+
+
+def test_hessian_indices_are_a_checked_subset_of_the_evaluated_ones(tmp_path):
+    path = write_surface(tmp_path / "s.h5")
+    add_indices(path, train=np.arange(4))
+    add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
+    add_indices(path, hessian=np.array([0, 2, 1]))
+    with pytest.raises(LandscapeError, match="indices/hessian are not distinct image indices >= 0 in increasing"):
+        read_surface(path)
+    add_indices(path, hessian=np.arange(5))
+    with pytest.raises(LandscapeError, match="indices/hessian holds 5 images, indices/train 4"):
+        read_surface(path)
+    add_indices(path, hessian=np.array([1, 3]))
+    curvature = read_surface(path).curvature
+    assert curvature is not None and curvature.indices.tolist() == [1, 3]
+
+
+def test_repeated_indices_are_never_resumed(tmp_path, cifar_root, resnet20_ckpt):
+    """The reported file: --subset 8 of a 35-image split, indices/train replaced (which drops its fingerprint) by
+    5000 zeros, or by 8 zeros: both refused in one line by `info` (the count) or the resume (the values)."""
+    out = tmp_path / "s.h5"
+    args = compute_args(resnet20_ckpt, cifar_root, out, grid="-1:1:2")
+    assert runner.invoke(app, args).exit_code == 0
+    with h5py.File(out, "r+", locking=False) as f:
+        f["computed"][0, 0] = 0
+    add_indices(out, train=np.zeros(5000, dtype=np.int64))
+    message = "indices/train holds 5000 images, more than its spec's --subset 8"
+    one_line(runner.invoke(app, ["info", str(out)]), out, message)
+    one_line(runner.invoke(app, args), out, message)
+    add_indices(out, train=np.zeros(8, dtype=np.int64))
+    one_line(runner.invoke(app, args), out, "indices/train are not distinct image indices >= 0 in increasing order")
+    with h5py.File(out, "r", locking=False) as f:
+        assert f["computed"][0, 0] == 0  # nothing computed

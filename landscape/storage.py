@@ -299,8 +299,8 @@ def writer_lock(path: str | Path) -> Iterator[None]:
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise LandscapeError(
-                f"{path} is being written by another process (pid {owner}): wait for it to "
-                "finish, or choose another --out"
+                f"{path} is being written by another process (pid {owner}): wait for it to finish (or, "
+                "computing a surface, choose another --out)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

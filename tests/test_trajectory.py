@@ -463,19 +463,18 @@ def own_plane(checkpoint_path, snapshots):
     )
 
 
+def compute_on_trajectory(ckpt: Path, snapshots: Path, cifar_root: Path, out: Path):
+    """`landscape compute` of a 3x3 grid on the PCA directions of `snapshots` around `ckpt`."""
+    args = ["compute", "--ckpt", ckpt, "--arch", ARCH, "--trajectory", snapshots, "--x", "3", "--y", "3"]
+    args += ["--data-root", cifar_root, "--subset", 8, "--out", out]
+    return runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+
+
 def test_a_snapshots_file_of_another_run_is_refused(tmp_path, cifar_root, trained_runs):
     runs = trained_runs
-    args = [
-        "compute",
-        "--ckpt",
-        runs / "a" / "checkpoint.pt",
-        "--arch",
-        ARCH,
-        "--trajectory",
-        runs / "b" / "snapshots.h5",
-    ]
-    args += ["--x", "3", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", tmp_path / "other.h5"]
-    result = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+    result = compute_on_trajectory(
+        runs / "a" / "checkpoint.pt", runs / "b" / "snapshots.h5", cifar_root, tmp_path / "other.h5"
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr == (
         f"error: {runs / 'b' / 'snapshots.h5'} holds the snapshots of another run than {runs / 'a' / 'checkpoint.pt'}: "
@@ -483,7 +482,9 @@ def test_a_snapshots_file_of_another_run_is_refused(tmp_path, cifar_root, traine
     )
     assert not (tmp_path / "other.h5").exists()
     with pytest.raises(LandscapeError, match="holds the snapshots of another run than"):  # as compute_surface resolves
-        resolve_trajectory(TrajectorySpec(paths=(str(runs / "b" / "snapshots.h5"),)), load_checkpoint(args[2]))
+        resolve_trajectory(
+            TrajectorySpec(paths=(str(runs / "b" / "snapshots.h5"),)), load_checkpoint(runs / "a" / "checkpoint.pt")
+        )
     plane = own_plane(runs / "a" / "checkpoint.pt", runs / "a" / "snapshots.h5")  # its own run: taken
     assert plane.path.epochs.tolist() == [1, 2, 3] and plane.path.distance[-1] < 1e-2
 
@@ -491,17 +492,9 @@ def test_a_snapshots_file_of_another_run_is_refused(tmp_path, cifar_root, traine
 def test_the_snapshots_of_the_run_a_warm_restart_continued_are_refused(tmp_path, cifar_root, trained_runs):
     """The documented case: `checkpoints/resnet20.pt` continued the run of `checkpoints/resnet20_trajectory.h5`."""
     runs = trained_runs
-    args = [
-        "compute",
-        "--ckpt",
-        runs / "c" / "checkpoint.pt",
-        "--arch",
-        ARCH,
-        "--trajectory",
-        runs / "a" / "snapshots.h5",
-    ]
-    args += ["--x", "3", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", tmp_path / "restart.h5"]
-    result = runner.invoke(app, [str(a) for a in args], env={"LANDSCAPE_DATA_ROOT": ""})
+    result = compute_on_trajectory(
+        runs / "c" / "checkpoint.pt", runs / "a" / "snapshots.h5", cifar_root, tmp_path / "restart.h5"
+    )
     assert result.exit_code == 2, result.output
     sha256 = hashlib.sha256((runs / "a" / "checkpoint.pt").read_bytes()).hexdigest()
     assert result.stderr == (

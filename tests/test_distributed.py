@@ -340,7 +340,7 @@ def test_a_failing_rank_under_workers_with_overwrite_says_to_resume_without_it(t
     tests = str(Path(__file__).parent)
     result = subprocess.run(
         [sys.executable, "-m", "landscape", "compute", *args, "--workers", "2", "--overwrite"],
-        env={**env(data_root), "PYTHONPATH": tests},
+        env={**env(data_root), "PYTHONPATH": tests, "FAILED_FLAG": str(tmp_path / "rank1.failed")},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

@@ -1,6 +1,7 @@
 """Tiny models whose loss surface the tests compute independently, in float64 NumPy."""
 
 import os
+import time
 
 import torch
 from torch import nn
@@ -88,11 +89,19 @@ def dropout_bn(num_classes: int = 10) -> nn.Module:
 
 
 class FailsOnRankOne(Softmax):
-    """Softmax regression whose forward raises in the process of rank 1 (env RANK): a rank that fails mid-run."""
+    """Softmax regression whose forward raises in the process of rank 1 (env RANK): a rank that fails mid-run.
+    With env FAILED_FLAG (a path), rank 1 creates that file as it fails and the other ranks wait for it in their
+    forward (up to a minute), so that rank 1 surely gets points to fail on."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flag = os.environ.get("FAILED_FLAG")
         if os.environ.get("RANK") == "1":
+            if flag:
+                open(flag, "w").close()
             raise RuntimeError("simulated failure on rank 1")
+        deadline = time.monotonic() + 60
+        while flag and not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return super().forward(x)
 
 

@@ -689,9 +689,13 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
         st.info(escape_markdown(f"no difference view: {e}"))
     st.subheader("1D slice")
     line = slice_ui(surfaces[0])
-    curves = plots.compare_figure(surfaces, "1d", replace(options, line=line), titles)
-    figures["1D slice"] = curves.update_layout(height=CURVE_HEIGHT)
-    _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric))
+    try:  # the slice is chosen on the first grid: it may lie outside the other's
+        curves = plots.compare_figure(surfaces, "1d", replace(options, line=line), titles)
+    except LandscapeError as e:
+        st.info(escape_markdown(f"no 1D slice: {e}"))
+    else:
+        figures["1D slice"] = curves.update_layout(height=CURVE_HEIGHT)
+        _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric))
     file_names = {title: figure_name(surfaces, names, title, options.metric) for title in figures}
     downloads_ui(figures, file_names, None, "_vs_".join(titles))
 

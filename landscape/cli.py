@@ -715,16 +715,19 @@ def compare(
         check_writable(json_out, overwrite, files)
     surfaces = [read_surface(f) for f in files]
     comparison = compare_surfaces(surfaces, metric, level, tolerance)
-    for surface in surfaces:
-        if surface.completion < 1:
-            typer.echo(
-                f"warning: {surface.path} is {surface.completion:.1%} complete: its numbers will change", err=True
-            )
+    _warn_incomplete(surfaces, "its numbers will change")
     _print_comparison(comparison)
     if json_out is not None:
         record = comparison_record(comparison, surfaces)
         write_file(json_out, (json.dumps(record, indent=2) + "\n").encode(), overwrite, files)
         typer.echo(f"wrote {json_out}", err=True)
+
+
+def _warn_incomplete(surfaces: list[Any], consequence: str) -> None:
+    """One warning line per surface not yet complete (a figure or a table of it has gaps)."""
+    for surface in surfaces:
+        if 0 < surface.completion < 1:
+            typer.echo(f"warning: {surface.path} is {surface.completion:.1%} complete: {consequence}", err=True)
 
 
 def _print_comparison(comparison: Comparison) -> None:
@@ -808,14 +811,18 @@ def plot(
         typer.Option(
             "--slice",
             help="--kind 1d of a 2D surface: x=B (the row nearest β = B, default x=0), y=A (the column nearest "
-            "α = A) or angle=D (the line through θ* at D degrees from α).",
+            "α = A) or angle=D (the line through θ* at D degrees from α). B or A must lie within the grid.",
         ),
     ] = None,
-    width: Annotated[str, typer.Option(help="column (3.25 in) | page (6.75 in) | inches.")] = "column",
-    height: Annotated[Optional[float], typer.Option(help="Height in inches (default from the width).")] = None,
+    width: Annotated[str, typer.Option(help="column (3.25 in) | page (6.75 in) | inches (at least 0.25).")] = "column",
+    height: Annotated[
+        Optional[float], typer.Option(help="Height in inches, at least 0.25 (default from the width).")
+    ] = None,
     font: Annotated[Optional[str], typer.Option(help="Font family (default: Times-like serif).")] = None,
-    font_size: Annotated[float, typer.Option(help="Font size in points.")] = 8,
-    colorscale: Annotated[str, typer.Option(help="A plotly colour scale: Viridis, Cividis, RdBu_r, ...")] = "Viridis",
+    font_size: Annotated[float, typer.Option(help="Font size in points (at least 1).")] = 8,
+    colorscale: Annotated[
+        str, typer.Option(help="A plotly colour scale: Viridis, Cividis, RdBu_r, ... (any case; _r reverses).")
+    ] = "Viridis",
     center: Annotated[bool, typer.Option(help="Mark θ* at (0, 0).")] = True,
     path: Annotated[
         bool,
@@ -859,6 +866,7 @@ def plot(
         line=parse_slice(line) if line else parse_slice("x=0"),
     )
     surfaces = [read_surface(f) for f in files]
+    _warn_incomplete(surfaces, "the points not computed yet are missing")
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
     fig = paper_layout(
@@ -890,7 +898,10 @@ def export(
     ] = False,
     out: Annotated[
         Optional[Path],
-        typer.Option(help="File to write; default FILE with the format's suffix (.vtp, .dat, .csv, .npz, .path.dat)."),
+        typer.Option(
+            help="File to write, ending in the format's suffix; default FILE with it "
+            "(.vtp, .dat, .csv, .npz, .path.dat)."
+        ),
     ] = None,
     metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
     log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
@@ -898,7 +909,7 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv, --npz, or its training path: --path."""
-    from .export import DATA_SUFFIXES, write_data
+    from .export import DATA_SUFFIXES, check_data_suffix, write_data
     from .plots import PlotOptions
     from .storage import read_surface
 
@@ -907,8 +918,9 @@ def export(
     if len(chosen) != 1:
         raise LandscapeError("choose one of --vtp, --table, --csv, --npz, --path")
     fmt = chosen[0]
-    target = check_writable(out or file.with_suffix(DATA_SUFFIXES[fmt]), overwrite, [file])
+    target = check_writable(check_data_suffix(out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt), overwrite, [file])
     surface = read_surface(file)
+    _warn_incomplete([surface], "the points not computed yet are missing")
     options = PlotOptions(metric=metric, log=log, clip=clip)
     path = write_data(surface, target, fmt, options, overwrite=overwrite, inputs=[file])
     typer.echo(f"wrote {path}")

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ import plotly.graph_objects as go
 
 from .errors import LandscapeError
 from .files import check_writable, write_file
-from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order, values_at
+from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order, require_points, values_at
 from .storage import Surface
 
 IMAGE_FORMATS = ("pdf", "svg", "png")
@@ -35,6 +36,13 @@ DATA_SUFFIXES = {"vtp": ".vtp", "table": ".dat", "csv": ".csv", "npz": ".npz", "
 PNG_DPI = 300
 GL_SCALE = 2  # a figure with WebGL is drawn at twice its size, where kaleido gives WebGL 2 px per px of that
 GL_PPI = 2 * GL_SCALE * PX_PER_INCH  # 384: the resolution of 3D scenes in PDF, SVG and PNG
+# What the headless Chromium draws, measured (beyond: an empty PNG, a failed print, a distorted 3D scene)
+PNG_MAX_SIDE = 65535  # px: a canvas's longest side
+PNG_MAX_AREA = 16384**2  # px: a canvas's area
+PDF_MAX_SIDE = 65535  # pt: a printed page's longest side (910.2 in)
+GL_MAX_SIDE = 8192  # px: a WebGL image's longest side, 21.3 in of a 3D scene at GL_PPI
+_SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF"}  # what an image starts with; an SVG holds `<svg`
+_PLOTLY_MARGINS = (80, 80, 100, 80)  # px: plotly's default left, right, top, bottom margins
 _SCREEN_SIZE = (900, 700)  # px, for a figure that sets no size of its own
 _WEBGL_TRACES = {"surface", "scatter3d", "mesh3d", "cone", "streamtube", "isosurface", "volume"}
 LINK_SCENES_JS = """
@@ -80,11 +88,13 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
     for fmt in formats:
         if fmt not in IMAGE_FORMATS:
             raise LandscapeError(f"unknown figure format '{fmt}': use {', '.join(FIGURE_FORMATS)}")
+    check_image_size(fig, formats, scale)
     # kaleido's logging helper (logistro) parses sys.argv when imported and exits on an abbreviation it finds
     # ambiguous, such as the `--log` of `landscape plot`: import it with the arguments hidden
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         import kaleido
+        from choreographer.protocol import DevtoolsProtocolError
         from kaleido.errors import ChromeNotFoundError
     except ImportError:
         raise LandscapeError("static images need kaleido: pip install 'kaleido>=1'") from None
@@ -114,12 +124,66 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
 
     try:  # in a thread of its own, so that it also works where an event loop already runs (Jupyter)
         with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, render()).result()
+            images = pool.submit(asyncio.run, render()).result()
     except ChromeNotFoundError:
         raise LandscapeError(
             "static images need a headless Chromium: apt-get install chromium "
             "(or set BROWSER_PATH to a Chrome or Chromium binary)"
         ) from None
+    except DevtoolsProtocolError as e:
+        raise LandscapeError(f"the headless browser failed to draw the figure: {e.message}"[:300]) from None
+    for fmt, data in images.items():
+        if not (data.startswith(_SIGNATURES[fmt]) if fmt in _SIGNATURES else b"<svg" in data):
+            raise LandscapeError(f"the headless browser returned no {fmt.upper()} image ({len(data)} bytes)")
+    return images
+
+
+def check_image_size(fig: go.Figure, formats: Sequence[str], scale: float | None = None) -> None:
+    """Refuse a figure larger than the headless Chromium draws in `formats`: a PNG canvas (PNG_MAX_SIDE,
+    PNG_MAX_AREA at `scale`, by default PNG_DPI), a PDF page (PDF_MAX_SIDE) or a 3D scene's WebGL image at GL_PPI
+    (GL_MAX_SIDE); the message gives the largest size of this shape that it draws."""
+    width, height = fig.layout.width or _SCREEN_SIZE[0], fig.layout.height or _SCREEN_SIZE[1]
+    size = f"{width / PX_PER_INCH:g} x {height / PX_PER_INCH:g} in"
+
+    def at_most(k: float) -> str:
+        return f"at most {_floor(k * width / PX_PER_INCH)} x {_floor(k * height / PX_PER_INCH)} in"
+
+    if "png" in formats:
+        png_scale = scale or PNG_DPI / PX_PER_INCH
+        w, h = int(width * png_scale), int(height * png_scale)  # the canvas's size: CSS px times scale, cut
+        if max(w, h) > PNG_MAX_SIDE or w * h > PNG_MAX_AREA:
+            k = min(PNG_MAX_SIDE / max(w, h), math.sqrt(PNG_MAX_AREA / (w * h)))
+            raise LandscapeError(
+                f"a {size} PNG at {png_scale * PX_PER_INCH:g} dpi is {w} x {h} px, more than Chromium draws "
+                f"({PNG_MAX_SIDE} px a side, {PNG_MAX_AREA} px in all): {at_most(k)}"
+            )
+    if "pdf" in formats and max(width, height) * 72 / PX_PER_INCH > PDF_MAX_SIDE:
+        raise LandscapeError(
+            f"a {size} PDF page is larger than Chromium prints: at most {_floor(PDF_MAX_SIDE / 72)} in a side"
+        )
+    if has_webgl(fig):
+        layout = fig.layout
+        left, right, top, bottom = (
+            default if value is None else value
+            for value, default in zip(
+                (layout.margin.l, layout.margin.r, layout.margin.t, layout.margin.b), _PLOTLY_MARGINS
+            )
+        )
+        plot_w, plot_h = width - left - right, height - top - bottom
+        for name in [k for k in layout.to_plotly_json() if k.startswith("scene")]:
+            x0, x1 = layout[name].domain.x or (0, 1)
+            y0, y1 = layout[name].domain.y or (0, 1)
+            w, h = (int(v * GL_PPI / PX_PER_INCH) for v in ((x1 - x0) * plot_w, (y1 - y0) * plot_h))
+            if max(w, h) > GL_MAX_SIDE:
+                raise LandscapeError(
+                    f"a {size} figure draws a 3D scene at {GL_PPI} ppi in {w} x {h} px, more than Chromium's WebGL "
+                    f"draws ({GL_MAX_SIDE} px a side): {at_most(GL_MAX_SIDE / max(w, h))}"
+                )
+
+
+def _floor(inches: float) -> str:
+    """Inches rounded down to a tenth, for a size that must not be exceeded."""
+    return f"{math.floor(10 * inches) / 10:g}"
 
 
 def _resized_svg(svg: bytes, width: float, height: float) -> bytes:
@@ -318,6 +382,7 @@ def vtp_text(surface: Surface, options: PlotOptions, zscale: float = 1.0) -> str
     point data. Points without a drawn value are left out; arrays are base64 (NaN survives)."""
     if surface.ndim != 2:
         raise LandscapeError(f"{surface.path} is a 1D surface: VTP export needs a 2D surface")
+    require_points(surface, "export")
     z = displayed(surface, options)
     ny, nx = z.shape
     valid = np.isfinite(z)
@@ -347,7 +412,9 @@ def vtp_text(surface: Surface, options: PlotOptions, zscale: float = 1.0) -> str
 
 
 def data_bytes(surface: Surface, fmt: str, options: PlotOptions = PlotOptions()) -> bytes:
-    """The surface in one of DATA_FORMATS (`options` only matters for vtp)."""
+    """The surface in one of DATA_FORMATS (`options` only matters for vtp); one with a computed point."""
+    if fmt in DATA_FORMATS:
+        require_points(surface, "export")
     if fmt == "vtp":
         return vtp_text(surface, options).encode()
     if fmt == "table":
@@ -370,8 +437,21 @@ def write_data(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Write the surface as data in `fmt`; an existing file only with `overwrite`, never one of `inputs`."""
+    """Write the surface as data in `fmt` to a file with its suffix (`check_data_suffix`); an existing file only
+    with `overwrite`, never one of `inputs`."""
+    check_data_suffix(path, fmt)
     return write_file(path, data_bytes(surface, fmt, options), overwrite, inputs)
+
+
+def check_data_suffix(path: str | Path, fmt: str) -> Path:
+    """`path`, refused unless it ends in the suffix of data format `fmt`: .vtp, .dat (a table or a path), .csv
+    or .npz."""
+    if fmt not in DATA_FORMATS:
+        raise LandscapeError(f"unknown data format '{fmt}': use {', '.join(DATA_FORMATS)}")
+    suffix = "." + DATA_SUFFIXES[fmt].rsplit(".", 1)[1]  # .path.dat is a table, like any .dat
+    if Path(path).suffix.lower() != suffix:
+        raise LandscapeError(f"{path} does not end in {suffix}, the suffix of {fmt} data")
+    return Path(path)
 
 
 def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:

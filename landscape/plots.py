@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
+from plotly.colors import named_colorscales, sample_colorscale
 from plotly.subplots import make_subplots
 
 from .errors import LandscapeError
@@ -49,10 +49,13 @@ PX_PER_INCH = 96  # CSS pixels, which is what the headless browser prints to PDF
 DIVERGING = "RdBu_r"  # colours of a difference: blue where A is below B, red where above
 _SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
 _TAN_HALF_FOVY = 0.44  # plotly's 3D camera sees ±0.44 x distance up and down (measured: a 47.5° field of view)
+_BOX_ROOM = 4  # lines of text (font sizes) that a paper's 3D box takes at least, inside the scene's labels
 _FLOOR_GAP = 0.35  # the floor under the 3D surface, as a fraction of the z range below its minimum
 HUGE = 1e150  # values beyond ±HUGE are drawn as infinite: ranges, squares and levels of larger ones overflow float64
 MAX_LEVELS = 1000  # chosen contour levels (START:END:SIZE) at most
 DISPLAY_POINTS = 201  # `thin`: grid points along α and β that a browser draws quickly (contours of 1001² take minutes)
+MIN_INCHES = 0.25  # a paper figure's smallest width and height: 0.42 of it is 10 px, plotly's smallest figure
+MIN_FONT_PT = 1.0  # plotly's smallest font is 1 px (0.75 pt)
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,16 @@ class PlotOptions:
             raise LandscapeError(f"colour range: the ends must lie within ±{HUGE:g} (got {self.zrange})")
         if self.clip is not None and not abs(self.clip) <= HUGE:
             raise LandscapeError(f"clip must lie within ±{HUGE:g} (got {self.clip:g})")
+        if not is_colorscale(self.colorscale):
+            raise LandscapeError(
+                f"unknown colour scale '{self.colorscale}': use a plotly scale such as Viridis, Cividis, Plasma, "
+                "Inferno, Turbo or RdBu (add _r to reverse one)"
+            )
+
+
+def is_colorscale(name: str) -> bool:
+    """Whether plotly knows the colour scale `name` (any case, with _r for the reversed scale)."""
+    return isinstance(name, str) and name.lower().removesuffix("_r") in named_colorscales()
 
 
 def parse_levels(text: str) -> Levels | tuple[float, ...]:
@@ -233,6 +246,12 @@ def _stored_values(surface: Surface, metric: str) -> np.ndarray:
     if metric not in surface.values:
         raise LandscapeError(f"{surface.path} has no metric '{metric}' (it has {', '.join(surface.metrics)})")
     return np.where(surface.computed, np.asarray(surface.values[metric], dtype=np.float64), np.nan)
+
+
+def require_points(surface: Surface, what: str = "draw") -> None:
+    """Refuse a surface with no computed point: there is nothing to `what`."""
+    if not np.asarray(surface.computed).any():
+        raise LandscapeError(f"{surface.path} has no computed point yet: nothing to {what}")
 
 
 def displayed(surface: Surface, options: PlotOptions, metric: str | None = None) -> np.ndarray:
@@ -467,6 +486,7 @@ def figure(surface: Surface, kind: str, options: PlotOptions) -> go.Figure:
 
 def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     """The 3D surface with the contour lines projected under it and θ* marked on it (a dot joined to the floor)."""
+    require_points(surface)
     x, y = _grid(surface)
     z = displayed(surface, options)
     crange = _display_range(surface, options)
@@ -525,6 +545,7 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
 
 def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False) -> go.Figure:
     """Contour lines (or filled bands) at the chosen levels, with θ* marked."""
+    require_points(surface)
     x, y = _grid(surface)
     values = _drawable(surface, options, options.metric)
     crange = _display_range(surface, options)
@@ -551,6 +572,7 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
 
 def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     """Each grid point as a cell coloured by its value, with θ* marked."""
+    require_points(surface)
     x, y = _grid(surface)
     crange = _display_range(surface, options)
     fig = go.Figure(
@@ -576,16 +598,18 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
 
 
 def slice_values(surface: Surface, line: Slice, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(positions along the line, the metric there with NaN where not computed, the axis title) of a 1D slice;
-    a 1D surface is its own slice."""
+    """(positions along the line, the metric there with NaN where not computed, the axis title, which names the
+    row or column drawn) of a 1D slice; a 1D surface is its own slice."""
     values = metric_values(surface, metric)
     if surface.ycoordinates is None:
         return surface.xcoordinates, values, "α"
     x, y = surface.xcoordinates, surface.ycoordinates
     if line.along == "x":
-        return x, values[int(np.argmin(np.abs(y - line.at)))], "α"
+        row = slice_index(surface, line)
+        return x, values[row], f"α (β = {y[row]:.4g})"
     if line.along == "y":
-        return y, values[:, int(np.argmin(np.abs(x - line.at)))], "β"
+        col = slice_index(surface, line)
+        return y, values[:, col], f"β (α = {x[col]:.4g})"
     t, px, py = _angle_line(x, y, line.at)
     return t, _bilinear(x, y, values, px, py), f"distance from {CENTER_NAME} at {line.at:g}° from α"
 
@@ -633,11 +657,9 @@ def slice_path(surface: Surface, line: Slice) -> tuple[np.ndarray, np.ndarray]:
     """The (α, β) points of a slice of a 2D surface, to draw it on a contour map or heat map."""
     x, y = _grid(surface)
     if line.along == "x":
-        row = y[int(np.argmin(np.abs(y - line.at)))]
-        return x, np.full_like(x, row)
+        return x, np.full_like(x, y[slice_index(surface, line)])
     if line.along == "y":
-        col = x[int(np.argmin(np.abs(x - line.at)))]
-        return np.full_like(y, col), y
+        return np.full_like(y, x[slice_index(surface, line)]), y
     _, px, py = _angle_line(x, y, line.at)
     return px, py
 
@@ -648,10 +670,25 @@ def slice_title(surface: Surface, line: Slice) -> str:
         return ""
     x, y = surface.xcoordinates, surface.ycoordinates
     if line.along == "x":
-        return f"β = {y[int(np.argmin(np.abs(y - line.at)))]:.4g}"
+        return f"β = {y[slice_index(surface, line)]:.4g}"
     if line.along == "y":
-        return f"α = {x[int(np.argmin(np.abs(x - line.at)))]:.4g}"
+        return f"α = {x[slice_index(surface, line)]:.4g}"
     return f"through {CENTER_NAME} at {line.at:g}°"
+
+
+def slice_index(surface: Surface, line: Slice) -> int:
+    """The grid row (`along` 'x') or column ('y') nearest `line.at`, which must lie within the grid's range."""
+    name, other = ("β", "y") if line.along == "x" else ("α", "x")
+    coordinates = getattr(surface, f"{other}coordinates")
+    if coordinates is None or line.along not in ("x", "y"):
+        raise LandscapeError(f"{surface.path}: a slice along {line.along} needs a 2D surface")
+    lo, hi = float(coordinates.min()), float(coordinates.max())
+    slack = 1e-9 * max(hi - lo, 1.0)  # a value typed as the grid's end, which linspace may miss in the last digit
+    if not lo - slack <= line.at <= hi + slack:
+        raise LandscapeError(
+            f"slice {line.along}={line.at:g} is outside {surface.path}: its {name} runs from {lo:g} to {hi:g}"
+        )
+    return int(np.argmin(np.abs(coordinates - line.at)))
 
 
 def curve_figure(
@@ -660,6 +697,7 @@ def curve_figure(
     """Losses on the left axis and accuracies (dashed) on the right along a 1D surface or a `Slice` of a 2D one
     (`line`, by default `options.line`). `options.log` and `options.clip` apply to the losses; `options.zrange`
     fixes the loss axis range. The legend sits above the plot, clear of both axes' ticks."""
+    require_points(surface)
     metrics = list(metrics or metric_order(surface.metrics))
     line = line or options.line
     where = slice_title(surface, line)
@@ -730,6 +768,8 @@ def shared_grid(a: Surface, b: Surface, options: PlotOptions) -> tuple[np.ndarra
 def difference_figure(a: Surface, b: Surface, options: PlotOptions, titles: Sequence[str] | None = None) -> go.Figure:
     """A − B as a heat map on A's grid (`shared_grid`), blue where A is lower, red where higher, on a colour scale
     symmetric about 0, with the line where they are equal; `options.zrange` is not used."""
+    for surface in (a, b):
+        require_points(surface)
     x, y, diff = shared_grid(a, b, options)
     names = [plain_text(n) for n in (titles or [describe(a).title, describe(b).title])]
     label = metric_label(options.metric)
@@ -855,12 +895,14 @@ def paper_layout(
     """A copy of `fig` sized for a paper: width 'column' (3.25 in), 'page' (6.75 in) or inches; height in inches
     (default 0.8 x width for one panel, 0.42 x width for more); fonts in points, serif like LaTeX's text. 3D
     scenes get room for their axis titles and tick labels, and a legend above the plot its own margin."""
-    inches = PAPER_WIDTHS.get(width) if isinstance(width, str) else float(width)
-    if inches is None or not inches > 0:
+    if isinstance(width, str) and width not in PAPER_WIDTHS:
         raise LandscapeError(f"unknown width '{width}': use {', '.join(PAPER_WIDTHS)} or a number of inches")
+    inches = PAPER_WIDTHS[width] if isinstance(width, str) else _paper_inches(width, "width")
+    if not (math.isfinite(font_size) and font_size >= MIN_FONT_PT):
+        raise LandscapeError(f"the font size must be a number of points, at least {MIN_FONT_PT:g} (got {font_size:g})")
     panels = _panel_count(fig)
     scenes = _scene_names(fig)
-    height = height or inches * (0.8 if panels == 1 else 0.42)
+    height = inches * (0.8 if panels == 1 else 0.42) if height is None else _paper_inches(height, "height")
     px = font_size * PX_PER_INCH / 72
     out = go.Figure(fig)
     titled = bool(out.layout.title.text) or panels > 1
@@ -892,13 +934,21 @@ def paper_layout(
     return out
 
 
+def _paper_inches(value: float, what: str) -> float:
+    """A figure's width or height in inches: a finite number of at least MIN_INCHES."""
+    inches = float(value)
+    if not (math.isfinite(inches) and inches >= MIN_INCHES):
+        raise LandscapeError(f"the {what} must be a number of inches, at least {MIN_INCHES:g} (got {inches:g})")
+    return inches
+
+
 def _fit_scenes(fig: go.Figure, scenes: list[str], px: float) -> None:
     """Lay out the 3D scenes of a paper figure in place: the colour bar lies under them (their boxes look wider
     than high, so that height is what they can spare) and each camera is refit to its scene's size in px, with
     room for the axis titles and tick labels, whose size in px is fixed (3D text does not scale with the scene)."""
     margin = fig.layout.margin
     plot_w = fig.layout.width - margin.l - margin.r
-    plot_h = fig.layout.height - margin.t - margin.b
+    plot_h = max(fig.layout.height - margin.t - margin.b, 1)  # a plot under its margins has no room: refused below
     bar = fig.layout.coloraxis
     strip = 0.0
     if bar.colorbar is not None and bar.showscale is not False and any(t.type == "surface" for t in fig.data):
@@ -924,6 +974,14 @@ def _fit_scenes(fig: go.Figure, scenes: list[str], px: float) -> None:
         fonts = dict(title=dict(font=dict(size=px)), tickfont=dict(size=0.9 * px))
         update: dict[str, Any] = {"domain": dict(x=[x0, x1], y=[y0, y1])}
         update.update({axis: fonts for axis in ("xaxis", "yaxis", "zaxis")})
+        margins = (8 * px, 7 * px, 4.2 * px, 0.6 * px)
+        room = min((x1 - x0) * plot_w - margins[0] - margins[1], (y1 - y0) * plot_h - margins[2] - margins[3])
+        if not room >= _BOX_ROOM * px:
+            raise LandscapeError(
+                f"a {fig.layout.width / PX_PER_INCH:.2f} x {fig.layout.height / PX_PER_INCH:.2f} in figure leaves a "
+                f"3D box less than {_BOX_ROOM * px / PX_PER_INCH:.2f} in inside its "
+                f"{px * 72 / PX_PER_INCH:g} pt axis titles and tick labels: make the figure larger or the font smaller"
+            )
         camera = scene.camera.to_plotly_json()
         if camera.get("eye") and scene.aspectmode == "manual":
             aspect = (float(scene.aspectratio.x), float(scene.aspectratio.y), float(scene.aspectratio.z))
@@ -934,7 +992,7 @@ def _fit_scenes(fig: go.Figure, scenes: list[str], px: float) -> None:
                 aspect,
                 (x1 - x0) * plot_w,
                 (y1 - y0) * plot_h,
-                margins=(8 * px, 7 * px, 4.2 * px, 0.6 * px),
+                margins=margins,
             )
         fig.update_layout({name: update})
 

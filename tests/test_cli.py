@@ -483,3 +483,20 @@ def test_app_says_a_results_file_is_not_a_folder(tmp_path):
     surface.write_bytes(b"")
     result = invoke("app", "--results", surface)
     assert result.exit_code == 2 and result.stderr == f"error: results folder {surface} is a file\n"
+
+
+def test_plot_and_export_of_a_partial_surface_warn(tmp_path):
+    """compare warned of a surface not yet complete; plot and export drew and wrote its gaps without a word."""
+    import numpy as np
+    from surface_fixtures import X, Y, write_surface
+
+    computed = np.zeros((len(Y), len(X)), dtype=bool)
+    computed[:2] = True  # 10 of 15 points
+    partial = write_surface(tmp_path / "partial.h5", computed=computed)
+    warning = f"warning: {partial} is 66.7% complete: the points not computed yet are missing\n"
+    plotted = invoke("plot", partial, "--out", tmp_path / "p.html")
+    assert plotted.exit_code == 0 and plotted.stderr == warning, plotted.output
+    exported = invoke("export", partial, "--csv")
+    assert exported.exit_code == 0 and exported.stderr == warning, exported.output
+    whole = write_surface(tmp_path / "whole.h5")
+    assert invoke("export", whole, "--csv").stderr == ""

@@ -20,18 +20,22 @@ import pytest
 from surface_fixtures import X, Y, bowl, write_legacy, write_surface
 from typer.testing import CliRunner
 
-from landscape import read_surface
+from landscape import LandscapeError, read_surface
 from landscape.cli import app
 from landscape.export import (
+    DATA_FORMATS,
     GL_PPI,
     LINK_SCENES_JS,
     csv_text,
+    data_bytes,
     figure_bytes,
     figure_images,
     has_webgl,
     npz_bytes,
     table_text,
     vtp_text,
+    write_data,
+    write_figure,
 )
 from landscape.plots import (
     PX_PER_INCH,
@@ -229,6 +233,22 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
         (["export", "{corrupt}", "--vtp"], "cannot open"),
         (["export", "{line}", "--vtp"], "1D surface"),
         (["app", "--results", "{tmp}/nowhere"], "does not exist"),
+        (["plot", "{good}", "--width", "100", "--out", "{out}.png"], "100 x 80 in PNG at 300 dpi is 30000 x 24000 px"),
+        (["plot", "{good}", "--width", "800", "--out", "{out}.png"], "at most 61 x 48.8 in"),
+        (["plot", "{good}", "--width", "1000", "--height", "2", "--out", "{out}.pdf"], "at most 910.2 in a side"),
+        (["plot", "{good}", "--kind", "surface", "--width", "30", "--out", "{out}.svg"], "Chromium's WebGL draws"),
+        (["plot", "{good}", "--width", "0.1", "--out", "{out}.pdf"], "the width must be a number of inches"),
+        (["plot", "{good}", "--width", "inf", "--out", "{out}.pdf"], "the width must be a number of inches"),
+        (["plot", "{good}", "--height", "-5", "--out", "{out}.pdf"], "the height must be a number of inches"),
+        (["plot", "{good}", "--height", "0", "--out", "{out}.pdf"], "the height must be a number of inches"),
+        (["plot", "{good}", "--font-size", "-1", "--out", "{out}.pdf"], "the font size must be a number of points"),
+        (["plot", "{good}", "--font-size", "0", "--out", "{out}.pdf"], "the font size must be a number of points"),
+        (["plot", "{good}", "--colorscale", "NotAScale", "--out", "{out}.pdf"], "unknown colour scale 'NotAScale'"),
+        (["plot", "{good}", "--kind", "1d", "--slice", "x=50", "--out", "{out}.pdf"], "β runs from -0.5 to 0.5"),
+        (["plot", "{good}", "{good}", "--kind", "surface", "--out", "{out}.pdf"], "leaves a 3D box less than"),
+        (["plot", "{empty}", "--out", "{out}.pdf"], "empty.h5 has no computed point yet: nothing to draw"),
+        (["export", "{empty}", "--vtp"], "empty.h5 has no computed point yet: nothing to export"),
+        (["export", "{good}", "--npz", "--out", "{out}.csv"], "fig.csv does not end in .npz"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -242,13 +262,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
         "foreign": foreign,
         "good": write_surface(tmp_path / "good.h5"),
         "line": write_surface(tmp_path / "line.h5", bowl(X, np.zeros(1)), y=None),
+        "empty": write_surface(tmp_path / "empty.h5", computed=np.zeros((3, 5), dtype=bool)),
         "out": tmp_path / "fig",
         "tmp": tmp_path,
     }
+    before = sorted(tmp_path.iterdir())
     result = runner.invoke(app, [a.format(**paths) for a in args])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
 
 
 def _scene_pngs(svg: bytes) -> list[np.ndarray]:
@@ -468,3 +491,150 @@ def test_plot_format_names_the_suffix_of_an_out_without_one(tmp_path):
     result = runner.invoke(app, ["plot", str(source), "--format", "html", "--out", str(tmp_path / "bowl")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bowl.html").read_text().startswith("<!doctype html>") and not (tmp_path / "bowl").exists()
+
+
+@pytest.fixture(scope="module")
+def bowl_surface(tmp_path_factory):
+    return read_surface(write_surface(tmp_path_factory.mktemp("b") / "bowl.h5"))
+
+
+def _sized(surface, width: float, height: float, kind: str = "contour") -> go.Figure:
+    """A paper figure of `surface` of `width` x `height` in."""
+    make = surface_figure if kind == "surface" else contour_figure
+    return paper_layout(make(surface, PlotOptions()), width, height)
+
+
+@pytest.mark.parametrize(
+    "width, height, fmt, message",
+    [
+        (218.5, 1, "png", "a 218.5 x 1 in PNG at 300 dpi is 65550 x 300 px, more than Chromium draws"),
+        (54.7, 54.7, "png", "is 16409 x 16409 px, more than Chromium draws (65535 px a side, 268435456 px in all)"),
+        (100, 80, "png", "at most 61 x 48.8 in"),  # the largest of this shape: 18300 x 14640 px
+        (87381 / PX_PER_INCH, 2, "pdf", "PDF page is larger than Chromium prints: at most 910.2 in a side"),
+        (2, 87381 / PX_PER_INCH, "pdf", "PDF page is larger than Chromium prints: at most 910.2 in a side"),
+    ],
+)
+def test_images_larger_than_chromium_draws_are_refused_before_rendering(
+    bowl_surface, monkeypatch, width, height, fmt, message
+):
+    """A PNG over Chromium's canvas limits came back as 3 bytes, written as `w100.png` with exit 0; a PDF page over
+    its limit failed in the browser. The limits were measured: 218.4 in at 300 dpi (65518 px) is drawn, 218.5 is
+    not; 54.6 in square (16381² px) is drawn, 54.7 is not; a page of 87380 CSS px (65535 pt) is printed, 87381 not."""
+    import kaleido
+
+    monkeypatch.setattr(kaleido, "Kaleido", None)  # never started
+    fig = _sized(bowl_surface, width, height)
+    with pytest.raises(LandscapeError, match=re.escape(message)):
+        figure_images(fig, [fmt])
+    from landscape.export import check_image_size
+
+    smaller = {"png": (218.4, 1, 54.6, 54.6), "pdf": (87380 / PX_PER_INCH, 2, 2, 87380 / PX_PER_INCH)}[fmt]
+    check_image_size(_sized(bowl_surface, *smaller[:2]), [fmt])
+    check_image_size(_sized(bowl_surface, *smaller[2:]), [fmt])
+    check_image_size(fig, ["svg"])  # a 2D SVG has no such limit
+
+
+def test_3d_scenes_larger_than_webgl_draws_are_refused(bowl_surface, monkeypatch):
+    """A 3D scene is drawn with WebGL at GL_PPI; headless Chromium draws a WebGL image of at most 8192 px a side
+    (beyond, the scene came out stretched and cropped, in PDF and SVG too): 21.3 in of scene."""
+    import kaleido
+
+    monkeypatch.setattr(kaleido, "Kaleido", None)  # never started
+    with pytest.raises(LandscapeError, match=re.escape("a 30 x 24 in figure draws a 3D scene at 384 ppi in 11432 x")):
+        figure_images(_sized(bowl_surface, 30, 24, "surface"), ["svg"])
+    with pytest.raises(LandscapeError, match=re.escape("(8192 px a side): at most 21.4 x 17.1 in")):
+        figure_images(_sized(bowl_surface, 30, 24, "surface"), ["pdf"])
+    from landscape.export import check_image_size
+
+    check_image_size(_sized(bowl_surface, 21.4, 17.1, "surface"), ["svg", "pdf", "png"])
+    check_image_size(_sized(bowl_surface, 30, 24), ["svg", "pdf"])  # no WebGL: no such limit
+
+
+@needs_browser
+def test_the_largest_images_allowed_are_drawn(bowl_surface):
+    """At the limits measured: a PNG 65518 px wide, and a 3D scene 7938 px high, undistorted."""
+    png = figure_images(_sized(bowl_surface, 218.4, 0.25), ["png"])["png"]
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and struct.unpack(">II", png[16:24]) == (65518, 75)
+    fig = _sized(bowl_surface, 3, 21.3, "surface")
+    layout, (x0, x1), (y0, y1) = fig.layout, fig.layout.scene.domain.x, fig.layout.scene.domain.y
+    scene_w = (layout.width - layout.margin.l - layout.margin.r) * (x1 - x0)
+    scene_h = (layout.height - layout.margin.t - layout.margin.b) * (y1 - y0)
+    assert 4 * scene_h > 7900
+    (image,) = _scene_pngs(figure_images(fig, ["svg"])["svg"])
+    assert image.shape[:2] == (pytest.approx(4 * scene_h, abs=3), pytest.approx(4 * scene_w, abs=3))
+
+
+class _FakeKaleido:
+    """kaleido giving back what Chromium gave for a PNG over its canvas limits (and nothing like a PDF or SVG)."""
+
+    def __init__(self, **options):
+        self.replies = {"png": b"u\xabZ", "pdf": b"", "svg": b"<html></html>"}
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def calc_fig(self, spec, opts):
+        return self.replies[opts["format"]]
+
+
+@pytest.mark.parametrize("fmt, message", [("png", "no PNG image (3 bytes)"), ("pdf", "no PDF"), ("svg", "no SVG")])
+def test_an_image_that_is_not_one_is_never_written(tmp_path, monkeypatch, fmt, message):
+    """kaleido's reply was written as it came: a 3-byte `w100.png`."""
+    import kaleido
+
+    monkeypatch.setattr(kaleido, "Kaleido", _FakeKaleido)
+    fig = contour_figure(read_surface(write_surface(tmp_path / "s.h5")), PlotOptions())
+    with pytest.raises(LandscapeError, match=re.escape(f"the headless browser returned {message}")):
+        write_figure(fig, tmp_path / f"fig.{fmt}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+
+
+def test_a_browser_failure_is_one_line(tmp_path, monkeypatch):
+    """A page the browser would not print (over 910.2 in, before that limit was checked) ended in a
+    DevtoolsProtocolError and its traceback's type name (exit 1)."""
+    import kaleido
+    from choreographer.protocol import DevtoolsProtocolError
+
+    class Failing(_FakeKaleido):
+        async def calc_fig(self, spec, opts):
+            raise DevtoolsProtocolError({"id": 4, "error": {"code": -32000, "message": "Printing failed"}})
+
+    monkeypatch.setattr(kaleido, "Kaleido", Failing)
+    fig = contour_figure(read_surface(write_surface(tmp_path / "s.h5")), PlotOptions())
+    with pytest.raises(LandscapeError, match="^the headless browser failed to draw the figure: Printing failed$"):
+        write_figure(fig, tmp_path / "fig.pdf")
+    assert not (tmp_path / "fig.pdf").exists()
+
+
+def test_data_goes_only_to_a_file_with_its_suffix(tmp_path):
+    """`export --npz --out figures/r.csv` wrote a zip archive into a .csv."""
+    surface = read_surface(write_surface(tmp_path / "s.h5"))
+    for fmt, name in (("npz", "r.csv"), ("csv", "r.npz"), ("vtp", "r.dat"), ("table", "r.txt"), ("path", "r.csv")):
+        with pytest.raises(LandscapeError, match=re.escape(f"{tmp_path / name} does not end in .")):
+            write_data(surface, tmp_path / name, fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+    from landscape.export import check_data_suffix
+
+    for fmt, name in (("path", "p.path.dat"), ("path", "p.dat"), ("table", "t.DAT"), ("npz", "a.b.npz")):
+        assert check_data_suffix(name, fmt) == Path(name)
+    with pytest.raises(LandscapeError, match="unknown data format 'xls'"):
+        check_data_suffix("r.xls", "xls")
+    result = runner.invoke(app, ["export", str(tmp_path / "s.h5"), "--csv", "--out", str(tmp_path / "r.CSV")])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_surface_with_no_computed_point_is_not_exported(tmp_path):
+    """`export --vtp` of a surface just started wrote NumberOfPoints="0"."""
+    empty = read_surface(write_surface(tmp_path / "empty.h5", computed=np.zeros((3, 5), dtype=bool)))
+    message = re.escape(f"{empty.path} has no computed point yet: nothing to export")
+    for fmt in DATA_FORMATS:
+        with pytest.raises(LandscapeError, match=message):
+            data_bytes(empty, fmt)
+    with pytest.raises(LandscapeError, match=message):
+        vtp_text(empty, PlotOptions())
+    computed = np.zeros((3, 5), dtype=bool)
+    computed[1, 1:3] = True  # one point is enough
+    assert b"<VTKFile" in data_bytes(read_surface(write_surface(tmp_path / "two.h5", computed=computed)), "vtp")

@@ -5,6 +5,7 @@ and settings too large to draw, the thinning of large grids; and the reading of 
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from landscape.plots import (
     parse_slice,
     shared_grid,
     slice_path,
+    slice_title,
     slice_values,
     surface_figure,
     thin,
@@ -419,10 +421,10 @@ def test_slices_of_a_plane_along_rows_columns_and_angles(tmp_path):
     t, v, title = slice_values(plane, Slice("x", 0.4), "train_loss")  # nearest row: β = 0.5
     np.testing.assert_allclose(t, x)
     np.testing.assert_allclose(v, 1 + x + 2 * 0.5)
-    assert title == "α"
+    assert title == "α (β = 0.5)"  # the row drawn, not the value asked for
     t, v, title = slice_values(plane, Slice("y", -0.5), "train_loss")
     np.testing.assert_allclose(v, 1 - 0.5 + 2 * y)
-    assert title == "β"
+    assert title == "β (α = -0.5)"
     t, v, title = slice_values(plane, Slice("angle", 45), "train_loss")  # bilinear: exact on a plane
     np.testing.assert_allclose(v, 1 + t * (np.cos(np.pi / 4) + 2 * np.sin(np.pi / 4)))
     assert t.min() == pytest.approx(-np.sqrt(2)) and t.max() == pytest.approx(np.sqrt(2))  # corner to corner
@@ -431,7 +433,7 @@ def test_slices_of_a_plane_along_rows_columns_and_angles(tmp_path):
     np.testing.assert_allclose(xs, 0, atol=1e-12)
     np.testing.assert_allclose(ys, np.linspace(-1, 1, 9))
     fig = curve_figure(plane, PlotOptions(line=Slice("y", 0.0)))
-    assert fig.layout.title.text == "plane (α = 0)" and fig.layout.xaxis.title.text == "β"
+    assert fig.layout.title.text == "plane (α = 0)" and fig.layout.xaxis.title.text == "β (α = 0)"
     np.testing.assert_allclose(fig.data[0].y, 1 + 2 * y)
     assert parse_slice("angle=30") == Slice("angle", 30.0) and parse_slice("x=-0.5") == Slice("x", -0.5)
     for bad in ("z=1", "x", "x=a", "angle=inf"):
@@ -605,3 +607,105 @@ def test_text_from_files_is_shown_as_text_in_figures(tmp_path):
         assert "<a" not in text and "<b>" not in text and "&amp.h5" not in text, text
         shown += text
     assert "&lt;a href=http:evil.example&gt;a" in shown and "&lt;b&gt;b&amp;amp" in shown
+
+
+def test_a_slice_outside_the_grid_is_refused_and_the_row_drawn_is_named(tmp_path):
+    """`--slice x=50` on a β grid of -0.5..0.5 drew the edge row β = 0.5 and said nothing (the title is dropped in
+    a paper figure): such a slice is refused, and the x axis names the row or column drawn."""
+    s = read_surface(write_surface(tmp_path / "bowl.h5"))
+    draws = (
+        lambda line: slice_values(s, line, "train_loss"),
+        lambda line: slice_path(s, line),
+        lambda line: slice_title(s, line),
+        lambda line: figure(s, "1d", PlotOptions(line=line)),
+        lambda line: compare_figure([s, s], "1d", PlotOptions(line=line)),
+    )
+    for line, message in ((Slice("x", 50), "slice x=50 is outside"), (Slice("y", -1.5), "slice y=-1.5 is outside")):
+        for draw in draws:
+            with pytest.raises(LandscapeError, match=message) as error:
+                draw(line)
+            assert str(s.path) in str(error.value)
+    with pytest.raises(LandscapeError, match="its β runs from -0.5 to 0.5"):
+        slice_values(s, Slice("x", 0.51), "train_loss")
+    with pytest.raises(LandscapeError, match="its α runs from -1 to 1"):
+        slice_values(s, Slice("y", -1.01), "train_loss")
+    edge = paper_layout(figure(s, "1d", PlotOptions(line=Slice("x", 0.5))).update_layout(title_text=None))
+    assert edge.layout.title.text is None and edge.layout.xaxis.title.text == "α (β = 0.5)"
+    np.testing.assert_allclose(edge.data[0].y, LOSS[2])
+    nearest = figure(s, "1d", PlotOptions(line=Slice("y", 0.3)))  # inside the grid: the nearest column, α = 0.5
+    assert nearest.layout.xaxis.title.text == "β (α = 0.5)"
+    np.testing.assert_allclose(nearest.data[0].y, LOSS[:, 3])
+    assert slice_title(s, Slice("y", 1 + 1e-12)) == "α = 1"  # a grid's end computed in floating point is its end
+
+
+def test_unknown_colour_scales_are_refused_up_front():
+    """`--colorscale NotAScale` failed in plotly with a PlotlyError (exit 1) after the figure was half made."""
+    with pytest.raises(LandscapeError, match="unknown colour scale 'NotAScale': use a plotly scale such as Viridis"):
+        PlotOptions(colorscale="NotAScale")
+    for name in ("Viridis", "viridis", "RdBu_r", "cividis_R", "Turbo"):  # plotly's names, any case, _r reversed
+        PlotOptions(colorscale=name)
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (dict(font_size=-1), "the font size must be a number of points, at least 1 (got -1)"),
+        (dict(font_size=0), "the font size must be a number of points, at least 1 (got 0)"),
+        (dict(font_size=math.nan), "the font size must be a number of points, at least 1 (got nan)"),
+        (dict(font_size=0.5), "at least 1 (got 0.5)"),
+        (dict(height=-5), "the height must be a number of inches, at least 0.25 (got -5)"),
+        (dict(height=0), "the height must be a number of inches, at least 0.25 (got 0)"),
+        (dict(height=math.inf), "the height must be a number of inches, at least 0.25 (got inf)"),
+        (dict(width=-1), "the width must be a number of inches, at least 0.25 (got -1)"),
+        (dict(width=math.nan), "the width must be a number of inches, at least 0.25 (got nan)"),
+        (dict(width=math.inf), "the width must be a number of inches, at least 0.25 (got inf)"),
+        (dict(width=0.1), "the width must be a number of inches, at least 0.25 (got 0.1)"),
+        (dict(width="poster"), "unknown width 'poster'"),
+    ],
+)
+def test_paper_sizes_and_fonts_must_be_positive_finite(surface, size, message):
+    """--font-size -1 or 0, --height -5 or a tiny --width failed in plotly with a bare ValueError (exit 1)."""
+    with pytest.raises(LandscapeError, match=re.escape(message)):
+        paper_layout(contour_figure(surface, PlotOptions()), **size)
+
+
+def test_the_smallest_paper_sizes_are_drawn(surface, double):
+    for fig in (contour_figure(surface, PlotOptions()), compare_figure([surface, double], "1d", PlotOptions())):
+        small = paper_layout(fig, 0.25, font_size=1)
+        assert (small.layout.width, small.layout.font.size) == (24, pytest.approx(PX_PER_INCH / 72))
+    assert paper_layout(contour_figure(surface, PlotOptions()), height=0.25).layout.height == 24
+
+
+def test_3d_scenes_too_small_for_their_labels_are_refused(surface, double):
+    """A 3D scene smaller than its labels failed in plotly (a bare ValueError) or came out as a few stray labels
+    (two scenes at column width); four lines of text are left for the box at least."""
+    pair = compare_figure([surface, double], "surface", PlotOptions())
+    with pytest.raises(LandscapeError, match=r"a 3.25 x 1.36 in figure leaves a 3D box less than 0.44 in inside its "):
+        paper_layout(pair, "column")
+    with pytest.raises(LandscapeError, match="8 pt axis titles and tick labels: make the figure larger"):
+        paper_layout(surface_figure(surface, PlotOptions()), 1.0)
+    with pytest.raises(LandscapeError, match="less than 0.14 in inside its 2.5 pt"):
+        paper_layout(pair, 0.5, font_size=2.5)
+    paper_layout(pair, "page")
+    paper_layout(pair, "column", font_size=5)
+    paper_layout(surface_figure(surface, PlotOptions()), 2.5)
+
+
+def test_a_surface_with_no_computed_point_is_refused(surface, tmp_path):
+    """A surface just started drew an empty figure with axes -1..0 and a colour bar -0.5..0.5."""
+    empty = read_surface(write_surface(tmp_path / "empty.h5", computed=np.zeros((3, 5), dtype=bool)))
+    message = f"{empty.path} has no computed point yet: nothing to draw"
+    makers = [lambda kind=kind: figure(empty, kind, PlotOptions()) for kind in KINDS]
+    makers += [
+        lambda: compare_figure([surface, empty], "contour", PlotOptions()),
+        lambda: difference_figure(surface, empty, PlotOptions()),
+        lambda: difference_figure(empty, surface, PlotOptions()),
+        lambda: surface_figure(empty, PlotOptions()),
+        lambda: curve_figure(empty, PlotOptions()),
+    ]
+    for make in makers:
+        with pytest.raises(LandscapeError, match=re.escape(message)):
+            make()
+    one = np.zeros((3, 5), dtype=bool)
+    one[1, 2] = True
+    assert figure(read_surface(write_surface(tmp_path / "one.h5", computed=one)), "heatmap", PlotOptions())

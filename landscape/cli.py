@@ -17,7 +17,7 @@ import typer
 
 from .analysis import TURN_TOLERANCE, Comparison
 from .errors import LandscapeError, resume_advice
-from .files import check_writable, write_file
+from .files import check_not_input, check_writable, write_file
 from .hardware import bf16_warning
 
 app = typer.Typer(
@@ -918,7 +918,9 @@ def export(
     if len(chosen) != 1:
         raise LandscapeError("choose one of --vtp, --table, --csv, --npz, --path")
     fmt = chosen[0]
-    target = check_writable(check_data_suffix(out or file.with_suffix(DATA_SUFFIXES[fmt]), fmt), overwrite, [file])
+    target = out or file.with_suffix(DATA_SUFFIXES[fmt])
+    check_not_input(target, [file])  # before the suffix: naming the surface itself gets the clearer reason
+    target = check_writable(check_data_suffix(target, fmt), overwrite, [file])
     surface = read_surface(file)
     _warn_incomplete([surface], "the points not computed yet are missing")
     options = PlotOptions(metric=metric, log=log, clip=clip)

@@ -619,11 +619,16 @@ def train(
         typer.echo(f"warning: {warning}", err=True)
     bar = tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True)
 
+    shown_epoch: list[int] = []  # the epoch the bar shows; a resumed run starts inside one, at step > 1
+
     def on_batch(epoch: int, step: int, steps: int, running: Callable[[], tuple[float, float]]) -> None:
-        if step == 1:
+        if shown_epoch != [epoch]:
+            shown_epoch[:] = [epoch]
             bar.reset(total=steps)
-            bar.set_description(f"epoch {epoch}/{epochs}")
-        bar.update(1)
+            bar.initial = bar.n = bar.last_print_n = step  # steps before a resume count, not in the rate
+            bar.set_description(f"epoch {epoch}/{epochs}")  # draws the bar
+        else:
+            bar.update(1)
         if step % NONFINITE_CHECK_EVERY == 0 or step == steps:  # the running numbers wait for the device: seldom
             loss, acc = running()
             bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.2f}%", refresh=False)

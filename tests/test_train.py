@@ -246,6 +246,7 @@ def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar
     assert "stopped in epoch 2 after step 2 of 3" in stopped.stderr and "--resume" in stopped.stderr
     resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+    assert "epoch 2/2: 100%|██████████| 3/3 [00:00<?, ?batch/s]" in resumed.stderr  # labelled, no false rate
     _same_run(tmp_path / "full", tmp_path / "part")
 
 

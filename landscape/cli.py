@@ -23,6 +23,7 @@ from .hardware import bf16_warning
 app = typer.Typer(
     help="Loss-landscape surfaces of PyTorch models (Li et al., NeurIPS 2018).",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: texts as written, option names never cut at 80 columns
     no_args_is_help=True,
     add_completion=False,
 )
@@ -752,16 +753,7 @@ def _print_comparison(comparison: Comparison) -> None:
         )
 
 
-class _LiteralHelp(typer.core.TyperCommand):
-    """A command whose `--help` prints its texts as they are: rich would turn the ':END:' of START:END:SIZE
-    into an emoji."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.rich_markup_mode = None
-
-
-@app.command(cls=_LiteralHelp)
+@app.command()
 @friendly
 def plot(
     files: Annotated[
@@ -885,7 +877,7 @@ def plot(
     typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
 
 
-@app.command(cls=_LiteralHelp)
+@app.command()
 @friendly
 def export(
     file: Annotated[Path, typer.Argument(help="A surface file.")],
@@ -933,7 +925,7 @@ def export(
     typer.echo(f"wrote {path}")
 
 
-@app.command("app", cls=_LiteralHelp)
+@app.command("app")
 @friendly
 def app_command(
     results: Annotated[
@@ -1246,7 +1238,7 @@ def hessian(
         typer.echo(f"wrote {eigenvectors}")
 
 
-@app.command()
+@app.command(short_help="Convexity map (Li et al. Fig. 7): λmin, λmax of the Hessian on the grid.")
 @friendly
 def convexity(
     surface: Annotated[Path, typer.Option(help="Surface file of `landscape compute`: the map is added to it.")],

@@ -251,6 +251,23 @@ def test_every_command_has_the_debug_option(command):
     assert "--debug" in invoke(command, "--help").stdout
 
 
+def test_help_shows_every_option_whole_at_80_columns():
+    """rich's option table cut long names at 80 columns ('--trajectory-mar…'): click's plain help wraps instead."""
+    import typer
+
+    group = typer.main.get_command(app)
+    overview = runner.invoke(app, ["--help"], terminal_width=80).stdout
+    for name, command in group.commands.items():
+        assert f"  {name}  " in overview
+        text = runner.invoke(app, [name, "--help"], terminal_width=80).stdout
+        assert "…" not in text and "╭" not in text, name
+        words = set(text.replace(",", " ").split())
+        for param in command.params:
+            for option in [*param.opts, *param.secondary_opts]:
+                assert option.startswith("-") is False or option in words, (name, option)
+    assert "Fig. 7" in overview.split("convexity")[1]  # its first sentence is not cut at "Li et al."
+
+
 def test_info_on_bad_files(tmp_path):
     (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n broken")
     result = invoke("info", tmp_path / "bad.h5")

@@ -416,7 +416,7 @@ def test_plot_view_options_reach_the_figure(tmp_path, monkeypatch):
     np.testing.assert_allclose(written["fig"].data[0].y, 0.1 + 0.25 + 4 * Y**2)  # the column at α = 0.5
 
 
-@pytest.mark.parametrize("command", ["plot", "export", "app"])
+@pytest.mark.parametrize("command", ["plot", "export", "app", "compute"])
 def test_help_prints_its_texts_literally(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0

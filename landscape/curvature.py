@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import MAX_SEED, DataSpec, ImageSet, normalizer
+from .data import MAX_SEED, DataSpec, ImageSet, check_labels_fit, normalizer
 from .directions import Direction, check_finite
 from .errors import LandscapeError
 from .files import check_writable, write_file
@@ -72,6 +72,7 @@ class HessianVectorProduct:
             raise LandscapeError(f"the batch size must be positive, got {batch_size}")
         if len(images) == 0:
             raise LandscapeError("the Hessian needs at least one image")
+        check_labels_fit(model, {"evaluated": images})
         self.model = model.eval()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:

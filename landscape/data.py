@@ -12,7 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "test")
 MAX_SEED = 2**63 - 2  # seeds of numpy and torch generators; a second draw takes seed + 1
+MAX_IMAGE_SIZE = 1024  # --image-size: the images are held decoded, N x 3 x size x size bytes
 # Channel statistics on the [0, 1] scale, used when a checkpoint does not record its own.
 DEFAULT_NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -66,6 +67,8 @@ class DataSpec:
             raise LandscapeError(f"--data-seed must be 0 to {MAX_SEED}, got {self.seed}")
         if self.part < 0 or (self.part and self.subset is None):
             raise LandscapeError(f"--data-part must be 0 or more and goes with --subset (got {self.part})")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise LandscapeError(f"--image-size must be 1 to {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -186,10 +189,11 @@ def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]
         )
     data = np.asarray(data)  # a plain ndarray, no longer the unpickler's `_PickledArray`
     labels = batch.get("labels", batch.get("fine_labels"))
-    try:
-        labels = np.asarray(labels)
-    except Exception:  # ragged or odd objects
-        labels = np.asarray(None)
+    # a list of whole numbers or a 1-D array, checked before numpy sees it: numpy expands nested lists densely
+    flat = (isinstance(labels, list) and all(type(v) is int for v in labels)) or (
+        isinstance(labels, np.ndarray) and labels.ndim == 1
+    )
+    labels = np.asarray(labels if flat else None)
     if labels.ndim != 1 or len(labels) != len(data) or (len(labels) and labels.dtype.kind not in "iu"):
         raise LandscapeError(
             f"cannot read {path}: it is not a CIFAR batch ('labels' or 'fine_labels' must be "
@@ -199,6 +203,30 @@ def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]
         bad = labels[(labels < 0) | (labels >= classes)][0]
         raise LandscapeError(f"cannot read {path}: label {bad} is outside 0..{classes - 1}")
     return data, labels.astype(np.int64)
+
+
+def check_labels_fit(model: torch.nn.Module, sets: dict[str, ImageSet]) -> None:
+    """Refuse images whose labels the model has no output for (an image folder of 11 classes and a 10-class
+    network): the loss would fail deep inside with an IndexError (on CUDA, a device-side assert). One image of
+    each set goes through the model (eval mode, restored after) to count its outputs."""
+    for split, images in sets.items():
+        if not len(images):
+            continue
+        was_training = model.training
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+        try:
+            with torch.no_grad():
+                outputs = model.eval()(images.images[:1].to(device, dtype)).shape[-1]
+        finally:
+            model.train(was_training)
+        highest = int(images.labels.max())
+        if highest >= outputs:
+            raise LandscapeError(
+                f"the {split} images have {highest + 1} or more classes (labels up to {highest}), the model "
+                f"outputs {outputs}: evaluate it on the data it was trained for"
+            )
 
 
 def _take_rows(batches: list[tuple[np.ndarray, np.ndarray]], indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,9 +382,72 @@ _CIFAR_GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
-class _CifarUnpickler(pickle.Unpickler):
+class _CifarUnpickler(pickle._Unpickler):
     """Unpickles dicts, lists, strings, numbers and numpy arrays of plain numbers, never any other Python object;
-    the arrays' bytes come to at most twice the file's size (`_BYTES_LEFT`)."""
+    the arrays' bytes come to at most twice the file's size (`_BYTES_LEFT`).
+
+    A tuple, list or dict is referred to once: a pickle may refer to an earlier one again (its memo), and a few
+    KB of tuples that each hold the previous one twice make a dict key whose hash takes 2^depth steps, in C, deaf to
+    Ctrl-C (or a label list numpy expands to gigabytes). CIFAR's batches never refer to anything twice but the
+    names of numpy's functions and dtypes. Python's own unpickler (not the C one) lets the memo reads be checked.
+    """
+
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
+
+    def _recall(self, index: int) -> None:
+        try:
+            value = self.memo[index]  # type: ignore[attr-defined]
+        except KeyError:
+            raise LandscapeError(f"it refers to an object it never stored (memo {index})") from None
+        if isinstance(value, (tuple, list, dict, set, frozenset)):
+            raise LandscapeError(
+                f"it refers to one {type(value).__name__} more than once, which CIFAR batches never do"
+            )
+        self.append(value)  # type: ignore[attr-defined]
+
+    def _load_get(self) -> None:
+        self._recall(int(self.readline()[:-1]))  # type: ignore[attr-defined]
+
+    def _load_binget(self) -> None:
+        self._recall(self.read(1)[0])  # type: ignore[attr-defined]
+
+    def _load_long_binget(self) -> None:
+        self._recall(int.from_bytes(self.read(4), "little"))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _key(key: object) -> object:
+        """A dict key as CIFAR's are: text, bytes or a number. Any other is hashed, and a tuple nested a million
+        deep (1 MB of TUPLE1) overflows the C stack in its hash: a crash, not an error."""
+        if type(key) not in (str, bytes, int):
+            raise LandscapeError(f"it has a dict key of type {type(key).__name__}, which CIFAR batches never do")
+        return key
+
+    def _load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()  # type: ignore[attr-defined]
+        self.stack[-1][self._key(key)] = value  # type: ignore[attr-defined]
+
+    def _load_setitems(self) -> None:
+        items = self.pop_mark()  # type: ignore[attr-defined]
+        target = self.stack[-1]  # type: ignore[attr-defined]
+        for i in range(0, len(items) - 1, 2):
+            target[self._key(items[i])] = items[i + 1]
+
+    def _load_dict(self) -> None:
+        items = self.pop_mark()  # type: ignore[attr-defined]
+        self.append({self._key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})  # type: ignore[attr-defined]
+
+    def _refuse_set(self) -> None:
+        raise LandscapeError("it holds a set, which CIFAR batches never do")
+
+    dispatch[pickle.GET[0]] = _load_get
+    dispatch[pickle.BINGET[0]] = _load_binget
+    dispatch[pickle.LONG_BINGET[0]] = _load_long_binget
+    dispatch[pickle.SETITEM[0]] = _load_setitem
+    dispatch[pickle.SETITEMS[0]] = _load_setitems
+    dispatch[pickle.DICT[0]] = _load_dict
+    dispatch[pickle.EMPTY_SET[0]] = _refuse_set
+    dispatch[pickle.ADDITEMS[0]] = _refuse_set
+    dispatch[pickle.FROZENSET[0]] = _refuse_set
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in _CIFAR_GLOBALS:

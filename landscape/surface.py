@@ -33,7 +33,7 @@ from .checkpoints import (
     load_checkpoint,
 )
 from .curvature import CurvatureEvaluator, eigenvector_file_sha256, hessian_direction
-from .data import ImageSet, fingerprint, load_split, resolve_root
+from .data import ImageSet, check_labels_fit, fingerprint, load_split, resolve_root
 from .directions import (
     Direction,
     DirectionSpec,
@@ -440,6 +440,7 @@ def prepare_job(
         directions = {axis: build_direction(getattr(spec, axis), model, center, recorded_model) for axis in axes}
         indices = {}
     datasets, bn_set = load_images(spec, indices)
+    check_labels_fit(model, datasets)  # before a file is made
     fingerprints = image_fingerprints(datasets, bn_set)
     if resume:
         check_images(out, fingerprints, recorded)

@@ -275,3 +275,58 @@ def test_fetch_cifar_downloads_only_what_is_missing(tmp_path, cifar_root, monkey
     assert calls == [(empty, "cifar10")]
     with pytest.raises(LandscapeError, match="only CIFAR can be downloaded, not imagefolder"):
         landscape.data.fetch_cifar(empty, "imagefolder")
+
+
+@pytest.mark.parametrize("size, valid", [(1, True), (1024, True), (0, False), (-5, False), (20000, False)])
+def test_image_size_is_checked(size, valid):
+    """--image-size 20000 decoded 11 PNGs into 6 GB; -5 failed per image, 0 meant "no resize" without a word."""
+    spec = DataSpec(name="imagefolder", image_size=size)
+    if valid:
+        spec.validate()
+    else:
+        with pytest.raises(LandscapeError, match=f"--image-size must be 1 to 1024 pixels, got {size}"):
+            spec.validate()
+
+
+def test_labels_the_model_has_no_output_for_are_refused():
+    """An image folder of 11 classes and a 10-class network: an IndexError deep in the loss (on CUDA a device-side
+    assert); now one line before anything is computed. The model's mode is left as it was."""
+    from landscape.data import ImageSet, check_labels_fit
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10), torch.nn.Dropout())
+    images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    fitting = ImageSet(images, torch.tensor([0, 9, 3]), np.arange(3))
+    check_labels_fit(model, {"train": fitting})
+    assert model.training
+    eleven = ImageSet(images, torch.tensor([0, 10, 3]), np.arange(3))
+    with pytest.raises(LandscapeError) as error:
+        check_labels_fit(model.double(), {"train": fitting, "test": eleven})
+    assert str(error.value) == (
+        "the test images have 11 or more classes (labels up to 10), the model outputs 10: evaluate it on the data it "
+        "was trained for"
+    )
+    assert model.training
+
+
+def test_compute_refuses_an_image_folder_with_more_classes_than_the_model(tmp_path, resnet20_ckpt):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from landscape import load_checkpoint
+    from landscape.cli import app
+
+    raw = tmp_path / "raw.pt"
+    torch.save(load_checkpoint(resnet20_ckpt).state_dict, raw)  # no metadata: any dataset may be named
+    for cls in range(11):
+        (tmp_path / "images" / "train" / f"c{cls:02d}").mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "train" / f"c{cls:02d}" / "0.png")
+    out = tmp_path / "s.h5"
+    args = ["compute", "--ckpt", raw, "--arch", "resnet20", "--dataset", "imagefolder", "--split", "train"]
+    args += ["--data-root", tmp_path / "images", "--x", "-1:1:3", "--out", out]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "error: the train images have 11 or more classes (labels up to 10), the model outputs 10: evaluate it on the "
+        "data it was trained for\n"
+    )
+    assert not out.exists()

@@ -223,12 +223,13 @@ PLAIN_DTYPE_STATE = (3, "|", None, None, None, -1, -1, 0)
 def array(shape, dtype, raw, dtype_state=PLAIN_DTYPE_STATE):
     """An array as numpy pickles it, with whatever shape, type and bytes: `_reconstruct(ndarray, (0,), b'b')`,
     then BUILD with (1, shape, dtype, fortran, bytes), the dtype `dtype(spec, False, True)` then BUILD."""
+    fresh = lambda t: tuple(list(t))  # noqa: E731  # a tuple object of its own: one referred to twice is refused
     return Reduce(
         RECONSTRUCT,
         np.ndarray,
-        (0,),
+        fresh((0,)),
         b"b",
-        state=(1, shape, Reduce(np.dtype, dtype, False, True, state=dtype_state), False, raw),
+        state=(1, fresh(shape), Reduce(np.dtype, dtype, False, True, state=fresh(dtype_state)), False, raw),
     )
 
 
@@ -389,3 +390,72 @@ def test_cifar_batches_as_python_2_pickled_them_still_load(tmp_path):
     split = load_split(DataSpec(root=str(tmp_path)), "train")
     assert torch.equal(split.images.reshape(20, 3072), torch.from_numpy(images.reshape(20, 3072)))
     assert split.labels.tolist() == [k + i for k in range(5) for i in range(4)]
+
+
+def _batch_with(ops: bytes) -> bytes:
+    """A real protocol-2 batch {"data": one image, ...} whose last SETITEM and STOP are replaced by `ops` (which
+    push a key and a value), then SETITEM and STOP."""
+    body = pickle.dumps({"data": np.zeros((1, 3072), np.uint8)}, protocol=2)
+    assert body.endswith(b"s.")
+    return body[:-1] + ops + b"s."
+
+
+def _memo(op: bytes, i: int) -> bytes:
+    return op + (1000 + i).to_bytes(4, "little")  # LONG_BINPUT / LONG_BINGET
+
+
+def _hash_bomb(depth: int) -> bytes:
+    """A dict key T(depth), T(i + 1) = (T(i), T(i)) through the memo: hashing it takes 2^depth steps."""
+    ops = bytearray(b"K\x00K\x00\x86")  # (0, 0)
+    for i in range(depth):
+        ops += _memo(b"r", i) + b"0" + _memo(b"j", i) + _memo(b"j", i) + b"\x86"  # PUT, POP, GET, GET, TUPLE2
+    return _batch_with(bytes(ops) + b"K\x01")
+
+
+def _label_bomb(depth: int) -> bytes:
+    """labels = L(depth), L(i + 1) = [L(i), L(i)] through the memo: 2^depth numbers for numpy to expand."""
+    ops = bytearray(b"X\x06\x00\x00\x00labels](K\x00K\x00e")
+    for i in range(depth):
+        ops += _memo(b"r", i) + b"0" + b"](" + _memo(b"j", i) + _memo(b"j", i) + b"e"  # PUT, POP, [GET, GET]
+    return _batch_with(bytes(ops))
+
+
+@pytest.mark.parametrize(
+    "bomb, kind", [(_hash_bomb, "tuple"), (_label_bomb, "list")], ids=["hash-of-nested-tuples", "nested-labels"]
+)
+def test_a_few_kilobytes_referring_to_a_container_twice_are_refused_at_once(tmp_path, bomb, kind):
+    """A 4 KB batch hung the loader for days (a dict key hashed in 2^40 steps, in C: Ctrl-C waited), another made
+    numpy expand its labels to gigabytes: a pickle's second reference to a tuple, list or dict is refused."""
+    path = crafted_cifar(tmp_path, {})
+    path.write_bytes(bomb(40))
+    assert path.stat().st_size < 5000
+    error, peak = refused_with_peak(tmp_path)
+    assert error == f"cannot read {path}: it refers to one {kind} more than once, which CIFAR batches never do"
+    assert peak < 20 << 20
+
+
+def test_labels_must_be_a_flat_list_of_whole_numbers(tmp_path):
+    """Nested lists (no shared references) are not labels: refused before numpy expands them."""
+    path = crafted_cifar(tmp_path, {"data": np.zeros((2, 3072), np.uint8), "labels": [[0, 1], [1, 0]]})
+    with pytest.raises(LandscapeError, match="'labels' or 'fine_labels' must be 2 whole numbers"):
+        load_split(DataSpec(root=str(tmp_path)), "train")
+    path.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, True]}, protocol=2))
+    with pytest.raises(LandscapeError, match="must be 2 whole numbers"):
+        load_split(DataSpec(root=str(tmp_path)), "train")
+
+
+@pytest.mark.parametrize(
+    "ops, reason",
+    [
+        (b"K\x00" + b"\x85" * 1_000_000 + b"K\x01", "it has a dict key of type tuple"),  # ((..(0,)..),): 1 MB deep
+        (b"\x8f(K\x00\x90K\x01", "it holds a set"),  # a set (protocol 4 opcodes)
+    ],
+    ids=["million-deep-key", "set"],
+)
+def test_dict_keys_are_text_bytes_or_numbers(tmp_path, ops, reason):
+    """A dict key nested a million tuples deep overflowed the C stack when hashed: the process died (SIGSEGV)."""
+    path = crafted_cifar(tmp_path, {})
+    path.write_bytes(_batch_with(ops))
+    with pytest.raises(LandscapeError) as error:
+        load_split(DataSpec(root=str(tmp_path)), "train")
+    assert str(error.value).startswith(f"cannot read {path}: {reason}")

@@ -575,7 +575,9 @@ def test_products_run_inside_the_exact_fp32_context(monkeypatch):
 
     monkeypatch.setattr(curvature, "autocast", recording)
     model.register_forward_hook(lambda module, inputs, output: forwards.append(active[0]))
-    HessianVectorProduct(model, images, MEAN, STD)(torch.zeros(39, dtype=torch.float64))
+    product = HessianVectorProduct(model, images, MEAN, STD)
+    forwards.clear()  # the construction's one-image probe of the outputs (check_labels_fit) is no product
+    product(torch.zeros(39, dtype=torch.float64))
     assert entered == [("fp32", "cpu")]
     assert forwards and all(forwards)
 

@@ -776,6 +776,11 @@ def main() -> None:
     try:
         surfaces = [load(root, name) for name in chosen]
         metrics = plots.metric_order([m for m in surfaces[0].metrics if all(m in s.values for s in surfaces)])
+        if not metrics:  # e.g. a --split train file and a --split test one
+            held = " and ".join(", ".join(plots.metric_order(list(s.metrics))) for s in surfaces)
+            raise LandscapeError(
+                f"{' and '.join(chosen)} have no metric in common ({held}): compare surfaces of the same split"
+            )
         options = options_ui(metrics, surfaces)
     except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw
         st.error(escape_markdown(_failure(chosen, e)))

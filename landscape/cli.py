@@ -31,6 +31,9 @@ app = typer.Typer(
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
+RESUMABLE_COMMANDS = ("compute", "convexity", "demo")  # their files keep every finished point
+
+
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn errors into one line on stderr and a non-zero exit; `--debug` shows the traceback instead.
 
@@ -55,8 +58,10 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             if command.__name__ == "train":
                 line = "interrupted: the run's last saved state is kept; continue it with --resume"
-            else:
+            elif command.__name__ in RESUMABLE_COMMANDS:
                 line = "interrupted: finished points are saved; run the same command again to resume"
+            else:  # their outputs are written whole at the end, or not at all
+                line = "interrupted: nothing was written"
             typer.echo(resume_advice(line, bool(kwargs.get("overwrite"))), err=True)
             raise typer.Exit(130) from None
         except Exception as e:
@@ -1189,6 +1194,10 @@ def hessian(
     for output in (json_out, eigenvectors):  # before minutes of products, not after
         if output is not None:
             check_writable(output, overwrite, [ckpt])
+    if json_out is not None and eigenvectors is not None:  # the report replaced the eigenvectors, or was lost
+        same = os.path.abspath(json_out) == os.path.abspath(eigenvectors)
+        if same or (json_out.exists() and eigenvectors.exists() and json_out.samefile(eigenvectors)):
+            raise LandscapeError(f"--json and --eigenvectors both name {json_out}: give each its own file")
     resolved = resolve_device(device)
     given_mean, given_std = _floats(mean, "--mean"), _floats(std, "--std")
     CheckpointSpec(path=str(ckpt), mean=given_mean, std=given_std).validate()  # both or neither, usable

@@ -281,7 +281,11 @@ def _sync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def writer_lock(path: str | Path) -> Iterator[None]:
+def writer_lock(
+    path: str | Path,
+    advice: str = "wait for it to finish (or, computing a surface, choose another --out)",
+    shown: str | Path | None = None,
+) -> Iterator[None]:
     """Hold the right to write the surface file `path` (and to create it) for the duration of the block.
 
     A second writer gets a LandscapeError at once. The lock is an `flock` on the hidden file `.NAME.lock` next to
@@ -299,8 +303,7 @@ def writer_lock(path: str | Path) -> Iterator[None]:
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise LandscapeError(
-                f"{path} is being written by another process (pid {owner}): wait for it to finish (or, "
-                "computing a surface, choose another --out)"
+                f"{shown or path} is being written by another process (pid {owner}): {advice}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

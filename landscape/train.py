@@ -47,6 +47,7 @@ from .hardware import PRECISIONS, autocast, exact_fp32, resolve_device, resolve_
 from .hardware import describe as describe_hardware
 from .models import create_model
 from .spec import as_stored, read_back
+from .storage import writer_lock
 
 SCHEDULES = ("onecycle", "cosine")
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
@@ -58,6 +59,14 @@ TRAIN_DATASETS = ("cifar10", "cifar100")  # the datasets whose classes and norma
 # Steps between the host's looks at the device's flag of non-finite losses (each look waits for the device); the
 # flag is also looked at before every save of the state and at the end of every epoch.
 NONFINITE_CHECK_EVERY = 20
+RUN_LOCK = ".run.lock"  # held by the process training in the folder (`storage.writer_lock`)
+LOCK_ADVICE = "another `landscape train` is training in this folder: stop it first (SIGTERM saves its state)"
+EPOCH_SEED_STRIDE = 100_003  # epoch e of a run of seed s draws its crops and order from seed s * stride + e
+
+
+def max_train_seed(epochs: int) -> int:
+    """The largest --seed whose every epoch's seed fits torch's 64-bit generator seed."""
+    return max(0, (2**64 - 1 - epochs) // EPOCH_SEED_STRIDE)
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,8 @@ class TrainSpec:
             ("--batch-size", self.batch_size, self.batch_size >= 2, ">= 2"),
             ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("--weight-decay", self.weight_decay, self.weight_decay >= 0 and math.isfinite(self.weight_decay), ">= 0"),
-            ("--seed", self.seed, self.seed >= 0, ">= 0"),
+            # each epoch draws from seed * EPOCH_SEED_STRIDE + epoch, a 64-bit generator seed
+            ("--seed", self.seed, 0 <= self.seed <= max_train_seed(self.epochs), f"0 to {max_train_seed(self.epochs)}"),
             ("--snapshot-every", self.snapshot_every, self.snapshot_every >= 0, ">= 0 (0: never)"),
             ("--eval-images", self.eval_images, self.eval_images is None or self.eval_images >= 1, ">= 1"),
         ):
@@ -193,9 +203,9 @@ def train(
     """
     spec.validate()
     dev = resolve_device(device)
-    with cudnn_benchmark(dev):
+    with cudnn_benchmark(dev), contextlib.ExitStack() as held:
         return _train(
-            spec, Path(out_dir), dev, compile, resume, overwrite, progress, on_batch, save_every_s, stop_requested
+            spec, Path(out_dir), dev, compile, resume, overwrite, progress, on_batch, save_every_s, stop_requested, held
         )
 
 
@@ -257,12 +267,13 @@ def _train(
     on_batch: BatchCallback | None,
     save_every_s: float | None,
     stop_requested: Callable[[], bool],
+    held: contextlib.ExitStack,
 ) -> dict[str, Any]:
-    """`train` on a resolved device, with cuDNN's settings in place."""
+    """`train` on a resolved device, with cuDNN's settings in place; the folder's lock joins `held`."""
     state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
     if out_dir.exists() and not out_dir.is_dir():
         raise LandscapeError(f"--out {out_dir} is a file: training writes a folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    if out_dir.exists() and any(p.name != RUN_LOCK for p in out_dir.iterdir()) and not overwrite:
         if final_path.exists():
             raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
         if not resume:
@@ -286,13 +297,18 @@ def _train(
         raise LandscapeError(f"--init checkpoint not found: {spec.init}")
     # read and checked before --overwrite deletes anything: it may even be the checkpoint about to be replaced
     init = _checked_init(spec, mean, std) if starting and spec.init else None
-    if overwrite:
-        for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
-            (out_dir / name).unlink(missing_ok=True)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LandscapeError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    # one run per folder: a second one (a --resume while the first still runs) would log every epoch twice and
+    # write the same state file
+    held.enter_context(writer_lock(out_dir / "run", LOCK_ADVICE, shown=out_dir))  # the lock file is RUN_LOCK
+    if overwrite:
+        for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+    elif not state_path.exists():  # snapshots of an attempt that saved no state: no run continues them
+        (out_dir / "snapshots.h5").unlink(missing_ok=True)
     torch.manual_seed(spec.seed)
     model = create_model(spec.arch, num_classes=num_classes(spec.data.name)).to(dev)
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
@@ -366,7 +382,7 @@ def _train(
     last_save = time.perf_counter()
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the epoch's own randomness
+        generator = torch.Generator().manual_seed(spec.seed * EPOCH_SEED_STRIDE + epoch)  # the epoch's own randomness
         order = torch.randperm(len(train_set), generator=generator).to(dev)
         model.train()
         loss_sum, correct, seen = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
@@ -704,9 +720,11 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
     with h5py.File(partial, "a") as f:
         f.attrs["format"] = "landscape-trajectory"
         f.attrs["spec"] = json.dumps(spec)
-        group = f.require_group(f"epoch_{epoch:04d}")
+        if f"epoch_{epoch:04d}" in f:  # written by an attempt killed before its state was saved: replaced
+            del f[f"epoch_{epoch:04d}"]
+        group = f.create_group(f"epoch_{epoch:04d}")
         for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() and name not in group:
+            if tensor.is_floating_point():
                 group.create_dataset(
                     name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16), compression="gzip"
                 )

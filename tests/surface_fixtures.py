@@ -75,13 +75,13 @@ def write_surface(
     computed: np.ndarray | None = None,
     arch: str = "resnet56",
     trajectory: dict[str, np.ndarray] | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> Path:
-    """A surface file of this project holding `values` (default: the bowl) at the points where `computed`, and
-    the arrays of a `trajectory` group if given."""
+    """A surface file of this project holding `values` (default: the bowl) of `splits` at the points where
+    `computed`, and the arrays of a `trajectory` group if given."""
     values = values if values is not None else bowl(x, y if y is not None else np.zeros(1))
     shape = (len(x),) if y is None else (len(y), len(x))
     values = {k: np.asarray(v).reshape(shape) for k, v in values.items()}
-    splits = ("train", "test")
     coordinates = [x] if y is None else [x, y]
     stored = spec(arch, len(x), None if y is None else len(y))
     stored["grid"] = {  # the grid of the coordinates given: a reader refuses coordinates that are not the spec's

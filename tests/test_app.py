@@ -340,6 +340,24 @@ def test_a_url_picks_the_files_to_compare(app):
     )
 
 
+def test_files_of_no_common_metric_are_one_line(tmp_path, monkeypatch):
+    """A --split train file beside a --split test one: "IndexError: list index out of range" in the page."""
+    write_surface(tmp_path / "a_train.h5", splits=("train",))
+    write_surface(tmp_path / "b_test.h5", splits=("test",))
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(tmp_path)])
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["file"] = "a_train.h5"
+    at.query_params["other"] = "b_test.h5"
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        escape(
+            "a_train.h5 and b_test.h5 have no metric in common (train_loss, train_acc and test_loss, test_acc): "
+            "compare surfaces of the same split"
+        )
+    ]
+
+
 def test_results_folder_refuses_escapes(results):
     assert "link.h5" not in results_folder.list_files(results)
     for name in ("../elsewhere/secret.h5", str(results / "resnet56.h5"), "link.h5"):

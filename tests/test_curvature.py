@@ -310,6 +310,33 @@ def test_cli_hessian_refuses_an_unwritable_json_before_the_products(cifar_root, 
     assert result.stderr == "error: cannot write /proc/h.json: No such file or directory\n"
 
 
+def test_cli_hessian_refuses_one_file_for_the_report_and_the_eigenvectors(tmp_path, cifar_root, resnet20_ckpt):
+    """The same path for both: the report (--overwrite) replaced the eigenvectors, or (without) was lost after the
+    products; a link to the other is the same file too."""
+    same = tmp_path / "h.npz"
+    args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--top-k", 1)
+    result = invoke(*args, "--json", same, "--eigenvectors", same, "--overwrite")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"error: --json and --eigenvectors both name {same}: give each its own file\n"
+    same.write_bytes(b"eigenvectors")
+    (tmp_path / "link.json").symlink_to(same)
+    result = invoke(*args, "--json", tmp_path / "link.json", "--eigenvectors", same, "--overwrite")
+    assert result.exit_code == 2 and "give each its own file" in result.stderr
+    assert same.read_bytes() == b"eigenvectors"
+
+
+def test_an_interrupted_command_that_resumes_nothing_says_so(monkeypatch, resnet20_ckpt):
+    """hessian's Ctrl-C said "finished points are saved; run the same command again to resume": nothing was."""
+    import landscape.checkpoints
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape.checkpoints, "load_checkpoint", interrupt)
+    result = invoke("hessian", "--ckpt", resnet20_ckpt, "--data-root", ".")
+    assert result.exit_code == 130 and result.stderr == "interrupted: nothing was written\n"
+
+
 def tiny_mlp(n: int = 80, seed: int = 0) -> tuple[nn.Module, ImageSet]:
     """A float64 two-layer tanh network on n random 3x2x2 images: an indefinite Hessian whose eigenvalues are
     distinct but for a fourfold 0 (the softmax's invariance to a shift of all logits)."""

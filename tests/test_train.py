@@ -3,8 +3,10 @@
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -527,7 +529,7 @@ def test_cli_bad_input(tmp_path, cifar_root):
         ("--batch-size", "1", ">= 2"),
         ("--lr", "-0.1", "a positive number"),
         ("--weight-decay", "nan", ">= 0"),
-        ("--seed", "-1", ">= 0"),
+        ("--seed", "-1", f"0 to {(2**64 - 1 - 30) // 100_003}"),  # every epoch's seed * 100003 + epoch fits 64 bits
         ("--snapshot-every", "-1", ">= 0 (0: never)"),
         ("--eval-images", "0", ">= 1"),
         ("--eval-images", "-5", ">= 1"),
@@ -560,6 +562,12 @@ def test_cli_bad_input(tmp_path, cifar_root):
     assert "test accuracy" in r.stdout and Path(tmp_path / "y" / "checkpoint.pt").exists()
     # the progress bar: "epoch 1/1: 100%|...| 3/3 [00:01<00:00, 2.5batch/s, loss 2.3 acc 10.0%]"
     assert "epoch 1/1: " in r.stderr and "batch/s, loss " in r.stderr
+    finished = sorted(p.name for p in (tmp_path / "y").iterdir())
+    big = str((2**64 - 1) // 100_003 + 1)  # its epoch 1 seed overflowed 64 bits after --overwrite deleted the run
+    args = ["train", "--arch", "resnet20", "--out", str(tmp_path / "y"), "--data-root", str(cifar_root)]
+    r = runner.invoke(app, [*args, "--epochs", "1", "--batch-size", "16", "--seed", big, "--overwrite"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --seed must be 0 to "), r.output
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == finished
     r = runner.invoke(
         app,
         [
@@ -862,3 +870,45 @@ def test_weights_blown_up_by_an_epochs_last_step_are_not_saved(tmp_path, cifar_r
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["epoch"] == 1
     assert all("NaN" not in line for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(tmp_path, cifar_root):
+    """`--resume` of a run still training (a later session restarting the campaign while its runs lived) was
+    accepted: both trained, every epoch logged twice, one state file written by two processes."""
+    from landscape.storage import writer_lock
+
+    folder = tmp_path / "run"
+    train(spec(cifar_root, epochs=1), folder, device="cpu")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    with writer_lock(folder / "run"):  # what a training process holds (the lock file .run.lock)
+        with pytest.raises(LandscapeError) as error:
+            train(spec(cifar_root, epochs=2), folder, device="cpu", overwrite=True)
+    assert str(error.value) == (
+        f"{folder} is being written by another process (pid {os.getpid()}): another `landscape train` is training "
+        "in this folder: stop it first (SIGTERM saves its state)"
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_snapshots_of_an_attempt_that_saved_no_state_are_replaced(tmp_path, cifar_root, monkeypatch):
+    """A kill between an epoch's snapshot and its state kept the killed attempt's weights in snapshots.h5 (the
+    group existed, its tensors were skipped); with no state at all, a --resume of another recipe kept them too."""
+    import landscape.train
+
+    real_save = landscape.train._save_state
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape.train, "_save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec(cifar_root, epochs=1, lr=0.2), tmp_path / "run", device="cpu")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == ["snapshots.h5"]
+    monkeypatch.setattr(landscape.train, "_save_state", real_save)
+    train(spec(cifar_root, epochs=1), tmp_path / "run", device="cpu", resume=True)
+    train(spec(cifar_root, epochs=1), tmp_path / "clean", device="cpu")
+    for folder in ("run", "clean"):
+        with h5py.File(tmp_path / folder / "snapshots.h5") as f:
+            snapshot = {k: torch.from_numpy(v[()]) for k, v in f["epoch_0001"].items()}
+        final = load_checkpoint(tmp_path / folder / "checkpoint.pt").state_dict
+        assert all(torch.equal(snapshot[k], final[k].half()) for k in snapshot), folder

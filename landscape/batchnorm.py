@@ -114,6 +114,15 @@ def fold_conv_bn(
     return folded_weight, folded_bias
 
 
+def _hooked(module: nn.Module) -> bool:
+    """A module with hooks, or a conv whose weight is no parameter of its own: weight_norm and spectral_norm set
+    `weight` in a forward pre-hook from other tensors (weight_g, weight_v), which the fused conv would never run."""
+    weight = getattr(module, "weight", None)
+    return bool(module._forward_pre_hooks or module._forward_hooks) or (
+        weight is not None and not isinstance(weight, nn.Parameter)
+    )
+
+
 def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
     """Trace `model` and fold every Conv2d→BatchNorm2d pair; None when it has no such pair.
 
@@ -142,7 +151,7 @@ def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
         ):
             continue
         conv, bn = modules[producer.target], modules[node.target]
-        if bn.running_mean is None or conv.padding_mode != "zeros":
+        if bn.running_mean is None or conv.padding_mode != "zeros" or _hooked(conv) or _hooked(bn):
             continue
         fused = nn.Conv2d(
             conv.in_channels,

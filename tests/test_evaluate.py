@@ -197,6 +197,41 @@ def test_a_conv_called_twice_is_not_folded(setup, second_bn):
             assert got[f"{split}_loss"][k] == pytest.approx(loss, rel=1e-5)
 
 
+class WeightNormConvBN(nn.Module):
+    """conv with weight_norm (its weight set by a forward pre-hook from weight_g and weight_v) → BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.weight_norm(nn.Conv2d(3, 4, 3, padding=1, bias=False))
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_a_conv_whose_weight_a_hook_sets_is_not_folded(setup):
+    """The fused conv read θ*'s weight once; the hook that rebuilds it from the moved weight_g/weight_v never ran
+    again: every point off θ* had θ*'s conv (wrong losses, silently; --fold-bn is the default)."""
+    _, _, _, sets = setup
+    torch.manual_seed(0)
+    with warnings.catch_warnings(), torch.no_grad():  # no_grad: the computed weight a leaf that deepcopy takes
+        warnings.simplefilter("ignore", FutureWarning)  # weight_norm is deprecated for parametrizations
+        model = WeightNormConvBN()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.2, 3)
+    assert fold_batchnorm(model) is None
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    points = np.array([[0.5], [-0.5]])
+    got = PointEvaluator(copy.deepcopy(model), center, dirs, sets, MEAN, STD).evaluate(points)
+    for k, point in enumerate(points):
+        for split in sets:
+            loss, _ = plain_loss(moved(model, center, dirs, point), sets[split])
+            assert got[f"{split}_loss"][k] == pytest.approx(loss, rel=1e-5)
+
+
 class Branchy(nn.Module):
     """conv → BN with data-dependent control flow after it, which torch.fx cannot trace."""
 

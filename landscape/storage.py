@@ -22,6 +22,7 @@ import errno
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ METRICS = ("loss", "acc")
 RUN_SLOTS = 32  # slot 0: the session that created the file; 1..31: a ring of the latest resumes
 RUN_BYTES = 2048  # one session's record, JSON
 MAX_NUMBER_BYTES = 8  # a value of a numeric dataset: float64, int64 at most
+MAX_CHUNKS = 4096  # pieces of one dataset (HDF5 chunks); the files landscape writes have one (contiguous)
 MAX_SPEC_BYTES = 1 << 20
 MAX_INDICES = 50_000_000  # images per split (ImageNet's training set is 1.28 million)
 MAX_DIRECTION_VALUES = 2_000_000_000
@@ -884,6 +886,13 @@ def _dataset(
         raise LandscapeError(f"{path} is damaged: {name} is {ds.dtype}, not {expected}")
     if ds.size > max_values:
         raise LandscapeError(f"{path}: '{name}' declares {ds.size} values, more than the {max_values} allowed")
+    if ds.chunks is not None:  # every piece costs a lookup: a 23 KB file of 1x1 pieces took minutes to read
+        pieces = math.prod(-(-size // chunk) for size, chunk in zip(ds.shape, ds.chunks))
+        if pieces > MAX_CHUNKS:
+            raise LandscapeError(
+                f"{path}: '{name}' is stored in {pieces} pieces (HDF5 chunks of {ds.chunks}), more than the "
+                f"{MAX_CHUNKS} allowed: landscape writes whole arrays (h5repack -l CONTI makes it so)"
+            )
     return ds
 
 

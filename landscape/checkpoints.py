@@ -184,12 +184,18 @@ def _unwrap(raw: Any, path: Path) -> dict[str, torch.Tensor]:
         raw = inner
     if not isinstance(raw, dict) or not raw:
         raise LandscapeError(f"{path} holds no state_dict (found {type(raw).__name__})")
-    state = {}
+    state: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
+        if not isinstance(key, str):
+            raise LandscapeError(f"{path} holds a state_dict with a key that is no name (a {type(key).__name__})")
+        name = key
         for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        state[key.replace("._orig_mod.", ".")] = value
+            while name.startswith(prefix):
+                name = name[len(prefix) :]
+        name = name.replace("._orig_mod.", ".")
+        if name in state:  # 'module.conv1.weight' and 'conv1.weight': which one is meant cannot be known
+            raise LandscapeError(f"{path} holds two tensors named {name} once wrappers' prefixes are removed")
+        state[name] = value
     return state
 
 
@@ -221,8 +227,13 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
             f"{checkpoint.path} does not record its architecture: pass --arch (see `landscape models`)"
         )
     num_classes = num_classes or checkpoint.metadata.get("num_classes") or _infer_num_classes(checkpoint.state_dict)
-    model = create_model(arch, num_classes=num_classes)
-    expected = model.state_dict()
+    try:
+        with torch.device("meta"):  # shapes only: a file's "num_classes": 1000000 costs nothing until it fits
+            expected = create_model(arch, num_classes=num_classes).state_dict()
+    except LandscapeError:
+        raise
+    except Exception:  # a model whose construction reads tensor values: built for real
+        expected = create_model(arch, num_classes=num_classes).state_dict()
     state = {**_batches_tracked(expected, checkpoint.state_dict), **checkpoint.state_dict}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -239,7 +250,8 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
             f"shape, e.g. {k}: {tuple(state[k].shape)} in the file, "
             f"{tuple(expected[k].shape)} in the model"
         )
-    model.load_state_dict(state)
+    model = create_model(arch, num_classes=num_classes)
+    model.load_state_dict({**_batches_tracked(model.state_dict(), checkpoint.state_dict), **checkpoint.state_dict})
     return model.eval()
 
 

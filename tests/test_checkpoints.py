@@ -283,3 +283,36 @@ def test_a_file_whose_wrapping_dict_holds_itself_is_one_line(tmp_path):
     torch.save(looped, tmp_path / "loop.pt")
     with pytest.raises(LandscapeError, match="holds no state_dict .*in a loop"):
         load_checkpoint(tmp_path / "loop.pt")
+
+
+def test_a_huge_head_in_the_metadata_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    """{"arch": "resnet18", "num_classes": 1000000} in a 2 KB file built a 512M-weight head (2.6 GB, a minute)
+    before finding that the file's tensors do not fit: the shapes are compared on the meta device first."""
+    import landscape.checkpoints
+
+    built = []
+
+    def recording(*args, **kwargs):
+        model = create_model(*args, **kwargs)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(landscape.checkpoints, "create_model", recording)
+    path = tmp_path / "big.pt"
+    payload = {"format": "landscape-checkpoint", "metadata": {"arch": "resnet20", "num_classes": 1_000_000}}
+    torch.save({**payload, "state_dict": {"conv1.weight": torch.zeros(1)}}, path)
+    with pytest.raises(LandscapeError, match="does not fit arch 'resnet20': missing"):
+        build_model(load_checkpoint(path))
+    assert built == ["meta"]
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "fits.pt")
+    build_model(load_checkpoint(tmp_path / "fits.pt"), arch="resnet20")
+    assert built == ["meta", "meta", "cpu"]
+
+
+def test_state_dict_keys_are_names_and_stay_distinct(tmp_path, model):
+    torch.save({1: torch.zeros(2)}, tmp_path / "int.pt")
+    with pytest.raises(LandscapeError, match=r"holds a state_dict with a key that is no name \(a int\)"):
+        load_checkpoint(tmp_path / "int.pt")
+    torch.save({"module.conv1.weight": torch.zeros(1), "conv1.weight": torch.ones(1)}, tmp_path / "two.pt")
+    with pytest.raises(LandscapeError, match="holds two tensors named conv1.weight once wrappers' prefixes are"):
+        load_checkpoint(tmp_path / "two.pt")

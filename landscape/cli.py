@@ -630,9 +630,11 @@ def train(
     def on_batch(epoch: int, step: int, steps: int, running: Callable[[], tuple[float, float]]) -> None:
         if shown_epoch != [epoch]:
             shown_epoch[:] = [epoch]
+            bar.initial = 0  # reset() draws the bar: with the last epoch's initial its rate came out negative
+            bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
             bar.reset(total=steps)
             bar.initial = bar.n = bar.last_print_n = step  # steps before a resume count, not in the rate
-            bar.set_description(f"epoch {epoch}/{epochs}")  # draws the bar
+            bar.refresh()
         else:
             bar.update(1)
         if step % NONFINITE_CHECK_EVERY == 0 or step == steps:  # the running numbers wait for the device: seldom
@@ -675,7 +677,8 @@ def train(
         )
     except TrainingStopped as stopped:
         bar.close()
-        typer.echo(f"{stopped}: continue with the same command and --resume", err=True)
+        same = "the same command without --overwrite" if overwrite else "the same command"
+        typer.echo(f"{stopped}: continue with {same} and --resume", err=True)
         raise typer.Exit(128 + received[0]) from None
     except KeyboardInterrupt:
         if len(received) < 2 or received[-1] == signal.SIGINT:

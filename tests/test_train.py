@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -211,7 +212,7 @@ def test_a_damaged_position_within_an_epoch_is_one_clear_error(tmp_path, cifar_r
         train(s, tmp_path / "run", device="cpu", resume=True)
 
 
-def _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals: int):
+def _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals: int, extra: tuple[str, ...] = ()):
     """`landscape train` of 2 epochs uninterrupted into full/, then into part/ with `signals` SIGTERMs sent during
     step 2 of epoch 2; returns (the stopped run's result, the CLI args, the runner) with augment restored."""
     import os
@@ -233,7 +234,7 @@ def _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, signals: int
         return real_augment(images, generator)
 
     monkeypatch.setattr(landscape.train, "augment", augment_then_sigterms)
-    stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part")])
+    stopped = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), *extra])
     monkeypatch.setattr(landscape.train, "augment", real_augment)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
     return stopped, args, runner
@@ -249,6 +250,18 @@ def test_cli_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, cifar
     resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "epoch 2/2: 100%|██████████| 3/3 [00:00<?, ?batch/s]" in resumed.stderr  # labelled, no false rate
+    for bars in (stopped.stderr, resumed.stderr):  # an epoch's first drawing had the last one's initial: -15477/s
+        assert "<-" not in bars and not re.search(r"-[\d.]+batch/s", bars), bars
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_cli_a_run_started_with_overwrite_is_told_to_resume_without_it(tmp_path, cifar_root, monkeypatch):
+    """ "continue with the same command and --resume": that command has --overwrite, which --resume refuses."""
+    stopped, args, runner = _cli_run_stopped_by_sigterms(tmp_path, cifar_root, monkeypatch, 1, ("--overwrite",))
+    assert "stopped in epoch 2 after step 2 of 3" in stopped.stderr
+    assert "continue with the same command without --overwrite and --resume" in stopped.stderr
+    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "part"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
     _same_run(tmp_path / "full", tmp_path / "part")
 
 

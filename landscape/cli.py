@@ -170,7 +170,9 @@ def compute(
         ),
     ] = 0,
     download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
-    image_size: Annotated[Optional[int], typer.Option(help="ImageFolder: resize + centre crop to N pixels (1 to 1024).")] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option(help="ImageFolder: resize + centre crop to N pixels (1 to 1024).")
+    ] = None,
     mean: Annotated[
         Optional[str],
         typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),
@@ -1124,7 +1126,9 @@ def hessian(
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     split: Annotated[str, typer.Option(help="train | test")] = "train",
     download: Annotated[bool, typer.Option(help="Download CIFAR with torchvision when missing.")] = False,
-    image_size: Annotated[Optional[int], typer.Option(help="ImageFolder: resize + centre crop to N pixels (1 to 1024).")] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option(help="ImageFolder: resize + centre crop to N pixels (1 to 1024).")
+    ] = None,
     mean: Annotated[
         Optional[str],
         typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),

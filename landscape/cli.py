@@ -31,6 +31,13 @@ app = typer.Typer(
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
+def _lanczos_runs(nodes: list[list[float]]) -> str:
+    """'3 x 50 Lanczos steps', or the steps of each run where a Krylov space closed early."""
+    steps = sorted({len(n) for n in nodes})
+    each = str(steps[0]) if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+    return f"{len(nodes)} x {each} Lanczos steps"
+
+
 RESUMABLE_COMMANDS = ("compute", "convexity", "demo")  # their files keep every finished point
 
 
@@ -1196,6 +1203,8 @@ def hessian(
         density_samples=density_samples,
     )
     spec.validate()
+    if density and density_steps < 2:  # 0 meant "no density", silently
+        raise LandscapeError(f"--density-steps must be at least 2, got {density_steps}")
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
     for output in (json_out, eigenvectors):  # before minutes of products, not after
@@ -1245,7 +1254,7 @@ def hessian(
         typer.echo(
             f"  density: Ritz values from {d['smallest']:.6g} to {d['largest']:.6g}, "
             f"weight below -1% of the largest |value| {d['negative_share']:.2%}, within ±1% of 0 "
-            f"{d['near_zero_share']:.1%} ({len(d['nodes'])} x {spec.density_steps} Lanczos steps)"
+            f"{d['near_zero_share']:.1%} ({_lanczos_runs(d['nodes'])})"
         )
     if json_out is not None:
         write_file(json_out, json.dumps(report, indent=2).encode(), overwrite, [ckpt])

@@ -563,8 +563,13 @@ def hessian_direction(path: str | Path, index: int, like: Direction) -> Directio
         count = counts.pop()
     if not 1 <= index <= count:
         raise LandscapeError(f"{path} holds eigenvectors 1..{count}, not {index}")
-    with np.load(path, allow_pickle=False) as arrays:
-        out = {n: torch.from_numpy(np.asarray(arrays[n][index - 1], dtype=np.float32)) for n in like}
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            out = {n: torch.from_numpy(np.asarray(arrays[n][index - 1], dtype=np.float32)) for n in like}
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:  # a member cut short, a damaged archive
+        raise LandscapeError(
+            f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     if not all(torch.isfinite(t).all() for t in out.values()):
         raise LandscapeError(f"{path}: eigenvector {index} holds NaN or inf")
     return out

@@ -56,7 +56,7 @@ class DirectionSpec:
             if value not in allowed:
                 raise LandscapeError(f"unknown {what} '{value}': use {', '.join(allowed)}")
         if self.kind == "random" and not 0 <= self.seed <= MAX_SEED:
-            raise LandscapeError(f"--seed must be 0 to {MAX_SEED - 1} (y takes seed + 1), got {self.seed}")
+            raise LandscapeError(f"--seed must be 0 to {MAX_SEED} (y takes seed + 1), got {self.seed}")
         if self.kind == "target" and not self.target:
             raise LandscapeError("a target direction needs a second checkpoint")
         if self.kind == "file" and not self.source:

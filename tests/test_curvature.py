@@ -325,6 +325,13 @@ def test_cli_hessian_refuses_one_file_for_the_report_and_the_eigenvectors(tmp_pa
     assert same.read_bytes() == b"eigenvectors"
 
 
+def test_cli_hessian_density_needs_two_steps(cifar_root, resnet20_ckpt):
+    """--density --density-steps 0 computed no density without a word (0 meant "no density")."""
+    args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--density", "--density-steps", 0)
+    result = invoke(*args)
+    assert (result.exit_code, result.stderr) == (2, "error: --density-steps must be at least 2, got 0\n")
+
+
 def test_an_interrupted_command_that_resumes_nothing_says_so(monkeypatch, resnet20_ckpt):
     """hessian's Ctrl-C said "finished points are saved; run the same command again to resume": nothing was."""
     import landscape.checkpoints
@@ -466,6 +473,19 @@ def test_hessian_direction_by_name_from_a_checked_file(tmp_path):
         hessian_direction(tmp_path / "v.npz", 1, {"a.weight": torch.zeros(3, 4), "b.weight": torch.zeros(3)})
 
 
+def _truncated_npz(path):
+    """An .npz whose a.weight member declares (1, 3, 4) float64 and holds 40 bytes fewer."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in {"a.weight": np.zeros((1, 3, 4)), "a.bias": np.zeros((1, 3))}.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            data = buffer.getvalue()
+            archive.writestr(f"{name}.npy", data[:-40] if name == "a.weight" else data)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -478,6 +498,7 @@ def test_hessian_direction_by_name_from_a_checked_file(tmp_path):
             "Python objects",
         ),
         (lambda p: np.savez(p, **{"a.weight": np.full((1, 3, 4), np.inf), "a.bias": np.zeros((1, 3))}), "NaN or inf"),
+        (lambda p: _truncated_npz(p), r"cannot read .*v\.npz: ValueError: "),  # was a bare ValueError, exit 1
     ],
 )
 def test_a_crafted_eigenvector_file_is_one_clear_error(tmp_path, make, message):
@@ -715,3 +736,11 @@ def test_a_curvature_map_refuses_a_non_finite_direction_or_center():
         CurvatureEvaluator(model, center, [bad], images, MEAN, STD, steps=5)
     with pytest.raises(LandscapeError, match="the center's 1.bias holds NaN or inf"):
         CurvatureEvaluator(model, {**center, "1.bias": bad["1.bias"]}, [center], images, MEAN, STD, steps=5)
+
+
+def test_the_density_line_counts_the_steps_taken():
+    """It printed --density-steps (500) where the Krylov space closed after 62 steps on a 79-parameter model."""
+    from landscape.cli import _lanczos_runs
+
+    assert _lanczos_runs([[0.0] * 50] * 3) == "3 x 50 Lanczos steps"
+    assert _lanczos_runs([[0.0] * 62, [0.0] * 60]) == "2 x 60-62 Lanczos steps"

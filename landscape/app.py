@@ -38,6 +38,7 @@ DEMO_PAIR = ("resnet56", "resnet56_noshort")
 MODES = ("One surface", "Compare two")
 VIEWS = {"surface": "3D surface", "contour": "Contour lines", "heatmap": "Heat map"}
 COLORSCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Turbo", "RdBu_r")
+APP_MAX_LEVELS = 100  # chosen contour levels the app draws (a URL may ask for more)
 LEVEL_MODES = ("log-spaced", "even", "start:end:size", "list")
 ASPECT_LABELS = {"auto": "auto", "equal": "one scale", "free": "fill"}
 SLICES = {"x": "a row (β fixed)", "y": "a column (α fixed)", "angle": "a line through θ*"}
@@ -478,8 +479,20 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
         camera=plots.CAMERAS[camera],
         floor=floor,
     )
+    if options.levels is not None:  # checked here: from inside the figures an error blanked every one of them
+        try:
+            count = len(plots.contour_levels(None, options))
+            if count > APP_MAX_LEVELS:  # each level is a trace holding the grid: 950 made 500 MB of figure
+                raise LandscapeError(
+                    f"{count} contour levels: the app draws at most {APP_MAX_LEVELS} (`landscape plot` takes more)"
+                )
+        except LandscapeError as e:
+            sb.error(escape_markdown(f"{e}; automatic levels are drawn"))
+            options = replace(options, levels=None)
     try:
         zrange = colour_range(zmin, zmax, plots.value_range(surfaces, options))
+        if zrange is not None and log and zrange[0] <= 0:
+            raise LandscapeError(f"a log scale needs a positive colour range (got {zrange[0]:g} .. {zrange[1]:g})")
         return replace(options, zrange=zrange)
     except LandscapeError as e:
         sb.error(escape_markdown(str(e)))

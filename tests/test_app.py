@@ -508,6 +508,9 @@ def test_an_unforeseen_failure_while_drawing_is_one_line_naming_the_file(app, mo
         {"levels_mode": "start:end:size", "levels_start:end:size": "-1e308:1e308:1e300"},
         {"log": "1", "levels_mode": "start:end:size", "levels_start:end:size": "1e-300:1e300:1e-9"},
         {"levels_mode": "list", "levels_list": "1e308, -1e308"},
+        {"levels_mode": "start:end:size", "levels_start:end:size": "0.1:2:0.002"},  # 951: 500 MB on 201x201
+        {"log": "1", "levels_mode": "list", "levels_list": "0, 1"},  # was an error in place of every figure
+        {"log": "1", "zmin": "-1"},  # so was this
     ],
 )
 def test_hostile_url_settings_are_one_line_each(app, params):

@@ -813,6 +813,7 @@ def main() -> None:
         except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw: one line, no traceback
             st.error(escape_markdown(_failure(chosen, e)))
             return
+        settings_to_url(chosen)  # the slice and link widgets live here: a change reruns only this fragment
         if interval is not None and all(s.completion >= 1 for s in shown):
             st.rerun()
 

@@ -294,6 +294,19 @@ def test_a_turned_3d_view_survives_a_setting_and_turns_its_twin(served, tmp_path
     assert after[0] == pytest.approx(turned[0], abs=1e-6) and after[1] == pytest.approx(turned[0], abs=1e-6)
 
 
+def test_a_setting_inside_the_view_reaches_the_url(served):
+    """The slice's widgets rerun only their fragment, and the URL kept the old slice (a bookmark lost it)."""
+
+    async def pick(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=4))
+        await page.js(  # below the fold: a click by the element, not by coordinates
+            "[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'a column (α fixed)').click()"
+        )
+        return await page.until("location.search.includes('slice=y') && location.search", timeout=30)
+
+    assert "slice=y" in _in_browser(f"{served}/?file=resnet56.h5", (1400, 1000), pick)
+
+
 EVIL_IMAGE = "![x](http://evil.example/x.png)"
 EVIL = f"{EVIL_IMAGE} <img src=http://evil.example/y.png> [a](http://evil.example) :red[red] :material/home: $x^2$"
 EVIL_NAME = "![z](http:evil.example/z.png).h5"  # 'http:host/x' is 'http://host/x' to a browser

@@ -275,8 +275,8 @@ def format_setting(value: Any) -> str:
     """A setting as the URL keeps it."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # the shortest text that reads back as the same float (':g' kept 6 digits)
+        return repr(value).removesuffix(".0") if value.is_integer() and abs(value) < 1e16 else repr(value)
     return str(value)
 
 

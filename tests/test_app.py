@@ -340,6 +340,13 @@ def test_a_url_picks_the_files_to_compare(app):
     )
 
 
+@pytest.mark.parametrize("value", [1234567.0, 100000.5, 0.1, 1.5, -2.0, 1e-7, 3e300, 2.0**60 + 1])
+def test_a_number_in_the_url_reads_back_the_same(value):
+    """':g' wrote 1234567.0 as 1.23457e+06 and 100000.5 as 100000: a bookmarked clip or slice moved."""
+    text = landscape_app.format_setting(value)
+    assert float(text) == value
+
+
 def test_files_of_no_common_metric_are_one_line(tmp_path, monkeypatch):
     """A --split train file beside a --split test one: "IndexError: list index out of range" in the page."""
     write_surface(tmp_path / "a_train.h5", splits=("train",))

@@ -649,10 +649,10 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
     line = slice_ui(surface)
     options = replace(options, line=line)
     path = plots.slice_path(surface, line)
-    with planes:
+    with planes:  # the slice's line is shown, not downloaded: the files are `landscape plot`'s figures
         for col, title in zip(st.columns(2), ("Contour lines", "Heat map")):
-            figures[title].add_trace(_slice_trace(*path))
-            _chart(col, figures[title], f"chart_{title}", file_names[title])
+            shown = go.Figure(figures[title]).add_trace(_slice_trace(*path))
+            _chart(col, shown, f"chart_{title}", file_names[title])
     curve = plots.curve_figure(surface, options).update_layout(height=CURVE_HEIGHT)
     figures["1D slice"] = curve
     file_names["1D slice"] = figure_name([surface], [name], "1d_slice", options.metric)

@@ -251,6 +251,20 @@ def test_settings_are_kept_in_the_url(app):
     assert "center" not in params  # defaults are not written
 
 
+def test_downloaded_maps_hold_no_slice_line(app, monkeypatch):
+    """The dashed line of the 1D slice, drawn on the maps in the page, went into the downloaded figures too."""
+    offered = {}
+    real = landscape_app.downloads_ui
+    monkeypatch.setattr(landscape_app, "downloads_ui", lambda figures, *a: offered.update(figures) or real(figures, *a))
+    app.query_params["file"] = "resnet56.h5"
+    at = app.run()
+    assert not at.exception and not at.error
+    shown = [[t.get("name") for t in c["data"]] for c in charts(at)]
+    assert sum("1D slice" in names for names in shown) == 2  # on the contour lines and the heat map
+    for title in ("Contour lines", "Heat map"):
+        assert "1D slice" not in [t.name for t in offered[title].data], title
+
+
 def test_download_names_name_the_model(results):
     surfaces = [read_surface(results / n) for n in ("resnet56.h5", "resnet56_noshort.h5", "paper.h5")]
     name = landscape_app.figure_name

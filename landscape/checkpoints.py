@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 metadata = json.loads(header["landscape"])
         else:
             _check_torch_format(path)
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's two-line warning before our one-line refusal
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                raw = torch.load(path, map_location="cpu", weights_only=True)
     except LandscapeError:
         raise
     except ImportError:

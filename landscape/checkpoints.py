@@ -254,7 +254,7 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
             f"{tuple(expected[k].shape)} in the model"
         )
     model = create_model(arch, num_classes=num_classes)
-    model.load_state_dict({**_batches_tracked(model.state_dict(), checkpoint.state_dict), **checkpoint.state_dict})
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -264,7 +264,9 @@ def _batches_tracked(
     """The BatchNorm counters `num_batches_tracked` a model has and a checkpoint lacks, as 0: files saved before
     PyTorch 0.4.1 (as the paper's were) have none, and eval-mode BatchNorm (with momentum) never reads them."""
     return {
-        k: torch.zeros_like(t) for k, t in expected.items() if k.endswith(".num_batches_tracked") and k not in state
+        k: torch.zeros(t.shape, dtype=t.dtype)  # on the CPU: `expected` may be on the meta device
+        for k, t in expected.items()
+        if k.endswith(".num_batches_tracked") and k not in state
     }
 
 

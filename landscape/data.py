@@ -207,20 +207,22 @@ def _read_cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]
 
 def check_labels_fit(model: torch.nn.Module, sets: dict[str, ImageSet]) -> None:
     """Refuse images whose labels the model has no output for (an image folder of 11 classes and a 10-class
-    network): the loss would fail deep inside with an IndexError (on CUDA, a device-side assert). One image of
-    each set goes through the model (eval mode, restored after) to count its outputs."""
-    for split, images in sets.items():
-        if not len(images):
-            continue
-        was_training = model.training
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-        try:
-            with torch.no_grad():
-                outputs = model.eval()(images.images[:1].to(device, dtype)).shape[-1]
-        finally:
-            model.train(was_training)
+    network): the loss would fail deep inside with an IndexError (on CUDA, a device-side assert). One image goes
+    through the model (eval mode, restored after) to count its outputs."""
+    filled = {split: images for split, images in sets.items() if len(images)}
+    if not filled:
+        return
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    sample = next(iter(filled.values())).images[:1]  # the outputs do not depend on which image
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(sample.to(device, dtype)).shape[-1]
+    finally:
+        model.train(was_training)
+    for split, images in filled.items():
         highest = int(images.labels.max())
         if highest >= outputs:
             raise LandscapeError(

@@ -1306,6 +1306,9 @@ def convexity(
     rank_timeout: Annotated[
         float, typer.Option(help="Several ranks: stop the run when a rank sends no heartbeat for this many seconds.")
     ] = 60.0,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the convexity map the file holds (the loss is kept).")
+    ] = False,
 ) -> None:
     """Convexity map (Li et al. Fig. 7): λmin and λmax of the loss Hessian at the surface's grid points, stored in
     the surface file next to the loss. Resumable like compute; runs in one process, --workers N or under torchrun."""
@@ -1315,7 +1318,7 @@ def convexity(
 
     curvature = CurvatureMapSpec(stride=stride, images=images, split=split, steps=steps, tol=tol, seed=seed)
     options = RunOptions(device=device, batch_size=batch_size, keep_graph=keep_graph)
-    work = convexity_work(surface, curvature, checkpoint=ckpt, data_root=data_root, arch=arch)
+    work = convexity_work(surface, curvature, checkpoint=ckpt, data_root=data_root, arch=arch, overwrite=overwrite)
     result = _run_work(work, options, workers, rank_timeout)
     if result is not None:
         _print_convexity(result)

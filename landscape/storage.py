@@ -220,12 +220,15 @@ def create_surface_file(
             tmp.unlink(missing_ok=True)
 
 
-def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarray, run: dict[str, Any]) -> None:
+def add_curvature(
+    path: str | Path, curvature: dict[str, Any], indices: np.ndarray, run: dict[str, Any], replace: bool = False
+) -> None:
     """Give a surface file its convexity map: the preallocated (NaN) `hessian_min`, `hessian_max`, the products per
     point, their own mask `computed_hessian`, the Hessian's image indices and the settings (`curvature` attribute),
     and record the session. Atomic: a copy of the file gets them and is renamed into place, so a kill or a full disk
     leaves the file as it was. Afterwards, as for the loss, points are written in place and nothing grows.
 
+    `replace`: the map the file holds is discarded (the copy is made without it, so the file does not grow).
     Call it holding `writer_lock(path)`; temporary files of earlier runs killed while doing it are removed.
     """
     path = Path(path)
@@ -233,11 +236,14 @@ def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarr
         orphan.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        shutil.copyfile(path, tmp)
+        if replace:
+            _copy_without_curvature(path, tmp)
+        else:
+            shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+", locking=False) as f:
             _check_format(f, path)
             if CURVATURE_ATTRIBUTE in f.attrs or any(n in f for n in (*CURVATURE_ARRAYS, CURVATURE_MASK)):
-                raise LandscapeError(f"{path} already holds a convexity map")
+                raise LandscapeError(f"{path} already holds a convexity map (--overwrite replaces it)")
             shape = _dataset(f, "computed", path, MAX_POINTS).shape
             for name in CURVATURE_ARRAYS[:2]:
                 f.create_dataset(name, data=np.full(shape, np.nan))
@@ -254,6 +260,34 @@ def add_curvature(path: str | Path, curvature: dict[str, Any], indices: np.ndarr
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _copy_without_curvature(path: Path, tmp: Path) -> None:
+    """Write to `tmp` the surface file `path` less its convexity map: its groups, datasets and attributes copied
+    object by object (a file of plain objects: a link anywhere is refused, never followed)."""
+    skipped = {*CURVATURE_ARRAYS, CURVATURE_MASK, CURVATURE_INDICES}
+
+    def copy_group(source: h5py.Group, target: h5py.Group, prefix: str) -> None:
+        for key, value in source.attrs.items():
+            if not (prefix == "" and key == CURVATURE_ATTRIBUTE):
+                target.attrs[key] = value
+        for name in source:
+            full = f"{prefix}{name}"
+            if full in skipped:
+                continue
+            if not isinstance(source.get(name, getlink=True), h5py.HardLink):
+                raise LandscapeError(f"{path} is damaged: {full} is a link, not part of a surface file")
+            item = source[name]
+            if isinstance(item, h5py.Group):
+                copy_group(item, target.create_group(name), f"{full}/")
+            elif isinstance(item, h5py.Dataset) and not (item.is_virtual or item.external):
+                source.copy(item, target, name=name)
+            else:
+                raise LandscapeError(f"{path} is damaged: {full} is not a plain dataset of this file")
+
+    with _open(path) as source, h5py.File(tmp, "w", locking=False) as target:
+        _check_format(source, path)
+        copy_group(source, target, "")
 
 
 def _orphans(path: Path) -> list[Path]:

@@ -272,11 +272,13 @@ def convexity_work(
     checkpoint: str | Path | None = None,
     data_root: str | Path | None = None,
     arch: str | None = None,
+    overwrite: bool = False,
 ) -> Work:
     """The convexity map of the surface file `surface`, added to it (or resumed when it holds one of the same
-    settings). The model, data and directions are the surface's own: its recorded checkpoint (or `checkpoint`, which
-    must be the same file by sha256), its images (under `data_root`, else the recorded root), its directions;
-    `arch` only for an architecture that names code (`surface_model`)."""
+    settings; `overwrite`: a map it holds is discarded and computed again with these settings). The model, data and
+    directions are the surface's own: its recorded checkpoint (or `checkpoint`, which must be the same file by
+    sha256), its images (under `data_root`, else the recorded root), its directions; `arch` only for an
+    architecture that names code (`surface_model`)."""
     out = Path(surface)
     curvature.validate()
 
@@ -284,7 +286,7 @@ def convexity_work(
         return surface_model(SurfaceSpec.from_dict(read_spec(out)), checkpoint, data_root, arch)
 
     def prepare(spec: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
-        return prepare_curvature_job(spec, model, out, curvature, options)
+        return prepare_curvature_job(spec, model, out, curvature, options, overwrite)
 
     def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:
         if plan["curvature"] != as_stored(curvature):
@@ -298,6 +300,7 @@ def convexity_work(
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "data_root": None if data_root is None else str(data_root),
         "arch": arch,
+        "overwrite": overwrite,
     }
     return Work(out, load, prepare, rank_model, description)
 
@@ -311,6 +314,7 @@ def work_from_description(description: dict[str, Any]) -> Work:
             checkpoint=description["checkpoint"],
             data_root=description["data_root"],
             arch=description["arch"],
+            overwrite=bool(description.get("overwrite")),
         )
     return surface_work(
         SurfaceSpec.from_dict(description["spec"]), description["out"], overwrite=bool(description["overwrite"])
@@ -343,12 +347,15 @@ def compute_convexity(
     checkpoint: str | Path | None = None,
     data_root: str | Path | None = None,
     arch: str | None = None,
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Surface:
     """Compute the convexity map of the surface file `surface` into it (`convexity_work`), resuming a map of the
-    same settings; returns the surface read back, its map in `.curvature`. Point by point, like the loss:
-    `progress(done, total)` counts the map's points."""
-    work = convexity_work(surface, curvature, checkpoint=checkpoint, data_root=data_root, arch=arch)
+    same settings (`overwrite`: replacing the map it holds); returns the surface read back, its map in
+    `.curvature`. Point by point, like the loss: `progress(done, total)` counts the map's points."""
+    work = convexity_work(
+        surface, curvature, checkpoint=checkpoint, data_root=data_root, arch=arch, overwrite=overwrite
+    )
     return run_work(work, options, progress)
 
 
@@ -595,10 +602,16 @@ def surface_model(
 
 
 def prepare_curvature_job(
-    spec: SurfaceSpec, model: torch.nn.Module, out: Path, curvature: CurvatureMapSpec, options: RunOptions
+    spec: SurfaceSpec,
+    model: torch.nn.Module,
+    out: Path,
+    curvature: CurvatureMapSpec,
+    options: RunOptions,
+    overwrite: bool = False,
 ) -> Job:
-    """Give the surface file `out` its convexity map (or check that the one it holds has these settings), load the
-    Hessian's images and list the map's points still to compute. Call it holding `writer_lock(out)`."""
+    """Give the surface file `out` its convexity map (or check that the one it holds has these settings; with
+    `overwrite`, replace it), load the Hessian's images and list the map's points still to compute. Call it holding
+    `writer_lock(out)`."""
     surface = read_surface(out)  # everything checked, the map included
     _check_layout(surface, spec)
     if spec.evaluation.bn != "eval":
@@ -613,7 +626,7 @@ def prepare_curvature_job(
     directions = {axis: read_directions(out, axis, like=center) for axis in (["x"] if spec.y is None else ["x", "y"])}
     device = torch.device(options.device)
     record = {**run_record(options, device), "work": "convexity map"}
-    resume = surface.curvature is not None
+    resume = surface.curvature is not None and not overwrite
     stored = read_indices(out)
     if curvature.split not in stored:
         raise LandscapeError(f"{out} is damaged: it lacks the indices of its {curvature.split} images")
@@ -621,17 +634,21 @@ def prepare_curvature_job(
     if curvature.split in recorded:  # the map on the surface's images, not on another copy's
         evaluated = load_split(spec.data, curvature.split, stored[curvature.split])
         check_images(out, {curvature.split: fingerprint(evaluated)}, recorded, advice="")
-    if surface.curvature is None:
-        indices = hessian_indices(stored[curvature.split], curvature)
-        add_curvature(out, as_stored(curvature), indices, record)
-    else:
+    if resume:
+        assert surface.curvature is not None
         differences = spec_differences(curvature.to_dict(), surface.curvature.spec)
         if differences:
             raise LandscapeError(
                 f"{out} holds a convexity map of other settings: {'; '.join(differences[:4])}. Resume it with "
-                "its settings, or compute the other map on a copy of the file"
+                "its settings, or pass --overwrite to replace it"
             )
         indices = surface.curvature.indices
+    else:
+        if surface.curvature is not None:
+            done = int(surface.curvature.computed.sum())
+            notice(f"--overwrite: replacing the convexity map of {out} ({done} of its points were computed)")
+        indices = hessian_indices(stored[curvature.split], curvature)
+        add_curvature(out, as_stored(curvature), indices, record, replace=surface.curvature is not None)
     datasets, _ = job_images(spec, curvature, {curvature.split: indices})
     selected = curvature.selected(spec.grid.shape).ravel()
     todo = np.flatnonzero(selected & ~read_computed(out, CURVATURE_MASK).ravel())

@@ -195,6 +195,66 @@ def test_resumed_equals_uninterrupted_and_nothing_grows(tmp_path, tiny_surface):
         compute_convexity(path, other, CPU, arch=ARCH)
 
 
+def test_overwrite_replaces_the_map_keeps_the_loss_and_the_file_does_not_grow(tmp_path, tiny_surface):
+    first, second = CurvatureMapSpec(steps=4, tol=0, images=6, seed=1), CurvatureMapSpec(stride=2, steps=6, tol=0)
+    reference = copy(tiny_surface, tmp_path / "reference.h5")
+    compute_convexity(reference, second, CPU, arch=ARCH)
+    path = copy(tiny_surface, tmp_path / "s.h5")
+    loss = read_surface(path)["train_loss"].copy()
+    with pytest.raises(KeyboardInterrupt):
+        compute_convexity(path, first, CPU, arch=ARCH, progress=stop_after(2))
+    with pytest.raises(LandscapeError, match="of other settings: .* or pass --overwrite to replace it"):
+        compute_convexity(path, second, CPU, arch=ARCH)
+    sizes = []
+    for spec in (second, first, second):  # replaced each time, started afresh even with the same settings
+        compute_convexity(path, spec, CPU, arch=ARCH, overwrite=True)
+        sizes.append(path.stat().st_size)
+    assert sizes[0] == sizes[2]  # the old map's storage went with it
+    surface = read_surface(path)
+    assert surface.curvature is not None and surface.curvature.spec == read_surface(reference).curvature.spec
+    got, want = map_arrays(path), map_arrays(reference)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(surface["train_loss"], loss)
+    assert surface.spec == read_surface(reference).spec and surface.computed.all()
+    assert [r.get("work") for r in surface.runs][-3:] == ["convexity map"] * 3
+    result = CliRunner().invoke(
+        app,
+        [
+            "convexity",
+            "--surface",
+            str(path),
+            "--stride",
+            "2",
+            "--steps",
+            "6",
+            "--tol",
+            "0",
+            "--arch",
+            ARCH,
+            "--overwrite",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"--overwrite: replacing the convexity map of {path} (9 of its points were computed)" in result.output
+
+
+def test_a_map_is_not_replaced_in_a_file_with_links(tmp_path, tiny_surface):
+    path = copy(tiny_surface, tmp_path / "s.h5")
+    compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["x"] = np.arange(3)
+    with h5py.File(path, "r+", locking=False) as f:
+        f["extra"] = h5py.ExternalLink(str(secret), "x")
+    before = path.read_bytes()
+    with pytest.raises(LandscapeError, match="extra is a link, not part of a surface file"):
+        compute_convexity(path, CurvatureMapSpec(stride=2, steps=4), CPU, arch=ARCH, overwrite=True)
+    assert path.read_bytes() == before
+
+
 def test_the_loss_resumes_beside_a_map_and_the_map_beside_the_loss(tmp_path, tiny_surface):
     path = copy(tiny_surface, tmp_path / "s.h5")
     compute_convexity(path, CurvatureMapSpec(stride=2, steps=5, tol=0), CPU, arch=ARCH)

@@ -1177,7 +1177,7 @@ def hessian(
     """Top eigenvalues, trace and eigenvalue density of the loss Hessian at θ* (Lanczos, Hutchinson, stochastic
     Lanczos quadrature), over a fixed set of images."""
     from .checkpoints import build_model, check_dataset, input_normalization, load_checkpoint
-    from .curvature import HessianSpec, hessian_report
+    from .curvature import EigenvectorsNotWritten, HessianSpec, hessian_report
     from .data import DataSpec, load_split
     from .hardware import resolve_device
     from .spec import CheckpointSpec
@@ -1222,19 +1222,23 @@ def hessian(
     model = build_model(checkpoint, arch, num_classes)
     input_mean, input_std = input_normalization(checkpoint, given_mean, given_std, dataset)
     images = load_split(spec.data, split)
-    report = hessian_report(
-        model,
-        images,
-        input_mean,
-        input_std,
-        spec,
-        resolved,
-        batch_size=batch_size,
-        eigenvectors=eigenvectors,
-        checkpoint_sha256=checkpoint.sha256,
-        keep_graph=keep_graph,
-        overwrite=overwrite,
-    )
+    unwritten: EigenvectorsNotWritten | None = None
+    try:
+        report = hessian_report(
+            model,
+            images,
+            input_mean,
+            input_std,
+            spec,
+            resolved,
+            batch_size=batch_size,
+            eigenvectors=eigenvectors,
+            checkpoint_sha256=checkpoint.sha256,
+            keep_graph=keep_graph,
+            overwrite=overwrite,
+        )
+    except EigenvectorsNotWritten as e:  # the report is still printed and written, then the error
+        report, unwritten = e.report, e
     report = {
         "checkpoint": {"path": str(ckpt), "sha256": checkpoint.sha256},
         "normalization": {"mean": list(input_mean), "std": list(input_std)},
@@ -1259,6 +1263,8 @@ def hessian(
     if json_out is not None:
         write_file(json_out, json.dumps(report, indent=2).encode(), overwrite, [ckpt])
         typer.echo(f"wrote {json_out}")
+    if unwritten is not None:
+        raise LandscapeError(f"{unwritten} (the eigenvalues above were computed; the eigenvectors are lost)")
     if eigenvectors is not None:
         typer.echo(f"wrote {eigenvectors}")
 

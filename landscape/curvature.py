@@ -48,6 +48,14 @@ class NonFiniteHessian(LandscapeError):
     """A Hessian-vector product holds NaN or inf: the loss overflows at that point."""
 
 
+class EigenvectorsNotWritten(LandscapeError):
+    """`hessian_report` computed everything but could not write its eigenvector file: the report is in `.report`."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class HessianVectorProduct:
     """v ↦ H v for the mean cross-entropy of `model` over `images`, on flat vectors of the model's dtype.
 
@@ -691,7 +699,8 @@ def hessian_report(
     eigenvectors to, one array (top_k, *shape) per parameter name, in the order of the eigenvalues, with the
     eigenvalues (`#eigenvalues`) and `checkpoint_sha256` (`#checkpoint_sha256`, when given: the file is then refused
     as directions of another checkpoint's surface; an existing file is replaced only with `overwrite`).
-    `keep_graph`: see `HessianVectorProduct`.
+    `keep_graph`: see `HessianVectorProduct`. When the eigenvector file cannot be written, `EigenvectorsNotWritten`
+    carries the report.
     """
     spec.validate()
     if eigenvectors is not None:
@@ -713,18 +722,7 @@ def hessian_report(
     if spec.density_steps:
         steps = min(spec.density_steps, hvp.dim)
         density = spectral_density(matvec, hvp.dim, steps, spec.density_samples, spec.seed)
-    if eigenvectors is not None:
-        arrays = {n: vectors[hvp.slices[n]].T.reshape(-1, *hvp.shapes[n]) for n in hvp.names}
-        for name, parameter in model.named_parameters():  # a frozen parameter is not moved: its entries are 0
-            if name not in arrays:
-                arrays[name] = np.zeros((len(values), *parameter.shape))
-        arrays[EIGENVALUES_KEY] = values
-        if checkpoint_sha256 is not None:
-            arrays[CHECKPOINT_KEY] = np.array(checkpoint_sha256)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        write_file(eigenvectors, buffer.getvalue(), overwrite)
-    return {
+    report = {
         "eigenvalues": [float(v) for v in values],
         "trace": trace.estimate if trace is not None else None,
         "trace_stderr": trace.stderr if trace is not None else None,
@@ -738,6 +736,21 @@ def hessian_report(
         "seconds": time.perf_counter() - started,
         "spec": dataclasses.asdict(spec),
     }
+    if eigenvectors is not None:
+        arrays = {n: vectors[hvp.slices[n]].T.reshape(-1, *hvp.shapes[n]) for n in hvp.names}
+        for name, parameter in model.named_parameters():  # a frozen parameter is not moved: its entries are 0
+            if name not in arrays:
+                arrays[name] = np.zeros((len(values), *parameter.shape))
+        arrays[EIGENVALUES_KEY] = values
+        if checkpoint_sha256 is not None:
+            arrays[CHECKPOINT_KEY] = np.array(checkpoint_sha256)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        try:
+            write_file(eigenvectors, buffer.getvalue(), overwrite)
+        except LandscapeError as e:  # minutes of products: the numbers are not lost with the file
+            raise EigenvectorsNotWritten(str(e), report) from None
+    return report
 
 
 def _density_report(density: SpectralDensity | None) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """Output files (figures, tables, Hessian reports and eigenvectors): an existing file is replaced only with
 --overwrite, an input never, and a failed write leaves the old file whole."""
 
+import json
 import os
 from pathlib import Path
 
@@ -94,6 +95,23 @@ def test_hessian_refuses_existing_outputs_before_computing(tmp_path, cifar_root,
     result = invoke(*args, "--tol", 1e-2, "--device", "cpu", "--json", report, "--eigenvectors", vectors, "--overwrite")
     assert result.exit_code == 0, result.output
     assert report.read_text().startswith("{") and vectors.read_bytes()[:2] == b"PK"
+
+
+def test_a_failed_eigenvector_write_keeps_the_report(tmp_path, cifar_root, resnet20_ckpt, monkeypatch):
+    """The eigenvectors were written before the report: a failed .npz write lost the printed and --json report."""
+    report, vectors = tmp_path / "h.json", tmp_path / "v.npz"
+
+    def full_disk(path, data, overwrite, inputs=()):
+        if Path(path).suffix == ".npz":
+            raise LandscapeError(f"cannot write {path}: no space left on the device")
+        return write_file(path, data, overwrite, inputs)
+
+    monkeypatch.setattr("landscape.curvature.write_file", full_disk)
+    args = ("hessian", "--ckpt", resnet20_ckpt, "--data-root", cifar_root, "--subset", 8, "--top-k", 1, "--tol", 1e-2)
+    result = invoke(*args, "--device", "cpu", "--json", report, "--eigenvectors", vectors)
+    one_line_error(result, f"cannot write {vectors}: no space left on the device (the eigenvalues above were computed")
+    assert "λ1" in result.stdout and f"wrote {report}" in result.stdout and f"wrote {vectors}" not in result.stdout
+    assert len(json.loads(report.read_text())["eigenvalues"]) == 1 and not vectors.exists()
 
 
 def test_hessian_report_refuses_to_replace_eigenvectors(tmp_path):

@@ -69,6 +69,8 @@ class DataSpec:
             raise LandscapeError(f"--data-part must be 0 or more and goes with --subset (got {self.part})")
         if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
             raise LandscapeError(f"--image-size must be 1 to {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
+        if self.image_size is not None and self.name != "imagefolder":  # recorded, yet without effect on CIFAR
+            raise LandscapeError(f"--image-size is for --dataset imagefolder: {self.name} images are 32x32")
 
 
 @dataclass(frozen=True)

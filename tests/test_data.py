@@ -288,6 +288,12 @@ def test_image_size_is_checked(size, valid):
             spec.validate()
 
 
+def test_image_size_is_refused_for_cifar():
+    """It was ignored for CIFAR yet recorded in the surface's spec: the same surface without it was "another"."""
+    with pytest.raises(LandscapeError, match="--image-size is for --dataset imagefolder: cifar10 images are 32x32"):
+        DataSpec(name="cifar10", image_size=32).validate()
+
+
 def test_labels_the_model_has_no_output_for_are_refused():
     """An image folder of 11 classes and a 10-class network: an IndexError deep in the loss (on CUDA a device-side
     assert); now one line before anything is computed. The model's mode is left as it was."""

@@ -39,6 +39,7 @@ def _lanczos_runs(nodes: list[list[float]]) -> str:
 
 
 RESUMABLE_COMMANDS = ("compute", "convexity", "demo")  # their files keep every finished point
+FIGURE_PACKAGES = ("plotly", "streamlit", "kaleido")  # the `app` extra: figures, exports and the app
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,6 +63,15 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(resume_advice(f"error: {e}", bool(kwargs.get("overwrite"))), err=True)
             signalled = getattr(e, "exit_code", 0)  # --workers stopped by a signal: 128 + its number, as the shell's
             raise typer.Exit(signalled if isinstance(signalled, int) and signalled > 128 else 2) from None
+        except ModuleNotFoundError as e:
+            if debug or (e.name or "").split(".")[0] not in FIGURE_PACKAGES:
+                raise
+            typer.echo(
+                f"error: this command needs {(e.name or '').split('.')[0]}: "
+                "pip install -e '.[app]' (plotly, streamlit, kaleido)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if command.__name__ == "train":
                 line = "interrupted: the run's last saved state is kept; continue it with --resume"
@@ -966,8 +976,9 @@ def app_command(
     import subprocess
     import threading
 
-    if importlib.util.find_spec("streamlit") is None:
-        raise LandscapeError("the app needs streamlit: pip install -e '.[app]'")
+    for package in ("streamlit", "plotly"):
+        if importlib.util.find_spec(package) is None:
+            raise LandscapeError(f"the app needs {package}: pip install -e '.[app]' (plotly, streamlit, kaleido)")
     if not results.is_dir():
         raise LandscapeError(f"results folder {results} " + ("is a file" if results.exists() else "does not exist"))
     _check_serving_address(address, port)

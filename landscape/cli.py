@@ -642,11 +642,13 @@ def train(
     warning = bf16_warning(precision, device)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
-    bar = tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True)
-
+    bars: list[tqdm] = []  # drawn at the first batch: a run refused before training shows no empty bar
     shown_epoch: list[int] = []  # the epoch the bar shows; a resumed run starts inside one, at step > 1
 
     def on_batch(epoch: int, step: int, steps: int, running: Callable[[], tuple[float, float]]) -> None:
+        if not bars:
+            bars.append(tqdm(unit="batch", file=sys.stderr, dynamic_ncols=True))
+        bar = bars[0]
         if shown_epoch != [epoch]:
             shown_epoch[:] = [epoch]
             bar.initial = 0  # reset() draws the bar: with the last epoch's initial its rate came out negative
@@ -661,7 +663,7 @@ def train(
             bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.2f}%", refresh=False)
 
     def on_epoch(record: dict) -> None:
-        bar.write(
+        tqdm.write(
             f"epoch {record['epoch']:>3}/{epochs}: train loss {record['train_loss']:.4f} "
             f"acc {record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
             f"acc {record['test_acc']:.2f}%  ({record['seconds']:.0f} s, {record['precision']}"
@@ -669,13 +671,17 @@ def train(
             file=sys.stderr,
         )
 
+    def close_bar() -> None:
+        for bar in bars:
+            bar.close()
+
     received: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
         received.append(signum)
         if len(received) > 1:  # a second signal: stop now, losing at most the steps since the last save
             raise KeyboardInterrupt
-        bar.write(f"{signal.Signals(signum).name}: saving the state after this step, then stopping", file=sys.stderr)
+        tqdm.write(f"{signal.Signals(signum).name}: saving the state after this step, then stopping", file=sys.stderr)
 
     handled = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job of a script ignores Ctrl-C: keep it
@@ -695,18 +701,18 @@ def train(
             stop_requested=lambda: bool(received),
         )
     except TrainingStopped as stopped:
-        bar.close()
+        close_bar()
         same = "the same command without --overwrite" if overwrite else "the same command"
         typer.echo(f"{stopped}: continue with {same} and --resume", err=True)
         raise typer.Exit(128 + received[0]) from None
     except KeyboardInterrupt:
         if len(received) < 2 or received[-1] == signal.SIGINT:
             raise  # Ctrl-C: `friendly` says it and exits 130
-        bar.close()
+        close_bar()
         typer.echo("interrupted: the run's last saved state is kept; continue it with --resume", err=True)
         raise typer.Exit(128 + received[-1]) from None  # a second SIGTERM: 143, as the shell reports it
     finally:
-        bar.close()
+        close_bar()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     typer.echo(

@@ -870,10 +870,11 @@ def plot(
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if fmt in FIGURE_FORMATS and not out.suffix:  # `--format svg --out figures/bowl`: figures/bowl.svg
         out = out.with_name(f"{out.name}.{fmt}")
+    if not fmt:
+        raise LandscapeError(f"--out {out} has no suffix: end it in .{' | .'.join(FIGURE_FORMATS)}, or give --format")
     if fmt not in FIGURE_FORMATS:
         raise LandscapeError(
-            f"unknown figure format '{fmt or out.name}': use --format "
-            f"{' | '.join(FIGURE_FORMATS)} or an --out ending in one"
+            f"unknown figure format '{fmt}': use --format {' | '.join(FIGURE_FORMATS)} or an --out ending in one"
         )
     if out.suffix.lower() != f".{fmt}":
         raise LandscapeError(f"--out {out} does not end in .{fmt}")

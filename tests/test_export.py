@@ -219,6 +219,7 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
         (["plot", "{foreign}", "--out", "{out}.pdf"], "is not a surface file"),
         (["plot", "{good}", "--kind", "pie", "--out", "{out}.pdf"], "unknown figure kind 'pie'"),
         (["plot", "{good}", "--format", "eps", "--out", "{out}.eps"], "unknown figure format 'eps'"),
+        (["plot", "{good}", "--out", "{out}"], "fig has no suffix: end it in .pdf | .svg | .png | .html, or give"),
         (["plot", "{good}", "--format", "pdf", "--out", "{out}.png"], "does not end in .pdf"),
         (["plot", "{good}", "--levels", "1:2", "--out", "{out}.pdf"], "contour levels '1:2'"),
         (["plot", "{good}", "--zrange", "5:1", "--out", "{out}.pdf"], "MIN must be below MAX"),

@@ -627,7 +627,8 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
     metric = plots.metric_label(options.metric)
     figures: dict[str, go.Figure] = {}
     if surface.ndim == 1:
-        figures["curves"] = plots.curve_figure(surface, options).update_layout(height=CURVE_HEIGHT)
+        (drawn,) = _drawn([name], [surface])
+        figures["curves"] = plots.curve_figure(drawn, options).update_layout(height=CURVE_HEIGHT)
         file_names = {"curves": figure_name([surface], [name], "curves", options.metric)}
         _chart(None, figures["curves"], "chart_curves", file_names["curves"])
         downloads_ui(figures, file_names, surface, Path(name).stem)
@@ -669,7 +670,8 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
     metric = plots.metric_label(options.metric)
     figures: dict[str, go.Figure] = {}
     if surfaces[0].ndim == 1:
-        figures["curves"] = plots.compare_figure(surfaces, "1d", options, titles).update_layout(height=CURVE_HEIGHT)
+        curves = plots.compare_figure(_drawn(names, surfaces), "1d", options, titles)
+        figures["curves"] = curves.update_layout(height=CURVE_HEIGHT)
         file_names = {"curves": figure_name(surfaces, names, "curves", options.metric)}
         _chart(None, figures["curves"], "compare_curves", file_names["curves"])
         downloads_ui(figures, file_names, None, "_vs_".join(titles))
@@ -714,10 +716,19 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
 
 
 def _drawn(names: list[str], surfaces: list[Surface]) -> list[Surface]:
-    """The surfaces as the 3D views and maps draw them: a large grid thinned (`plots.thin`), with a note saying so."""
+    """The surfaces as the 3D views and maps (or a 1D surface's curves) draw them: a large grid thinned
+    (`plots.thin`), with a note saying so."""
     drawn = [plots.thin(s) for s in surfaces]
     for name, surface, thinned in zip(names, surfaces, drawn):
-        if thinned is not surface:
+        if thinned is not surface and thinned.ycoordinates is None:
+            st.caption(
+                escape_markdown(
+                    f"{name}: the curves draw {len(thinned.xcoordinates)} of its {len(surface.xcoordinates)} points "
+                    f"(in each of {plots.DISPLAY_STRETCHES} stretches of α, each metric's lowest and highest, and its "
+                    "gaps) so that the browser keeps up; the CSV and NPZ downloads hold every point"
+                )
+            )
+        elif thinned is not surface:
             assert surface.ycoordinates is not None and thinned.ycoordinates is not None
             full = f"{len(surface.xcoordinates)} x {len(surface.ycoordinates)}"
             shown = f"{len(thinned.xcoordinates)} x {len(thinned.ycoordinates)}"

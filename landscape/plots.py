@@ -18,6 +18,7 @@ written beside their markers, and its axes name the principal components with th
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ _FLOOR_GAP = 0.35  # the floor under the 3D surface, as a fraction of the z rang
 HUGE = 1e150  # values beyond ±HUGE are drawn as infinite: ranges, squares and levels of larger ones overflow float64
 MAX_LEVELS = 1000  # chosen contour levels (START:END:SIZE) at most
 DISPLAY_POINTS = 201  # `thin`: grid points along α and β that a browser draws quickly (contours of 1001² take minutes)
+DISPLAY_STRETCHES = 2000  # `thin` of a 1D surface: stretches of α, each drawn by its lowest and highest values
 MIN_INCHES = 0.25  # a paper figure's smallest width and height: 0.42 of it is 10 px, plotly's smallest figure
 MIN_FONT_PT = 1.0  # plotly's smallest font is 1 px (0.75 pt)
 
@@ -617,10 +619,22 @@ def slice_values(surface: Surface, line: Slice, metric: str) -> tuple[np.ndarray
 def thin(surface: Surface, most: int | None = None) -> Surface:
     """The 2D surface on every k-th grid point along α and along β, k the smallest that leaves at most `most`
     (default `DISPLAY_POINTS`) on each axis, taken through the points nearest θ* (0, 0): a large grid for a browser
-    to draw. The surface itself where it is small enough, or 1D; its convexity map is left out."""
+    to draw. A 1D surface longer than 2 x `DISPLAY_STRETCHES` keeps its envelope (`envelope_indices`). The surface
+    itself where it is small enough; its convexity map is left out."""
     most = most or DISPLAY_POINTS
     x, y = surface.xcoordinates, surface.ycoordinates
-    if y is None or (len(x) <= most and len(y) <= most):
+    if y is None:
+        if len(x) <= 2 * DISPLAY_STRETCHES:
+            return surface
+        kept = envelope_indices(surface, DISPLAY_STRETCHES)
+        return replace(
+            surface,
+            xcoordinates=x[kept],
+            values={name: np.asarray(v)[kept] for name, v in surface.values.items()},
+            computed=surface.computed[kept],
+            curvature=None,
+        )
+    if len(x) <= most and len(y) <= most:
         return surface
     ix, iy = (_thinned(c, most) for c in (x, y))
     cells = np.ix_(iy, ix)
@@ -632,6 +646,26 @@ def thin(surface: Surface, most: int | None = None) -> Surface:
         computed=surface.computed[cells],
         curvature=None,
     )
+
+
+def envelope_indices(surface: Surface, stretches: int) -> np.ndarray:
+    """Indices of the points of a 1D surface that draw its curves as the whole would at a screen's resolution: in
+    each of `stretches` equal runs of points, for every metric, the lowest and the highest computed value and the
+    first point that is not finite or not computed (so a gap stays a gap); the first and last points and θ*'s."""
+    n = len(surface.xcoordinates)
+    bounds = np.linspace(0, n, stretches + 1).astype(int)
+    keep = [np.array([0, n - 1, int(np.argmin(np.abs(surface.xcoordinates)))])]
+    for values in surface.values.values():
+        v = np.asarray(values, dtype=np.float64)
+        shown = surface.computed & np.isfinite(v)
+        for start, end in itertools.pairwise(bounds):
+            part, ok = v[start:end], shown[start:end]
+            if ok.any():
+                where = np.flatnonzero(ok)
+                keep.append(start + where[[np.argmin(part[ok]), np.argmax(part[ok])]])
+            if not ok.all():
+                keep.append(np.array([start + int(np.argmin(ok))]))
+    return np.unique(np.concatenate(keep))
 
 
 def _thinned(coordinates: np.ndarray, most: int) -> np.ndarray:

@@ -315,6 +315,19 @@ def test_a_1d_surface_shows_its_curves(app):
     assert [t["name"] for t in curves["data"]] == ["train loss", "train accuracy (%)", "test loss", "test accuracy (%)"]
 
 
+def test_a_long_1d_surface_is_drawn_by_its_envelope_with_a_note(app, monkeypatch):
+    """A 1D surface of up to a million points went to the browser whole (104 MB)."""
+    monkeypatch.setattr(landscape_plots, "DISPLAY_STRETCHES", 1)  # the 5-point line is then a long one
+    at = app.run()
+    at.sidebar.selectbox(key="file").select("lines/line.h5").run()
+    assert not at.exception and not at.error
+    note = "lines/line.h5: the curves draw 3 of its 5 points (in each of 1 stretches of α"
+    assert any(escape(note) in c.value for c in at.caption)
+    (curves,) = charts(at)
+    np.testing.assert_allclose(array(curves["data"][0]["x"]), [-1, 0, 1])
+    np.testing.assert_allclose(array(curves["data"][0]["y"]), [1.1, 0.1, 1.1])
+
+
 @pytest.mark.parametrize("name, message", [("broken.h5", "cannot open"), ("foreign.h5", "not a surface file")])
 def test_a_broken_or_foreign_file_is_an_error_in_the_page(app, name, message):
     at = app.run()

@@ -3,6 +3,7 @@
 the camera that fits the box, slices and differences, a shared colour axis, the centre mark, paper sizes, values
 and settings too large to draw, the thinning of large grids; and the reading of the paper's legacy files."""
 
+import itertools
 import json
 import math
 import re
@@ -590,6 +591,37 @@ def test_thin_keeps_every_kth_point_through_the_center(surface, tmp_path):
         t = thin(read_surface(write_legacy(tmp_path / f"edges{n}.h5", x=axis, y=axis[:3])))
         assert len(t.xcoordinates) <= 201 and (t.xcoordinates[0], t.xcoordinates[-1]) == (-1.0, 1.0)
         assert axis[np.argmin(np.abs(axis))] in t.xcoordinates
+
+
+def test_thin_keeps_the_envelope_and_the_gaps_of_a_long_1d_surface(tmp_path):
+    """A 1D surface of up to a million points was sent to the browser whole (a 104 MB chart)."""
+    x = np.linspace(-1.0, 1.0, 100_001)
+    rng = np.random.default_rng(0)
+    loss = 0.1 + x**2 + rng.normal(0, 0.01, x.size)
+    loss[70_000] = 50.0  # one spike: an every-k-th thinning would lose it
+    values = {"train_loss": loss, "train_acc": 100 - loss, "test_loss": 2 * loss, "test_acc": 90 - loss}
+    computed = np.ones(x.size, dtype=bool)
+    computed[20_000:20_050] = False  # not computed yet: a gap, not a straight line across
+    values["test_loss"][90_000] = np.nan  # a computed NaN: a gap too
+    s = read_surface(write_surface(tmp_path / "long.h5", values, x=x, y=None, computed=computed))
+    t = thin(s)
+    assert len(t.xcoordinates) <= 2000 * 9 + 3 and np.all(np.diff(t.xcoordinates) > 0)
+    assert (t.xcoordinates[0], t.xcoordinates[-1]) == (-1.0, 1.0) and 0.0 in t.xcoordinates
+    kept = np.searchsorted(x, t.xcoordinates)
+    for name, v in s.values.items():
+        np.testing.assert_array_equal(t.values[name], v[kept], err_msg=name)
+        stretches = np.linspace(0, x.size, 2001).astype(int)
+        for start, end in itertools.pairwise(stretches):  # each stretch: its lowest and highest drawn
+            mine = (kept >= start) & (kept < end)
+            shown = v[start:end][s.computed[start:end]]
+            shown = shown[np.isfinite(shown)]
+            if not shown.size:  # not computed at all
+                continue
+            assert np.nanmax(t.values[name][mine & t.computed]) == shown.max()
+            assert np.nanmin(t.values[name][mine & t.computed]) == shown.min()
+    assert 50.0 in t.values["train_loss"]
+    assert 1 <= (~t.computed).sum() <= 2 and 90_000 in kept  # both gaps are drawn (the first spans 2 stretches?)
+    assert thin(read_surface(write_surface(tmp_path / "short.h5", x=np.linspace(-1, 1, 4000), y=None))).ndim == 1
 
 
 def test_text_from_files_is_shown_as_text_in_figures(tmp_path):

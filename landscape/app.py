@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -807,7 +808,7 @@ def main() -> None:
             )
         options = options_ui(metrics, surfaces)
     except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw
-        st.error(escape_markdown(_failure(chosen, e)))
+        st.error(escape_markdown(_failure(root, chosen, e)))
         settings_to_url(chosen)
         watch(root, names)
         return
@@ -822,7 +823,7 @@ def main() -> None:
             else:
                 compare_view(chosen, shown, options)
         except Exception as e:  # a LandscapeError, or a damaged file that no check foresaw: one line, no traceback
-            st.error(escape_markdown(_failure(chosen, e)))
+            st.error(escape_markdown(_failure(root, chosen, e)))
             return
         settings_to_url(chosen)  # the slice and link widgets live here: a change reruns only this fragment
         if interval is not None and all(s.completion >= 1 for s in shown):
@@ -834,11 +835,12 @@ def main() -> None:
     watch(root, names)
 
 
-def _failure(names: list[str], error: Exception) -> str:
-    """Why the files `names` cannot be shown, in one line: a LandscapeError says it (naming the file); anything else
-    is named with its type and the first line of its message."""
+def _failure(root: Path, names: list[str], error: Exception) -> str:
+    """Why the files `names` cannot be shown, in one line: a LandscapeError says it (naming the file by its name in
+    the results folder, not the server's path); anything else is named with its type and the first line of its
+    message."""
     if isinstance(error, LandscapeError):
-        return str(error)
+        return str(error).replace(f"{root}{os.sep}", "")
     return f"{' and '.join(names)} cannot be shown ({results.failure(error)})"
 
 

@@ -328,6 +328,17 @@ def test_a_long_1d_surface_is_drawn_by_its_envelope_with_a_note(app, monkeypatch
     np.testing.assert_allclose(array(curves["data"][0]["y"]), [1.1, 0.1, 1.1])
 
 
+def test_an_error_while_drawing_names_the_file_not_the_servers_path(tmp_path, monkeypatch):
+    """A file with no point computed yet: the page said `/srv/.../results/sub/empty.h5 has no computed point`."""
+    root = tmp_path / "results"
+    (root / "sub").mkdir(parents=True)
+    write_surface(root / "sub" / "empty.h5", computed=np.zeros((3, 5), dtype=bool))
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(root)])
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [escape("sub/empty.h5 has no computed point yet: nothing to draw")]
+
+
 @pytest.mark.parametrize("name, message", [("broken.h5", "cannot open"), ("foreign.h5", "not a surface file")])
 def test_a_broken_or_foreign_file_is_an_error_in_the_page(app, name, message):
     at = app.run()

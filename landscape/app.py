@@ -593,8 +593,13 @@ def _download(where: DeltaGenerator, label: str, data: bytes | Callable[[], byte
 # --- views ------------------------------------------------------------------------------------------------------
 
 
-def _chart(where: DeltaGenerator | None, fig: go.Figure, key: str, file_name: str) -> None:
-    """A plotly chart (in `where`, or in the page) whose camera button saves a PNG named after the model."""
+def _chart(where: DeltaGenerator | None, fig: go.Figure, key: str, file_name: str, files: list[str]) -> None:
+    """A plotly chart (in `where`, or in the page) whose camera button saves a PNG named after the model. Its views
+    (`uirevision`, which VIEW_JS follows) are those of the `files` by their names in the results folder: a file's
+    stem alone gave run1/model.h5 the camera of run2/model.h5."""
+    shown = " | ".join(files)
+    fig.update_layout(uirevision=f"{shown} | {fig.layout.uirevision}")
+    fig.for_each_scene(lambda scene: scene.update(uirevision=f"{shown} | {scene.uirevision}"))
     config = {"displaylogo": False, "toImageButtonOptions": {"filename": file_name, "scale": 2}}
     if where is None:
         st.plotly_chart(fig, key=key, config=config)
@@ -631,7 +636,7 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
         (drawn,) = _drawn([name], [surface])
         figures["curves"] = plots.curve_figure(drawn, options).update_layout(height=CURVE_HEIGHT)
         file_names = {"curves": figure_name([surface], [name], "curves", options.metric)}
-        _chart(None, figures["curves"], "chart_curves", file_names["curves"])
+        _chart(None, figures["curves"], "chart_curves", file_names["curves"], [name])
         downloads_ui(figures, file_names, surface, Path(name).stem)
         return
     (drawn,) = _drawn([name], [surface])
@@ -645,7 +650,7 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
             height=height, title=dict(text=f"{title} · {plots.plain_text(model)} · {metric}")
         )
     file_names = {title: figure_name([surface], [name], title, options.metric) for title in figures}
-    _chart(None, figures["3D surface"], "chart_3D surface", file_names["3D surface"])
+    _chart(None, figures["3D surface"], "chart_3D surface", file_names["3D surface"], [name])
     planes = st.container(key="plane_views")  # filled below, once the slice to draw on them is chosen
     st.subheader("1D slice")
     line = slice_ui(surface)
@@ -654,11 +659,11 @@ def single_view(name: str, surface: Surface, options: PlotOptions) -> None:
     with planes:  # the slice's line is shown, not downloaded: the files are `landscape plot`'s figures
         for col, title in zip(st.columns(2), ("Contour lines", "Heat map")):
             shown = go.Figure(figures[title]).add_trace(_slice_trace(*path))
-            _chart(col, shown, f"chart_{title}", file_names[title])
+            _chart(col, shown, f"chart_{title}", file_names[title], [name])
     curve = plots.curve_figure(surface, options).update_layout(height=CURVE_HEIGHT)
     figures["1D slice"] = curve
     file_names["1D slice"] = figure_name([surface], [name], "1d_slice", options.metric)
-    _chart(None, curve, "chart_slice", file_names["1D slice"])
+    _chart(None, curve, "chart_slice", file_names["1D slice"], [name])
     downloads_ui(figures, file_names, surface, Path(name).stem)
 
 
@@ -674,7 +679,7 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
         curves = plots.compare_figure(_drawn(names, surfaces), "1d", options, titles)
         figures["curves"] = curves.update_layout(height=CURVE_HEIGHT)
         file_names = {"curves": figure_name(surfaces, names, "curves", options.metric)}
-        _chart(None, figures["curves"], "compare_curves", file_names["curves"])
+        _chart(None, figures["curves"], "compare_curves", file_names["curves"], names)
         downloads_ui(figures, file_names, None, "_vs_".join(titles))
         return
     rng = plots.value_range(surfaces, options)
@@ -688,19 +693,25 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
             fig = plots.surface_figure(surface, shared).update_layout(
                 height=SURFACE_HEIGHT, title=dict(text=f"{plots.plain_text(title)} · {metric}")
             )
-            _chart(col, fig, f"compare_3d_{k}", figure_name([surface], [names[k]], "3d_surface", options.metric))
+            _chart(
+                col,
+                fig,
+                f"compare_3d_{k}",
+                figure_name([surface], [names[k]], "3d_surface", options.metric),
+                [names[k]],
+            )
     for kind, title in VIEWS.items():
         fig = plots.compare_figure(drawn, kind, shared, titles)
         figures[title] = fig.update_layout(
             height=SURFACE_HEIGHT if kind == "surface" else PLANE_HEIGHT, title=dict(text=f"{title} · {metric}")
         )
     for title in ("Contour lines", "Heat map"):
-        _chart(None, figures[title], f"compare_{title}", figure_name(surfaces, names, title, options.metric))
+        _chart(None, figures[title], f"compare_{title}", figure_name(surfaces, names, title, options.metric), names)
     st.subheader("Difference")
     try:
         diff = plots.difference_figure(drawn[0], surfaces[1], options, titles).update_layout(height=PLANE_HEIGHT)
         figures["Difference"] = diff
-        _chart(None, diff, "compare_difference", figure_name(surfaces, names, "difference", options.metric))
+        _chart(None, diff, "compare_difference", figure_name(surfaces, names, "difference", options.metric), names)
     except LandscapeError as e:
         st.info(escape_markdown(f"no difference view: {e}"))
     st.subheader("1D slice")
@@ -711,7 +722,7 @@ def compare_view(names: list[str], surfaces: list[Surface], options: PlotOptions
         st.info(escape_markdown(f"no 1D slice: {e}"))
     else:
         figures["1D slice"] = curves.update_layout(height=CURVE_HEIGHT)
-        _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric))
+        _chart(None, curves, "compare_slice", figure_name(surfaces, names, "1d_slice", options.metric), names)
     file_names = {title: figure_name(surfaces, names, title, options.metric) for title in figures}
     downloads_ui(figures, file_names, None, "_vs_".join(titles))
 

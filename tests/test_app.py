@@ -328,6 +328,25 @@ def test_a_long_1d_surface_is_drawn_by_its_envelope_with_a_note(app, monkeypatch
     np.testing.assert_allclose(array(curves["data"][0]["y"]), [1.1, 0.1, 1.1])
 
 
+def test_the_kept_views_are_those_of_the_file_by_its_path_in_the_folder(tmp_path, monkeypatch):
+    """run1/model.h5 and run2/model.h5 shared their kept camera and zoom: the views were keyed by the file's stem."""
+    root = tmp_path / "results"
+    for run in ("run1", "run2"):
+        (root / run).mkdir(parents=True)
+        write_surface(root / run / "model.h5")
+    monkeypatch.setattr("sys.argv", ["landscape_app.py", "--results", str(root)])
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    revisions = []
+    for name in ("run1/model.h5", "run2/model.h5"):
+        at.sidebar.selectbox(key="file").select(name).run()
+        assert not at.exception and not at.error
+        surface, contour, heat, curve = charts(at)
+        assert surface["layout"]["scene"]["uirevision"].startswith(f"{name} | ")
+        assert {c["layout"]["uirevision"].split(" | ")[0] for c in (contour, heat, curve)} == {name}
+        revisions.append(surface["layout"]["scene"]["uirevision"])
+    assert revisions[0] != revisions[1]
+
+
 def test_an_error_while_drawing_names_the_file_not_the_servers_path(tmp_path, monkeypatch):
     """A file with no point computed yet: the page said `/srv/.../results/sub/empty.h5 has no computed point`."""
     root = tmp_path / "results"

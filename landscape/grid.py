@@ -47,8 +47,14 @@ class Axis:
             raise LandscapeError(f"grid axis '{label}' has {self.num} points: at most {MAX_POINTS} are allowed")
         if self.num == 1 and self.start != self.stop:
             raise LandscapeError(f"grid axis '{label}' has one point but START != STOP: use e.g. 0:0:1")
+        if not (math.isfinite(self.start) and math.isfinite(self.stop)):
+            raise LandscapeError(f"grid axis '{label}': START and STOP must be finite numbers")
         if self.num > 1 and not self.start < self.stop:
             raise LandscapeError(f"grid axis '{label}' must increase: START < STOP")
+        if not math.isfinite(self.stop - self.start):  # linspace of -1e308:1e308 starts with NaN
+            raise LandscapeError(f"grid axis '{label}': STOP - START overflows a float64")
+        if self.num > 1 and not np.all(np.diff(self.coordinates()) > 0):  # e.g. 0:1e-322:1000
+            raise LandscapeError(f"grid axis '{label}' is too fine: its points are not distinct float64 numbers")
 
     def coordinates(self) -> np.ndarray:
         return np.linspace(self.start, self.stop, self.num, dtype=np.float64)

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -329,11 +330,14 @@ def writer_lock(
     """
     path = Path(path)
     lock_path = path.with_name(f".{path.name}.lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # a planted link is never followed (its target would be truncated to our pid)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
-        raise LandscapeError(f"cannot write {path}: {_os_reason(e)}") from None
+        reason = f"{lock_path} is a link" if e.errno == errno.ELOOP else _os_reason(e)
+        raise LandscapeError(f"cannot write {path}: {reason}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted under the lock's name
+            raise LandscapeError(f"cannot write {path}: {lock_path} is not a plain file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -427,7 +431,7 @@ def _run_number(raw: bytes) -> int:
     """The number `n` of a stored session record; -1 for an empty slot or one that cannot be read."""
     try:
         return int(_json(raw.decode())["n"]) if raw else -1
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError):  # OverflowError: "n": 1e400
         return -1
 
 
@@ -636,13 +640,18 @@ def read_indices(path: str | Path) -> dict[str, np.ndarray]:
     out = {}
     with _open(path) as f:
         for name, ds in _index_sets(f, path):
-            if ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
-                raise LandscapeError(
-                    f"{path} is damaged: indices/{name} declares {ds.size} values but stores "
-                    f"{ds.id.get_storage_size()} bytes"
-                )
+            _check_stored_whole(ds, f"indices/{name}", path)
             out[name] = _index_values(ds, name, path)
     return out
+
+
+def _check_stored_whole(ds: h5py.Dataset, name: str, path: str | Path) -> None:
+    """A dataset that may be large (image indices) holds the bytes it declares: one whose chunks were never
+    written, or that is compressed, costs nothing in the file and gigabytes to read."""
+    if ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
+        raise LandscapeError(
+            f"{path} is damaged: {name} declares {ds.size} values but stores {ds.id.get_storage_size()} bytes"
+        )
 
 
 FINGERPRINT = "sha256"  # attribute of `indices/<name>`: the sha256 of those images and their labels
@@ -791,18 +800,26 @@ def _read_curvature(f: h5py.File, path: str | Path, shape: tuple[int, ...]) -> C
     if indices is None or indices.ndim != 1 or indices.dtype.kind not in "iu":
         raise LandscapeError(f"{path} is damaged: the convexity map's image indices are not a list of integers")
     split = CurvatureMapSpec.from_dict(settings).split
-    evaluated = _dataset(group, split, path, MAX_INDICES) if group is not None and split in group else None
-    if evaluated is not None and indices.size > evaluated.size:  # a subset of the split's evaluated images
+    assert group is not None  # else `indices` is None
+    if split not in group:
+        raise LandscapeError(f"{path} is damaged: its convexity map is on {split} images, and it holds none")
+    evaluated = _dataset(group, split, path, MAX_INDICES)
+    if indices.size > evaluated.size:  # a subset of the split's evaluated images
         raise LandscapeError(
             f"{path} is damaged: indices/hessian holds {indices.size} images, indices/{split} {evaluated.size}"
         )
+    _check_stored_whole(indices, "indices/hessian", path)
+    _check_stored_whole(evaluated, f"indices/{split}", path)
+    hessian = _index_values(indices, "hessian", path)
+    if not np.isin(hessian, _index_values(evaluated, split, path)).all():
+        raise LandscapeError(f"{path} is damaged: indices/hessian holds images that indices/{split} does not")
     return CurvatureMap(
         spec=settings,
         smallest=np.asarray(arrays["hessian_min"], dtype=np.float64),
         largest=np.asarray(arrays["hessian_max"], dtype=np.float64),
         products=np.asarray(arrays["hessian_products"], dtype=np.int64),
         computed=np.asarray(arrays[CURVATURE_MASK], dtype=bool),
-        indices=_index_values(indices, "hessian", path),
+        indices=hessian,
     )
 
 
@@ -910,6 +927,8 @@ def _dataset(
     ds = parent[name]
     if not isinstance(ds, h5py.Dataset):
         raise LandscapeError(f"{path}: '{name}' is not a dataset")
+    if h5py.h5o.get_info(ds.id).rc != 1:  # e.g. train_acc the same dataset as train_loss: the accuracy overwrote it
+        raise LandscapeError(f"{path} is damaged: '{name}' is stored under more than one name (hard links)")
     if ds.is_virtual:
         raise LandscapeError(f"{path}: '{name}' is a virtual dataset (its data would come from other files)")
     if ds.external:

@@ -333,6 +333,8 @@ def test_a_relative_checkpoint_path_is_recorded_absolute_and_a_missing_one_is_na
 
 def surface_with_map(path: Path) -> Path:
     write_surface(path)
+    with h5py.File(path, "r+", locking=False) as f:  # the images the map is on, as the writer stores them
+        f["indices/train"] = np.arange(8)
     add_curvature(path, CurvatureMapSpec(steps=4).to_dict(), np.arange(8), {"started": "test"})
     write_points(
         path,

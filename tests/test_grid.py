@@ -17,6 +17,20 @@ def test_malformed_axes_are_refused(text):
         Axis.parse(text)
 
 
+@pytest.mark.parametrize(
+    "axis, message",
+    [
+        (Axis(-1e308, 1e308, 2), "STOP - START overflows a float64"),  # computed, then unreadable (NaN coordinate)
+        (Axis(0.0, 1e-322, 1000), "too fine: its points are not distinct"),
+        (Axis(float("nan"), 1.0, 3), "START and STOP must be finite"),  # a spec read from a file
+    ],
+)
+def test_axes_whose_coordinates_are_not_distinct_numbers_are_refused(axis, message):
+    with pytest.raises(LandscapeError, match=message):
+        axis.validate()
+    assert Axis(-1e307, 1e307, 3).coordinates()[1] == 0.0  # wide, but its extent is a number
+
+
 def test_coefficients_are_row_major_over_y_then_x():
     grid = GridSpec(Axis.parse("0:2:3"), Axis.parse("10:11:2"))
     assert grid.shape == (2, 3)

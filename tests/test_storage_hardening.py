@@ -915,6 +915,7 @@ def test_integer_metric_arrays_are_refused_never_written_truncated(tmp_path):
 
 def test_convexity_map_arrays_are_written_only_as_their_kind(tmp_path):
     path = write_surface(tmp_path / "s.h5")
+    add_indices(path, train=np.arange(4))  # the images the map is on, as the writer stores them
     add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
     values = {"hessian_min": np.array([-0.5]), "hessian_max": np.array([2.5]), "hessian_products": np.array([7])}
     replace_dataset(path, "hessian_max", lambda f, n: f.create_dataset(n, data=np.zeros((3, 5), dtype=np.int64)))
@@ -1115,3 +1116,66 @@ def test_an_array_stored_in_thousands_of_pieces_is_refused_unread(tmp_path, name
         del f[name]
         f.create_dataset(name, data=values, chunks=(26, 101), compression="gzip")
     read_surface(path)
+
+
+def test_hessian_indices_are_stored_whole_and_of_the_split_the_map_is_on(tmp_path):
+    """An 89 KB file declaring 50 million never-written hessian indices (its split's indices removed) took 1.4 GB and
+    38 s to read; indices the evaluated images do not hold were accepted."""
+    path = write_surface(tmp_path / "s.h5")
+    add_indices(path, train=np.arange(4))
+    add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
+    add_indices(path, hessian=np.array([1, 7]))
+    with pytest.raises(LandscapeError, match="indices/hessian holds images that indices/train does not"):
+        read_surface(path)
+    with h5py.File(path, "r+", locking=False) as f:
+        del f["indices/hessian"]
+        f.create_dataset("indices/hessian", shape=(4,), dtype="i8", chunks=(1,))  # declared, never written
+    with pytest.raises(LandscapeError, match=r"indices/hessian declares 4 values but stores 0 bytes"):
+        read_surface(path)
+    add_indices(path, hessian=np.array([1, 3]))
+    with h5py.File(path, "r+", locking=False) as f:
+        del f["indices/train"]
+    with pytest.raises(LandscapeError, match="its convexity map is on train images, and it holds none"):
+        read_surface(path)
+
+
+@pytest.mark.parametrize("shared", ["train_acc", "test_loss"])
+def test_a_dataset_under_two_names_is_refused(tmp_path, shared):
+    """train_acc hard-linked to train_loss: a resume stored the accuracy as the loss and marked the point done."""
+    computed = np.ones((3, 5), dtype=bool)
+    computed[0, 0] = False
+    path = write_surface(tmp_path / "s.h5", computed=computed)
+    with h5py.File(path, "r+", locking=False) as f:
+        del f[shared]
+        f[shared] = f["train_loss"]
+    before = path.read_bytes()
+    message = "is stored under more than one name \\(hard links\\)"
+    with pytest.raises(LandscapeError, match=message):
+        write_points(path, [0], {"train_loss": [2.5], "train_acc": [10.0], "test_loss": [1.0], "test_acc": [5.0]})
+    with pytest.raises(LandscapeError, match=message):
+        read_surface(path)
+    assert path.read_bytes() == before
+
+
+def test_the_writer_lock_never_follows_a_planted_link(tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes")
+    (tmp_path / ".out.h5.lock").symlink_to(precious)
+    with (
+        pytest.raises(LandscapeError, match=r"cannot write .*out.h5: .*\.out\.h5\.lock is a link"),
+        writer_lock(tmp_path / "out.h5"),
+    ):
+        pass
+    assert precious.read_text() == "a week of notes"
+    (tmp_path / ".out.h5.lock").unlink()
+    os.mkfifo(tmp_path / ".out.h5.lock")
+    with pytest.raises(LandscapeError, match=r"\.out\.h5\.lock is not a plain file"), writer_lock(tmp_path / "out.h5"):
+        pass
+
+
+def test_a_run_record_numbered_beyond_integers_never_blocks_a_resume(tmp_path):
+    path = write_surface(tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f["runs"][1] = b'{"n": 1e400}'
+    append_run(path, {"started": "resume"})  # was an OverflowError: the surface could not be finished
+    assert read_surface(path).runs[-1]["started"] == "resume"

@@ -238,7 +238,7 @@ class PointEvaluator:
         if len(coefficients) == 0:
             return {name: np.zeros(0) for name in names}
         with self._restoring_center(), torch.no_grad():
-            if len(coefficients) > 1 and self.options.points_per_pass > 1:
+            if len(coefficients) > 1 and self.options.points_per_pass > 1 and self.moving:  # none: vmap has no input
                 parts = [
                     self._evaluate_batched(coefficients[s : s + self.options.points_per_pass])
                     for s in range(0, len(coefficients), self.options.points_per_pass)

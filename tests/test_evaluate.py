@@ -3,6 +3,7 @@ BN folding, training's own evaluation, and results keyed by the names the surfac
 
 import copy
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,6 +111,22 @@ def test_batched_and_optimized_paths_equal_one_by_one(setup, options):
     expected = reference.evaluate(points)
     got = PointEvaluator(model, center, dirs, sets, MEAN, STD, options=options).evaluate(points)
     assert_same_metrics(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fold_bn", [True, False])
+def test_zero_directions_give_the_centre_batched_too(setup, fold_bn):
+    """--xtarget equal to θ* (a zero direction): --points-per-pass 2 failed in vmap ("at least one Tensor")."""
+    model, center, dirs, sets = setup
+    zeros = [{n: torch.zeros_like(t) for n, t in d.items()} for d in dirs]
+    points = np.array([[0, 0], [0.5, 0], [1, -1]])
+    options = RunOptions(points_per_pass=2, fold_bn=fold_bn)
+    got = PointEvaluator(copy.deepcopy(model), center, zeros, sets, MEAN, STD, options=options).evaluate(points)
+    one = PointEvaluator(
+        copy.deepcopy(model), center, zeros, sets, MEAN, STD, options=replace(options, points_per_pass=1)
+    )
+    expected = one.evaluate(points)
+    assert_same_metrics(got, expected, rtol=0)
+    assert len(set(got["train_loss"])) == 1
 
 
 def test_batched_equals_one_by_one_equals_the_shared_loop_on_a_plain_model(setup):

@@ -582,6 +582,8 @@ def read_directions(path: str | Path, axis: str, like: Direction) -> Direction:
                     f"the {axis} direction in {path} has shape {ds.shape} for {name}, the model "
                     f"{tuple(like[name].shape)}"
                 )
+            if ds.dtype.kind != "f":  # integers or booleans: not a direction any writer stores
+                raise LandscapeError(f"the {axis} direction in {path} is {ds.dtype} for {name}, not floating point")
             out[name] = torch.from_numpy(np.asarray(ds[()]))
         check_finite(out, f"the {axis} direction in {path}")
         return out

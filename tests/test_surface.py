@@ -554,6 +554,27 @@ def test_a_direction_file_holding_nan_is_refused_before_any_file(tmp_path, cifar
     assert not (tmp_path / "b.h5").exists()
 
 
+def test_a_direction_file_of_integers_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt):
+    """uint32 or bool directions were used, and copied into the new surface as such."""
+    ckpt, _ = softmax_ckpt
+    source = tmp_path / "a.h5"
+    compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), source)
+    with h5py.File(source, "r+") as f:
+        name = sorted(f["directions/x"])[0]
+        values = f[f"directions/x/{name}"][()]
+        del f[f"directions/x/{name}"]
+        f[f"directions/x/{name}"] = (values > 0).astype(np.uint32)
+    spec = dataclasses.replace(
+        spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8),
+        x=DirectionSpec(kind="file", source=str(source), source_axis="x"),
+    )
+    with pytest.raises(
+        LandscapeError, match=f"the x direction in .*a.h5 is uint32 for {re.escape(name)}, not floating"
+    ):
+        compute_surface(spec, tmp_path / "b.h5")
+    assert not (tmp_path / "b.h5").exists()
+
+
 def test_a_target_with_the_users_own_normalization_is_accepted(tmp_path, cifar_root, softmax_ckpt):
     """--mean/--std replace the checkpoint's normalization: the target, which records the checkpoint's, still fits."""
     ckpt, _ = softmax_ckpt

@@ -229,6 +229,8 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
         raise LandscapeError(
             f"{checkpoint.path} does not record its architecture: pass --arch (see `landscape models`)"
         )
+    if num_classes is not None and num_classes < 1:  # 0 was replaced by the checkpoint's count without a word
+        raise LandscapeError(f"--num-classes must be a positive number of classes, got {num_classes}")
     num_classes = num_classes or checkpoint.metadata.get("num_classes") or _infer_num_classes(checkpoint.state_dict)
     try:
         with torch.device("meta"):  # shapes only: a file's "num_classes": 1000000 costs nothing until it fits

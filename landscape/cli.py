@@ -196,7 +196,9 @@ def compute(
     ] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     bn: Annotated[str, typer.Option(help="eval (stored BN statistics) | recompute (re-estimated per point)")] = "eval",
-    bn_images: Annotated[int, typer.Option(help="--bn recompute: training images used (at least 2).")] = 1280,
+    bn_images: Annotated[
+        Optional[int], typer.Option(help="--bn recompute: training images used (at least 2; default 1280).")
+    ] = None,
     precision: Annotated[
         str, typer.Option(help="fp32 | bf16 (autocast; warns where the hardware only emulates bf16)")
     ] = "fp32",
@@ -252,6 +254,8 @@ def compute(
 
     if ydir_file is not None and not y and not trajectory:
         raise LandscapeError("--ydir-file needs a 2D grid: give --y")
+    if bn_images is not None and bn != "recompute":  # recorded in the spec, yet without effect
+        raise LandscapeError("--bn-images goes with --bn recompute (--bn eval uses the stored statistics)")
     given = _random_direction_options(
         {"x": xtarget or xdir_file or (xdir_hessian is not None), "y": ydir_file or (ydir_hessian is not None)},
         bool(trajectory),
@@ -282,7 +286,9 @@ def compute(
         grid=grid,
         x=direction(xnorm, xignore, seed, xtarget, xdir_file, "x"),
         y=direction(ynorm, yignore, seed + 1, None, ydir_file, "y") if y else None,
-        evaluation=EvalSpec(precision=precision, bn=bn, bn_images=bn_images),
+        evaluation=EvalSpec(
+            precision=precision, bn=bn, bn_images=EvalSpec.bn_images if bn_images is None else bn_images
+        ),
     )
     spec = _pca_or_hessian(
         spec,

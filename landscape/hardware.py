@@ -28,8 +28,12 @@ def resolve_device(device: str) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as e:
         raise LandscapeError(f"unknown device '{device}': {e}") from None
+    if resolved.type not in ("cpu", "cuda"):  # meta, mps, xpu...: never tested, or no numbers at all
+        raise LandscapeError(f"device '{device}' is not supported: use auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise LandscapeError(f"device '{device}' asked for, but CUDA is not available here")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise LandscapeError(f"device '{device}' asked for, but there are {torch.cuda.device_count()} CUDA devices")
     return resolved
 
 

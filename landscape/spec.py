@@ -55,6 +55,8 @@ class CheckpointSpec:
             )
         if self.mean is not None and self.std is not None:
             check_normalization(self.mean, self.std)
+        if self.num_classes is not None and self.num_classes < 1:  # 0 was replaced by the checkpoint's count
+            raise LandscapeError(f"--num-classes must be a positive number of classes, got {self.num_classes}")
 
 
 @dataclass(frozen=True, kw_only=True)

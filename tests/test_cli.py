@@ -191,6 +191,18 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
             "--yignore sets random directions, and no direction here is random: the PCA directions of --trajectory "
             "are used as they are (--xignore applies to both)",
         ),
+        # recorded in the spec yet without effect (a resume without them was refused), or replaced without a word
+        "bn images with bn eval": (
+            ok + ["--bn-images", "64", "--out", tmp_path / "o.h5"],
+            "--bn-images goes with --bn recompute",
+        ),
+        "image size with cifar": (
+            ok + ["--image-size", "64", "--out", tmp_path / "o.h5"],
+            "--image-size is for --dataset imagefolder: cifar10 images are 32x32",
+        ),
+        "zero classes": (ok + ["--num-classes", "0", "--out", tmp_path / "o.h5"], "--num-classes must be a positive"),
+        "negative classes": (ok + ["--num-classes", "-1", "--out", tmp_path / "o.h5"], "--num-classes must be"),
+        "meta device": (ok + ["--device", "meta", "--out", tmp_path / "o.h5"], "device 'meta' is not supported"),
     }
 
 
@@ -218,6 +230,11 @@ CASES = [
     "xnorm of a target",
     "seed of a direction file",
     "yignore of a trajectory",
+    "bn images with bn eval",
+    "image size with cifar",
+    "zero classes",
+    "negative classes",
+    "meta device",
 ]
 
 

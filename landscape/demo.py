@@ -115,23 +115,26 @@ def run_demo(
                 compute_surface(spec, out, RunOptions(device=settings.device), overwrite=overwrite, progress=callback)
             )
     comparison = compare(surfaces, METRIC)
-    figures, skipped = _write_figures(surfaces, settings.out)
+    figures, skipped = _write_figures(surfaces, settings.out, settings.pair)
     return DemoResult(surfaces=tuple(surfaces), comparison=comparison, figures=figures, skipped=skipped)
 
 
-def _write_figures(surfaces: list[Surface], out: Path) -> tuple[tuple[Path, ...], tuple[str, ...]]:
-    """The pair side by side: interactive 3D (HTML), contours and 3D for a paper (PDF); and what was skipped."""
+def _write_figures(surfaces: list[Surface], out: Path, pair: str) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """The pair side by side: interactive 3D (HTML), contours and 3D for a paper (PDF), named after the pair (the
+    other pair's figures in the same folder stay); and what was skipped."""
     try:
         from .export import write_figure
         from .plots import PlotOptions, compare_figure, paper_layout
     except ImportError:
         return (), ("figures skipped: pip install plotly kaleido (see docs/app.md)",)
     options = PlotOptions(metric=METRIC, log=True)
-    written = [write_figure(compare_figure(surfaces, "surface", options), out / "surfaces.html", overwrite=True)]
+    written = [
+        write_figure(compare_figure(surfaces, "surface", options), out / f"{pair}_surfaces.html", overwrite=True)
+    ]
     try:
         for kind in ("contour", "surface"):
             fig = paper_layout(compare_figure(surfaces, kind, options), width="page")
-            written.append(write_figure(fig, out / f"{kind}s.pdf", overwrite=True))
+            written.append(write_figure(fig, out / f"{pair}_{kind}s.pdf", overwrite=True))
     except LandscapeError as e:
         return tuple(written), (f"static figures skipped: {e}",)
     return tuple(written), ()

@@ -429,9 +429,9 @@ def test_demo_computes_the_pair_and_writes_figures(tmp_path, cifar_root):
     )
     assert result.exit_code == 0, result.output
     assert (out / "resnet20.h5").exists() and (out / "resnet20_noshort.h5").exists()
-    assert result.stdout.count("| resnet20") == 2 and (out / "surfaces.html").exists()
-    if shutil.which("chromium"):
-        assert (out / "contours.pdf").read_bytes().startswith(b"%PDF")
+    assert result.stdout.count("| resnet20") == 2 and (out / "resnet20_surfaces.html").exists()
+    if shutil.which("chromium"):  # named after the pair: `--pair resnet56` into the same folder replaced them
+        assert (out / "resnet20_contours.pdf").read_bytes().startswith(b"%PDF")
     missing = invoke("demo", "--checkpoints", tmp_path / "none", "--data-root", cifar_root, "--out", out)
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
     args = ["demo", "--checkpoints", ckpts, "--pair", "resnet20", "--subset", 8, "--data-root", cifar_root]

@@ -72,7 +72,7 @@ from .storage import (
     write_points,
     writer_lock,
 )
-from .trajectory import resolve_trajectory, trajectory_plane
+from .trajectory import CHECKPOINT_SUFFIXES, resolve_trajectory, trajectory_plane
 
 
 def resolve_spec(spec: SurfaceSpec, checkpoint: Checkpoint) -> SurfaceSpec:
@@ -248,6 +248,7 @@ def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False)
     def load() -> tuple[SurfaceSpec, torch.nn.Module]:
         check_out_folder(out)
         check_not_input(out, spec.input_files())  # --overwrite would replace the checkpoint with a surface
+        _check_not_in_trajectory(out, spec)
         return load_model(spec)
 
     def prepare(resolved: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
@@ -263,6 +264,18 @@ def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False)
 
     description = {"kind": "surface", "spec": spec.to_dict(), "out": str(out), "overwrite": overwrite}
     return Work(out, load, prepare, rank_model, description)
+
+
+def _check_not_in_trajectory(out: Path, spec: SurfaceSpec) -> None:
+    """A trajectory folder's checkpoints are inputs too: `--out` must neither replace one (with --overwrite) nor
+    join them (the next run would read the surface as a snapshot, and its trajectory would no longer be this one)."""
+    if spec.trajectory is None or len(spec.trajectory.paths) != 1 or not Path(spec.trajectory.paths[0]).is_dir():
+        return
+    folder = Path(spec.trajectory.paths[0])
+    if out.suffix in CHECKPOINT_SUFFIXES and out.resolve().parent == folder.resolve():
+        raise LandscapeError(
+            f"{out} would be one of the checkpoints of the trajectory folder {folder}: write the surface elsewhere"
+        )
 
 
 def convexity_work(

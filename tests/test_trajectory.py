@@ -4,6 +4,7 @@ resume, the stored path, untrusted snapshot files, the CLI."""
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -340,6 +341,25 @@ def test_cli_compute_with_a_trajectory(tmp_path, cifar_root, plane_run):
     zero = [str(a) for a in args[:-2]] + ["--x", "0", "--out", str(tmp_path / "z.h5")]  # the later --x counts
     zero = runner.invoke(app, zero, env={"LANDSCAPE_DATA_ROOT": ""})
     assert zero.exit_code == 2 and zero.stderr == "error: --x 0: an axis needs at least one point\n"  # was '0:0:0'
+
+
+@pytest.mark.parametrize("name, overwrite", [("epoch_8.pt", True), ("epoch_99.pt", False)])
+def test_the_surface_is_never_written_among_the_trajectorys_checkpoints(
+    tmp_path, cifar_root, plane_run, name, overwrite
+):
+    """--out in the --trajectory folder replaced a snapshot with a surface (--overwrite), or joined the snapshots."""
+    folder, _ = plane_run
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(folder / "ckpts", ckpts)
+    before = {p.name: p.read_bytes() for p in ckpts.iterdir()}
+    out = ckpts / name
+    args = ["compute", "--ckpt", folder / "final.pt", "--arch", ARCH, "--trajectory", ckpts, "--xignore", "none"]
+    args += ["--x", "3", "--y", "3", "--data-root", cifar_root, "--subset", 8, "--out", out]
+    result = runner.invoke(app, [str(a) for a in args] + (["--overwrite"] if overwrite else []))
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {out} would be one of the checkpoints of the trajectory folder {ckpts}: write the surface elsewhere\n"
+    )
+    assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == before
 
 
 def test_epoch_labels_are_the_last_whole_number_of_each_name():

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +77,9 @@ def trajectory_files(paths: Sequence[str | Path]) -> list[Path]:
     if not given:
         raise LandscapeError("a trajectory needs a snapshots file, a folder or checkpoint files")
     if len(given) == 1 and given[0].is_dir():
-        files = sorted(
+        files = sorted(  # names without a number (θ* as `final.pt`, say) last: the end of training
             (p for p in given[0].iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and p.name[0] != "."),
-            key=lambda p: _natural(p.name),
+            key=lambda p: (_last_number(p) is None, _natural(p.name)),
         )
         if not files:
             raise LandscapeError(f"trajectory folder {given[0]} holds no checkpoints (*.pt, *.pth, *.safetensors)")
@@ -506,14 +507,25 @@ def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
     return values
 
 
+def _last_number(file: Path) -> int | None:
+    """The last number in a file's name (of at most 18 digits: an int64), or None."""
+    found = re.findall(r"\d+", file.stem)
+    return int(found[-1]) if found and len(found[-1]) <= 18 else None
+
+
 def _epoch_labels(files: Sequence[Path]) -> list[int]:
-    """The last number in each file name (of at most 18 digits: an int64) when every name has one and they differ,
-    else 1..n."""
-    numbers = [re.findall(r"\d+", f.stem) for f in files]
-    labels = [int(found[-1]) for found in numbers if found and len(found[-1]) <= 18]
-    if len(labels) == len(files) and len(set(labels)) == len(labels):
-        return labels
-    return list(range(1, len(files) + 1))
+    """The last number in each file name; a name without one is the epoch after the one before it (said on stderr).
+    1..n where that leaves two files the same label."""
+    labels: list[int] = []
+    for file in files:
+        number = _last_number(file)
+        labels.append(number if number is not None else (labels[-1] + 1 if labels else 1))
+    if len(set(labels)) < len(labels):
+        return list(range(1, len(files) + 1))
+    unnumbered = [f"{f.name} as epoch {e}" for f, e in zip(files, labels) if _last_number(f) is None]
+    if unnumbered and len(unnumbered) < len(files):
+        print(f"trajectory: names without an epoch number: {', '.join(unnumbered[:3])}", file=sys.stderr, flush=True)
+    return labels
 
 
 def _natural(name: str) -> list[str | int]:

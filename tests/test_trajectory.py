@@ -362,6 +362,18 @@ def test_the_surface_is_never_written_among_the_trajectorys_checkpoints(
     assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == before
 
 
+def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_numbers(tmp_path, capsys):
+    """checkpoint.pt among epoch_2..epoch_10: it was the path's start and the epochs were relabelled 1..6."""
+    from landscape.trajectory import _epoch_labels
+
+    for name in ["checkpoint.pt", "epoch_2.pt", "epoch_4.pt", "epoch_10.pt"]:
+        (tmp_path / name).write_bytes(b"")
+    files = trajectory_files([tmp_path])
+    assert [f.name for f in files] == ["epoch_2.pt", "epoch_4.pt", "epoch_10.pt", "checkpoint.pt"]
+    assert _epoch_labels(files) == [2, 4, 10, 11]
+    assert capsys.readouterr().err == "trajectory: names without an epoch number: checkpoint.pt as epoch 11\n"
+
+
 def test_epoch_labels_are_the_last_whole_number_of_each_name():
     from landscape.trajectory import _epoch_labels
 
@@ -396,9 +408,9 @@ def test_hard_linked_datasets_of_snapshots_are_refused(tmp_path, plane_run):
     path = snapshots_with(tmp_path / "s.h5", theta, link)
     with pytest.raises(LandscapeError) as error:
         load_differences(trajectory_files([path]), theta, theta.keys())
-    assert str(error.value) == (
-        f"{path} (epoch_0002): fc.weight is the dataset epoch_0001/fc.weight (hard links): each snapshot must hold "
-        "its own"
+    assert (
+        str(error.value)
+        == f"{path} (epoch_0001) is damaged: 'fc.weight' is stored under more than one name (hard links)"
     )
 
 

@@ -165,7 +165,7 @@ def summarize(
     if values.ndim != 2 or values.shape != (len(y), len(x)) or len(x) < 3 or len(y) < 3:
         raise ValueError("summarize needs a 2D surface of at least 3x3 points with matching coordinates")
     mask = basin_mask(values, x, y, level)
-    grid_area = (x[-1] - x[0]) * (y[-1] - y[0])
+    grid_area = abs((x[-1] - x[0]) * (y[-1] - y[0]))  # the paper's files may run from +1 to -1
     finite = values[np.isfinite(values)]
     return ShapeSummary(
         level=level,
@@ -195,13 +195,19 @@ class Comparison:
 
 
 def comparison_record(comparison: Comparison, surfaces: Sequence[Surface]) -> dict[str, Any]:
-    """The comparison as JSON-able data: its settings, and per surface its file, name, completion and numbers."""
+    """The comparison as JSON-able data: its settings, and per surface its file, name, completion and numbers (a
+    number that is not finite, such as the non-convex share of a surface with no inner point computed, is None)."""
     return {
         "metric": comparison.metric,
         "level": comparison.level,
         "tolerance": comparison.tolerance,
         "surfaces": [
-            {"file": str(surface.path), "name": name, "completion": surface.completion, **asdict(numbers)}
+            {
+                "file": str(surface.path),
+                "name": name,
+                "completion": surface.completion,
+                **{k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in asdict(numbers).items()},
+            }
             for surface, (name, numbers) in zip(surfaces, comparison.rows, strict=True)
         ],
     }
@@ -230,7 +236,7 @@ def compare(
             )
         if metric not in surface.values:
             raise LandscapeError(f"{surface.path} has no '{metric}' (it has {', '.join(surface.values) or 'nothing'})")
-        values = np.asarray(surface.values[metric], dtype=np.float64)
+        values = np.where(surface.computed, np.asarray(surface.values[metric], dtype=np.float64), np.nan)
         check_center(surface.path, surface.xcoordinates, surface.ycoordinates)
         grids.append((values, surface.xcoordinates, surface.ycoordinates))
     if level is not None and not math.isfinite(level):

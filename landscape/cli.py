@@ -764,7 +764,8 @@ def compare(
     _print_comparison(comparison)
     if json_out is not None:
         record = comparison_record(comparison, surfaces)
-        write_file(json_out, (json.dumps(record, indent=2) + "\n").encode(), overwrite, files)
+        text = json.dumps(record, indent=2, allow_nan=False)  # NaN is not JSON: the record says null
+        write_file(json_out, (text + "\n").encode(), overwrite, files)
         typer.echo(f"wrote {json_out}", err=True)
 
 
@@ -786,8 +787,9 @@ def _print_comparison(comparison: Comparison) -> None:
     )
     typer.echo("|---|---|---|---|---|---|---|---|---|")
     for name, s in comparison.rows:
+        cell = (name if name.isprintable() else ascii(name)).replace("|", "\\|")  # from the file: one cell, one line
         typer.echo(
-            f"| {name} | {s.center:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | {s.basin_fraction:.1%} | "
+            f"| {cell} | {s.center:.4g} | {s.minimum:.4g} | {s.basin_area:.3g} | {s.basin_fraction:.1%} | "
             f"{s.local_minima} | {s.roughness:.4g} | {s.turns_per_line:.2f} | {s.nonconvex_fraction:.1%} |"
         )
 

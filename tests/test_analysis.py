@@ -139,3 +139,41 @@ def test_compare_refuses_a_grid_without_theta_star_and_an_accuracy(tmp_path):
     with pytest.raises(LandscapeError, match="train_acc is an accuracy, use train_loss"):
         analysis.compare([odd], "train_acc")
     assert analysis.compare([odd], "test_loss").rows[0][1].center == pytest.approx(0.2)
+
+
+def test_compare_reads_only_computed_points_and_areas_are_positive(tmp_path):
+    """Values stored where `computed` is 0 (a kill between the values and the mask, or a crafted file) were measured:
+    minimum 0.0; a legacy file whose x runs from +1 to -1 had a negative basin area."""
+    import h5py
+
+    computed = np.ones((len(fixtures.Y), len(fixtures.X)), dtype=bool)
+    computed[:, 4:] = False
+    path = fixtures.write_surface(tmp_path / "part.h5", computed=computed)
+    with h5py.File(path, "r+", locking=False) as f:
+        f["train_loss"][:, 4:] = 0.0  # not marked computed: not a result
+    ((_, row),) = analysis.compare([read_surface(path)]).rows
+    assert row.minimum == pytest.approx(0.1)
+    increasing = read_surface(fixtures.write_legacy(tmp_path / "up.h5"))
+    decreasing = read_surface(fixtures.write_legacy(tmp_path / "down.h5", x=fixtures.X[::-1]))
+    up, down = (analysis.compare([s]).rows[0][1] for s in (increasing, decreasing))
+    assert down.basin_area == pytest.approx(up.basin_area) and up.basin_area > 0
+
+
+def test_compare_json_is_strict_json_and_the_table_keeps_a_crafted_name_in_its_cell(tmp_path):
+    """`"nonconvex_fraction": NaN` is not JSON; an arch holding a newline and '|' forged a row of the table."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from landscape.cli import app
+
+    computed = np.zeros((len(fixtures.Y), len(fixtures.X)), dtype=bool)
+    computed[1] = True  # the centre row only: no inner point for the curvature
+    row = fixtures.write_surface(tmp_path / "row.h5", computed=computed)
+    forged = fixtures.write_surface(tmp_path / "forged.h5", arch="x\n| resnet56 (good.h5) | 0.001 | |")
+    result = CliRunner().invoke(app, ["compare", str(row), str(forged), "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "c.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert record["surfaces"][0]["nonconvex_fraction"] is None and record["surfaces"][0]["center"] == 0.1
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and rows[2].startswith(r"| 'x\n\| resnet56 (good.h5) \| 0.001 \| \| (forged.h5)' | 0.1 |")

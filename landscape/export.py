@@ -350,7 +350,8 @@ def path_table_text(surface: Surface) -> str:
         f"# {Path(surface.path).name}: training path on the PCA plane (x: {100 * ratio[0]:.1f}%, "
         f"y: {100 * ratio[1]:.1f}% of variance), one row per snapshot",
         "# metric columns: the surface interpolated at (x, y), `nan` outside the grid",
-        "# pgfplots: \\addplot[mark=*] table[x=x, y=y] {this file};  3D: \\addplot3 table[z=train_loss] {this file};",
+        "# pgfplots: \\addplot[mark=*] table[x=x, y=y] {this file};  3D (the first column is the epoch): "
+        "\\addplot3 table[x=x, y=y, z=train_loss] {this file};",
         " ".join(cols),
     ]
     lines += [" ".join(_number(v[k]) for v in cols.values()) for k in range(len(path.epochs))]

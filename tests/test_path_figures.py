@@ -188,6 +188,8 @@ def test_pgfplots_table_and_npz_of_the_path(pca, tmp_path):
     text = path_table_text(read_surface(pca))
     rows = [line.split() for line in text.splitlines() if not line.startswith("#")]
     assert rows[0] == ["epoch", "x", "y", "residual", "distance", "train_loss", "train_acc", "test_loss", "test_acc"]
+    hints = [line for line in text.splitlines() if "\\addplot3" in line]  # (epoch, x, loss) by pgfplots' default
+    assert len(hints) == 1 and "\\addplot3 table[x=x, y=y, z=train_loss]" in hints[0]
     table = np.array(rows[1:], dtype=float)
     np.testing.assert_array_equal(table[:, 0], EPOCHS)
     np.testing.assert_array_equal(table[:, 1:3], COORDINATES)

@@ -408,11 +408,8 @@ def _pca_or_hessian(
     from_path = [text is None or ":" not in text for text in axes]
     if any(from_path):
         spec.validate()
-        path = trajectory_grid(spec, spec.grid.x.num, spec.grid.y.num, margin)
-        grid = dataclasses.replace(
-            spec.grid, x=path.x if from_path[0] else spec.grid.x, y=path.y if from_path[1] else spec.grid.y
-        )
-        spec = dataclasses.replace(spec, grid=grid)
+        nums = [axis.num if wanted else None for axis, wanted in zip((spec.grid.x, spec.grid.y), from_path)]
+        spec = dataclasses.replace(spec, grid=trajectory_grid(spec, nums[0], nums[1], margin))
     return spec
 
 

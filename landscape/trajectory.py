@@ -225,49 +225,57 @@ def trajectory_plane(
 def path_grid(coordinates: np.ndarray, x_num: int, y_num: int, margin: float = 0.2) -> GridSpec:
     """A grid that holds the path and θ* = (0, 0), widened on each side by `margin` times its extent along that
     axis; the spacing has two significant digits and θ* is a grid point (the centre that `landscape compare` reads)."""
+    along = np.asarray(coordinates, dtype=np.float64).T
+    return GridSpec(path_axis(along[0], x_num, margin), path_axis(along[1], y_num, margin))
+
+
+def path_axis(values: np.ndarray, num: int, margin: float = 0.2) -> Axis:
+    """One axis of `path_grid`: `num` points over the path's coordinates `values` along it."""
     if not 0 <= margin <= 10:
         raise LandscapeError(f"the trajectory margin must be in [0, 10], got {margin}")
-    axes = []
-    for values, num in zip(np.asarray(coordinates, dtype=np.float64).T, (x_num, y_num)):
-        if num < 2:
-            raise LandscapeError(f"a grid from the path needs at least 2 points per axis, got {num}")
-        lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
-        extent = hi - lo
-        if not (extent > 0 and math.isfinite(extent)):
-            raise LandscapeError("the path has no extent along an axis: give the grid bounds as START:STOP:NUM")
-        lo, hi = lo - margin * extent, hi + margin * extent
-        if num < 3 and lo < 0 < hi:  # two points, one of them θ*, cannot reach both sides: the spacing grew forever
-            raise LandscapeError(
-                f"a grid from the path needs at least 3 points per axis here (θ* is a grid point, and the path and "
-                f"its margin lie on both sides of it), got {num}"
-            )
-        exponent = math.floor(math.log10((hi - lo) / (num - 1))) - 1
-        mantissa = math.ceil(round((hi - lo) / (num - 1) / 10.0**exponent, 6))  # spacing = mantissa 10^exponent
-        while True:
-            if mantissa >= 100:
-                mantissa, exponent = mantissa // 10, exponent + 1
-            spacing = mantissa * 10.0**exponent
-            first = math.floor(round(lo / spacing, 6))  # θ* is grid point -first
-            if (first + num - 1) * spacing >= hi - 1e-9 * spacing:
-                break
-            mantissa += 1
-        digits = max(0, -exponent)
-        axis = Axis(round(first * spacing, digits), round((first + num - 1) * spacing, digits), num)
-        axis.validate()
-        axes.append(axis)
-    return GridSpec(axes[0], axes[1])
+    if num < 2:
+        raise LandscapeError(f"a grid from the path needs at least 2 points per axis, got {num}")
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    extent = hi - lo
+    if not (extent > 0 and math.isfinite(extent)):
+        raise LandscapeError("the path has no extent along an axis: give the grid bounds as START:STOP:NUM")
+    lo, hi = lo - margin * extent, hi + margin * extent
+    if num < 3 and lo < 0 < hi:  # two points, one of them θ*, cannot reach both sides: the spacing grew forever
+        raise LandscapeError(
+            f"a grid from the path needs at least 3 points per axis here (θ* is a grid point, and the path and "
+            f"its margin lie on both sides of it), got {num}"
+        )
+    exponent = math.floor(math.log10((hi - lo) / (num - 1))) - 1
+    mantissa = math.ceil(round((hi - lo) / (num - 1) / 10.0**exponent, 6))  # spacing = mantissa 10^exponent
+    while True:
+        if mantissa >= 100:
+            mantissa, exponent = mantissa // 10, exponent + 1
+        spacing = mantissa * 10.0**exponent
+        first = math.floor(round(lo / spacing, 6))  # θ* is grid point -first
+        if (first + num - 1) * spacing >= hi - 1e-9 * spacing:
+            break
+        mantissa += 1
+    digits = max(0, -exponent)
+    axis = Axis(round(first * spacing, digits), round((first + num - 1) * spacing, digits), num)
+    axis.validate()
+    return axis
 
 
-def trajectory_grid(spec: SurfaceSpec, x_num: int, y_num: int, margin: float = 0.2) -> GridSpec:
+def trajectory_grid(spec: SurfaceSpec, x_num: int | None, y_num: int | None, margin: float = 0.2) -> GridSpec:
     """The default grid of a surface on the PCA directions of `spec.trajectory`: the path's extent plus a margin
-    (`path_grid`), from the same directions `compute_surface` will store."""
+    (`path_axis`), from the same directions `compute_surface` will store, for each axis given a count (`x_num`,
+    `y_num`); an axis given None is `spec.grid`'s own."""
     if spec.trajectory is None:
         raise LandscapeError("the spec has no trajectory")
     checkpoint = load_checkpoint(spec.checkpoint.path)
     model = build_model(checkpoint, spec.checkpoint.arch, spec.checkpoint.num_classes)
     center = center_of(model, direction_names(model, spec.x.dir_type))
     plane = trajectory_plane(spec.trajectory, center, model.state_dict().keys(), spec.x.ignore, checkpoint)
-    return path_grid(plane.path.coordinates, x_num, y_num, margin)
+    along = plane.path.coordinates.T
+    x = spec.grid.x if x_num is None else path_axis(along[0], x_num, margin)
+    assert spec.grid.y is not None  # PCA surfaces are 2D
+    y = spec.grid.y if y_num is None else path_axis(along[1], y_num, margin)
+    return GridSpec(x, y)
 
 
 def check_same_run(files: Sequence[Path], checkpoint: Checkpoint) -> None:

@@ -338,6 +338,10 @@ def test_cli_compute_with_a_trajectory(tmp_path, cifar_root, plane_run):
     )
     assert bad.exit_code == 2 and "one source for the x direction" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+    given = [str(a) for a in args] + ["--x", "-1:1:2", "--out", str(tmp_path / "g.h5")]  # the later --x, --out count
+    given = runner.invoke(app, given, env={"LANDSCAPE_DATA_ROOT": ""})
+    assert given.exit_code == 0, given.output  # the given axis was sized from the path too: "at least 3 points"
+    assert read_surface(tmp_path / "g.h5").surface_spec.grid == GridSpec(Axis(-1, 1, 2), Axis(-2.6, 2.6, 3))
     zero = [str(a) for a in args[:-2]] + ["--x", "0", "--out", str(tmp_path / "z.h5")]  # the later --x counts
     zero = runner.invoke(app, zero, env={"LANDSCAPE_DATA_ROOT": ""})
     assert zero.exit_code == 2 and zero.stderr == "error: --x 0: an axis needs at least one point\n"  # was '0:0:0'

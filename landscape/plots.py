@@ -162,6 +162,8 @@ class PlotOptions:
             raise LandscapeError(f"colour range: the ends must lie within ±{HUGE:g} (got {self.zrange})")
         if self.clip is not None and not abs(self.clip) <= HUGE:
             raise LandscapeError(f"clip must lie within ±{HUGE:g} (got {self.clip:g})")
+        if self.clip is not None and self.log and not self.clip > 0:  # every value clipped to it: nothing drawn
+            raise LandscapeError(f"a log scale needs a positive clip (got {self.clip:g})")
         if not is_colorscale(self.colorscale):
             raise LandscapeError(
                 f"unknown colour scale '{self.colorscale}': use a plotly scale such as Viridis, Cividis, Plasma, "

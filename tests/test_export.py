@@ -223,6 +223,8 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
         (["plot", "{good}", "--format", "pdf", "--out", "{out}.png"], "does not end in .pdf"),
         (["plot", "{good}", "--levels", "1:2", "--out", "{out}.pdf"], "contour levels '1:2'"),
         (["plot", "{good}", "--zrange", "5:1", "--out", "{out}.pdf"], "MIN must be below MAX"),
+        (["plot", "{good}", "--log", "--clip", "-1", "--out", "{out}.pdf"], "a log scale needs a positive clip"),
+        (["export", "{good}", "--vtp", "--log", "--clip", "0"], "a log scale needs a positive clip (got 0)"),
         (["plot", "{good}", "--metric", "valid_loss", "--out", "{out}.pdf"], "no metric 'valid_loss'"),
         (["plot", "{good}", "--kind", "1d", "--slice", "z=1", "--out", "{out}.pdf"], "slice 'z=1'"),
         (["plot", "{good}", "--spacing", "quadratic", "--out", "{out}.pdf"], "unknown level spacing"),

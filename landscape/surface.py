@@ -295,10 +295,15 @@ def convexity_work(
     out = Path(surface)
     curvature.validate()
 
+    loaded: list[dict[str, Any]] = []  # the spec the model was built for, read before the writer lock
+
     def load() -> tuple[SurfaceSpec, torch.nn.Module]:
-        return surface_model(SurfaceSpec.from_dict(read_spec(out)), checkpoint, data_root, arch)
+        loaded[:] = [read_spec(out)]
+        return surface_model(SurfaceSpec.from_dict(loaded[0]), checkpoint, data_root, arch)
 
     def prepare(spec: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
+        if loaded and read_spec(out) != loaded[0]:  # a `compute --overwrite` replaced it meanwhile: another model
+            raise LandscapeError(f"{out} was replaced by another surface while this run started: run it again")
         return prepare_curvature_job(spec, model, out, curvature, options, overwrite)
 
     def rank_model(plan: dict[str, Any]) -> tuple[SurfaceSpec, torch.nn.Module]:

@@ -241,6 +241,28 @@ def test_overwrite_replaces_the_map_keeps_the_loss_and_the_file_does_not_grow(tm
     assert f"--overwrite: replacing the convexity map of {path} (9 of its points were computed)" in result.output
 
 
+def test_a_surface_replaced_while_the_run_starts_is_refused(tmp_path, tiny_surface, monkeypatch):
+    """The model is built from the spec read before the writer lock: a file replaced meanwhile (compute
+    --overwrite of another surface on the same grid) got a map of the old model."""
+    import landscape.surface
+
+    path = copy(tiny_surface, tmp_path / "s.h5")
+    built = landscape.surface.surface_model
+
+    def then_replaced(*args, **kwargs):
+        result = built(*args, **kwargs)
+        with h5py.File(path, "r+", locking=False) as f:
+            spec = json.loads(f.attrs["spec"])
+            spec["x"]["seed"] += 5
+            f.attrs["spec"] = json.dumps(spec, sort_keys=True)
+        return result
+
+    monkeypatch.setattr(landscape.surface, "surface_model", then_replaced)
+    with pytest.raises(LandscapeError, match="was replaced by another surface while this run started: run it again"):
+        compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)
+    assert read_surface(path).curvature is None
+
+
 def test_a_map_is_not_replaced_in_a_file_with_links(tmp_path, tiny_surface):
     path = copy(tiny_surface, tmp_path / "s.h5")
     compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)

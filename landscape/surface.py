@@ -588,6 +588,7 @@ def surface_model(
     else $LANDSCAPE_DATA_ROOT when the recorded folder is not here). Nothing else the spec names is opened: the
     directions are in the file. The file is untrusted: a recorded arch that names code to import
     (`module:callable`) is refused unless the user's own `arch` names it."""
+    spec.data.validate()  # a recorded image size is range-checked as a given one is, before anything is decoded
     recorded = spec.checkpoint.arch or ""
     if arch is None and ":" in recorded and not recorded.startswith("torchvision:"):
         raise LandscapeError(

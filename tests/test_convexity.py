@@ -263,6 +263,17 @@ def test_a_surface_replaced_while_the_run_starts_is_refused(tmp_path, tiny_surfa
     assert read_surface(path).curvature is None
 
 
+def test_a_recorded_image_size_is_range_checked(tmp_path, tiny_surface):
+    """The surface's data settings were taken as recorded: --image-size 20000 (6 GB to decode 11 images) too."""
+    path = copy(tiny_surface, tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        spec = json.loads(f.attrs["spec"])
+        spec["data"]["image_size"] = 20000
+        f.attrs["spec"] = json.dumps(spec, sort_keys=True)
+    with pytest.raises(LandscapeError, match="--image-size must be 1 to 1024 pixels, got 20000"):
+        compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)
+
+
 def test_a_map_is_not_replaced_in_a_file_with_links(tmp_path, tiny_surface):
     path = copy(tiny_surface, tmp_path / "s.h5")
     compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)

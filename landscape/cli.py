@@ -904,6 +904,8 @@ def plot(
     surfaces = [read_surface(f) for f in files]
     _warn_incomplete(surfaces, "the points not computed yet are missing")
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
+    if fmt == "html" and kind != "1d":  # every contour level holds the whole grid: 601² made 103 MB of HTML
+        surfaces, options = _thinned_for_html(surfaces, options)
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
     fig = paper_layout(
         fig.update_layout(title_text=title),
@@ -914,6 +916,27 @@ def plot(
     )
     write_figure(fig, out, fmt, overwrite=overwrite)
     typer.echo(f"wrote {out} ({fig.layout.width / 96:.2f} x {fig.layout.height / 96:.2f} in)")
+
+
+def _thinned_for_html(surfaces: list[Any], options: Any) -> tuple[list[Any], Any]:
+    """Grids of more than `DISPLAY_POINTS` a side as the app draws them (`plots.thin`), in the whole grids' colour
+    range, with a note; the static formats draw every point."""
+    import dataclasses
+
+    from .plots import DISPLAY_POINTS, thin, value_range
+
+    thinned = [thin(s) if s.ycoordinates is not None else s for s in surfaces]
+    if all(t is s for t, s in zip(thinned, surfaces)):
+        return surfaces, options
+    for surface, drawn in zip(surfaces, thinned):
+        if drawn is not surface and drawn.ycoordinates is not None:
+            typer.echo(
+                f"note: the HTML draws {len(drawn.xcoordinates)} x {len(drawn.ycoordinates)} of the "
+                f"{len(surface.xcoordinates)} x {len(surface.ycoordinates)} points of {surface.path} (at most "
+                f"{DISPLAY_POINTS} a side, through θ*); PDF, SVG and PNG draw every point",
+                err=True,
+            )
+    return thinned, dataclasses.replace(options, zrange=options.zrange or value_range(surfaces, options))
 
 
 @app.command()

@@ -641,3 +641,25 @@ def test_a_surface_with_no_computed_point_is_not_exported(tmp_path):
     computed = np.zeros((3, 5), dtype=bool)
     computed[1, 1:3] = True  # one point is enough
     assert b"<VTKFile" in data_bytes(read_surface(write_surface(tmp_path / "two.h5", computed=computed)), "vtp")
+
+
+def test_plot_html_of_a_large_grid_is_thinned_with_a_note(tmp_path, monkeypatch):
+    """Every contour level of an HTML figure holds the whole grid: 601x601 made 103 MB and 1.5 GB of memory."""
+    import landscape.plots
+
+    monkeypatch.setattr(landscape.plots, "DISPLAY_POINTS", 3)  # the 5 x 3 bowl is then a large grid
+    import landscape.export
+
+    drawn = []
+    monkeypatch.setattr(landscape.export, "write_figure", lambda fig, out, *a, **k: drawn.append(fig) or Path(out))
+    surface = write_surface(tmp_path / "s.h5")
+    result = runner.invoke(app, ["plot", str(surface), "--out", str(tmp_path / "s.html")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"note: the HTML draws 3 x 3 of the 5 x 3 points of {surface} (at most 3 a side, through θ*); PDF, SVG and "
+        "PNG draw every point\n"
+    )
+    contours = [t for t in drawn[0].data if t.type == "contour"]
+    assert contours and all(list(t.x) == [-1.0, 0.0, 1.0] for t in contours)
+    assert runner.invoke(app, ["plot", str(surface), "--out", str(tmp_path / "s.pdf")]).stderr == ""  # every point
+    assert list(next(t for t in drawn[1].data if t.type == "contour").x) == list(X)

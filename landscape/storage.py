@@ -317,6 +317,12 @@ def _sync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def writer_lock_file(path: str | Path) -> Path:
+    """The hidden file next to `path` that `writer_lock(path)` locks."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
 @contextlib.contextmanager
 def writer_lock(
     path: str | Path,
@@ -329,7 +335,7 @@ def writer_lock(
     it, released by the kernel when the process ends however it ends, so a killed run never leaves it stuck.
     """
     path = Path(path)
-    lock_path = path.with_name(f".{path.name}.lock")
+    lock_path = writer_lock_file(path)
     try:  # a planted link is never followed (its target would be truncated to our pid)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:

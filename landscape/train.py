@@ -47,7 +47,7 @@ from .hardware import PRECISIONS, autocast, exact_fp32, resolve_device, resolve_
 from .hardware import describe as describe_hardware
 from .models import create_model
 from .spec import as_stored, read_back
-from .storage import writer_lock
+from .storage import writer_lock, writer_lock_file
 
 SCHEDULES = ("onecycle", "cosine")
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
@@ -59,7 +59,7 @@ TRAIN_DATASETS = ("cifar10", "cifar100")  # the datasets whose classes and norma
 # Steps between the host's looks at the device's flag of non-finite losses (each look waits for the device); the
 # flag is also looked at before every save of the state and at the end of every epoch.
 NONFINITE_CHECK_EVERY = 20
-RUN_LOCK = ".run.lock"  # held by the process training in the folder (`storage.writer_lock`)
+RUN_LOCK = writer_lock_file("run").name  # ".run.lock": held by the process training in the folder
 LOCK_ADVICE = "another `landscape train` is training in this folder: stop it first (SIGTERM saves its state)"
 EPOCH_SEED_STRIDE = 100_003  # epoch e of a run of seed s draws its crops and order from seed s * stride + e
 
@@ -303,7 +303,7 @@ def _train(
         raise LandscapeError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
     # one run per folder: a second one (a --resume while the first still runs) would log every epoch twice and
     # write the same state file
-    held.enter_context(writer_lock(out_dir / "run", LOCK_ADVICE, shown=out_dir))  # the lock file is RUN_LOCK
+    held.enter_context(writer_lock(out_dir / "run", LOCK_ADVICE, shown=out_dir))  # its file is out_dir / RUN_LOCK
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)

@@ -536,41 +536,34 @@ def test_a_target_of_another_model_is_refused_before_any_file(tmp_path, cifar_ro
     assert np.isfinite(line["train_loss"]).all()
 
 
-def test_a_direction_file_holding_nan_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt):
+def nan_first(values):
+    values = values.copy()
+    values.flat[0] = np.nan
+    return values
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (nan_first, "the x direction in .*a.h5's {name} holds NaN or inf"),
+        (lambda values: (values > 0).astype(np.uint32), "the x direction in .*a.h5 is uint32 for {name}, not floating"),
+    ],
+    ids=["nan", "integers"],  # integers: uint32 or bool directions were used, and copied into the new surface
+)
+def test_a_damaged_direction_file_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt, damage, message):
     ckpt, _ = softmax_ckpt
     source = tmp_path / "a.h5"
     compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), source)
     with h5py.File(source, "r+") as f:
         name = sorted(f["directions/x"])[0]
-        values = f[f"directions/x/{name}"][()]
-        values.flat[0] = np.nan
-        f[f"directions/x/{name}"][...] = values
-    spec = dataclasses.replace(
-        spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8),
-        x=DirectionSpec(kind="file", source=str(source), source_axis="x"),
-    )
-    with pytest.raises(LandscapeError, match=f"the x direction in .*a.h5's {re.escape(name)} holds NaN or inf"):
-        compute_surface(spec, tmp_path / "b.h5")
-    assert not (tmp_path / "b.h5").exists()
-
-
-def test_a_direction_file_of_integers_is_refused_before_any_file(tmp_path, cifar_root, softmax_ckpt):
-    """uint32 or bool directions were used, and copied into the new surface as such."""
-    ckpt, _ = softmax_ckpt
-    source = tmp_path / "a.h5"
-    compute_surface(spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8), source)
-    with h5py.File(source, "r+") as f:
-        name = sorted(f["directions/x"])[0]
-        values = f[f"directions/x/{name}"][()]
+        values = damage(f[f"directions/x/{name}"][()])
         del f[f"directions/x/{name}"]
-        f[f"directions/x/{name}"] = (values > 0).astype(np.uint32)
+        f[f"directions/x/{name}"] = values
     spec = dataclasses.replace(
         spec_for(ckpt, cifar_root, "-1:1:3", None, subset=8),
         x=DirectionSpec(kind="file", source=str(source), source_axis="x"),
     )
-    with pytest.raises(
-        LandscapeError, match=f"the x direction in .*a.h5 is uint32 for {re.escape(name)}, not floating"
-    ):
+    with pytest.raises(LandscapeError, match=message.format(name=re.escape(name))):
         compute_surface(spec, tmp_path / "b.h5")
     assert not (tmp_path / "b.h5").exists()
 

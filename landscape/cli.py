@@ -63,15 +63,6 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(resume_advice(f"error: {e}", bool(kwargs.get("overwrite"))), err=True)
             signalled = getattr(e, "exit_code", 0)  # --workers stopped by a signal: 128 + its number, as the shell's
             raise typer.Exit(signalled if isinstance(signalled, int) and signalled > 128 else 2) from None
-        except ModuleNotFoundError as e:
-            if debug or (e.name or "").split(".")[0] not in FIGURE_PACKAGES:
-                raise
-            typer.echo(
-                f"error: this command needs {(e.name or '').split('.')[0]}: "
-                "pip install -e '.[app]' (plotly, streamlit, kaleido)",
-                err=True,
-            )
-            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if command.__name__ == "train":
                 line = "interrupted: the run's last saved state is kept; continue it with --resume"
@@ -84,6 +75,13 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             if debug:
                 raise
+            package = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+            if package in FIGURE_PACKAGES:  # an extra not installed: what to install, not a failure of ours
+                typer.echo(
+                    f"error: this command needs {package}: pip install -e '.[app]' (plotly, streamlit, kaleido)",
+                    err=True,
+                )
+                raise typer.Exit(2) from None
             typer.echo(
                 f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
                 "(run with --debug for the traceback)",

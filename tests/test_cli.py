@@ -558,3 +558,15 @@ def test_a_missing_figure_package_is_one_line(tmp_path, monkeypatch, command):
         "pip install -e '.[app]' (plotly, streamlit, kaleido)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+
+
+def test_another_missing_module_is_still_one_line(tmp_path, monkeypatch):
+    """A missing module that is not a figure package (a user's --arch code, say) got a traceback after the extra's
+    message was added."""
+    from surface_fixtures import write_surface
+
+    surface = write_surface(tmp_path / "s.h5")
+    monkeypatch.setitem(sys.modules, "landscape.plots", None)
+    result = invoke("plot", surface, "--out", tmp_path / "p.html")
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: ModuleNotFoundError: ") and result.stderr.count("\n") == 1

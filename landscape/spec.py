@@ -281,11 +281,25 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) < 30 else text[:27] + '...'}"
 
 
+def without_unused_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec dict with the settings that have no effect at their defaults: `data.image_size` of CIFAR, and
+    `evaluation.bn_images` and `bn_batch_size` with `bn: eval` (earlier versions accepted and recorded them)."""
+    out = dict(spec)
+    data, evaluation = out.get("data"), out.get("evaluation")
+    if isinstance(data, dict) and data.get("name", "cifar10") != "imagefolder" and "image_size" in data:
+        out["data"] = {**data, "image_size": None}
+    if isinstance(evaluation, dict) and evaluation.get("bn", "eval") == "eval":
+        defaults = {f.name: f.default for f in dataclasses.fields(EvalSpec) if f.name in ("bn_images", "bn_batch_size")}
+        out["evaluation"] = {**evaluation, **{k: v for k, v in defaults.items() if k in evaluation}}
+    return out
+
+
 def comparable_fields(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec dict without the fields a resume may change (paths may move, contents may not): the fields that
-    decide the numbers, to compare with `spec_differences`."""
+    """The spec dict without the fields a resume may change (paths may move, contents may not) and with those that
+    have no effect at their defaults (`without_unused_settings`): the fields that decide the numbers, to compare
+    with `spec_differences`."""
     out = {}
-    for section, value in spec.items():
+    for section, value in without_unused_settings(spec).items():
         if isinstance(value, dict):
             out[section] = {k: v for k, v in value.items() if (section, k) not in _NOT_COMPARED}
             if section in ("x", "y") and value.get("source_sha256"):  # an eigenvector file, known by its sha256

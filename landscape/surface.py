@@ -53,6 +53,7 @@ from .spec import (  # noqa: F401 (CheckpointSpec re-exported)
     as_stored,
     comparable_fields,
     spec_differences,
+    without_unused_settings,
 )
 from .storage import (
     CURVATURE_MASK,
@@ -299,7 +300,12 @@ def convexity_work(
 
     def load() -> tuple[SurfaceSpec, torch.nn.Module]:
         loaded[:] = [read_spec(out)]
-        return surface_model(SurfaceSpec.from_dict(loaded[0]), checkpoint, data_root, arch)
+        spec = SurfaceSpec.from_dict(without_unused_settings(loaded[0]))
+        try:  # a recorded image size is range-checked as a given one is, before anything is decoded
+            spec.data.validate()
+        except LandscapeError as e:
+            raise LandscapeError(f"{out} records data settings that are refused: {e}") from None
+        return surface_model(spec, checkpoint, data_root, arch)
 
     def prepare(spec: SurfaceSpec, model: torch.nn.Module, options: RunOptions) -> Job:
         if loaded and read_spec(out) != loaded[0]:  # a `compute --overwrite` replaced it meanwhile: another model
@@ -588,7 +594,6 @@ def surface_model(
     else $LANDSCAPE_DATA_ROOT when the recorded folder is not here). Nothing else the spec names is opened: the
     directions are in the file. The file is untrusted: a recorded arch that names code to import
     (`module:callable`) is refused unless the user's own `arch` names it."""
-    spec.data.validate()  # a recorded image size is range-checked as a given one is, before anything is decoded
     recorded = spec.checkpoint.arch or ""
     if arch is None and ":" in recorded and not recorded.startswith("torchvision:"):
         raise LandscapeError(

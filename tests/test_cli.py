@@ -95,6 +95,22 @@ def test_a_file_from_before_a_new_setting_resumes(tmp_path, cifar_root, resnet20
     assert result.exit_code == 2 and "data.part (1 here, 0 in the file)" in result.output
 
 
+def test_a_file_recording_settings_without_effect_resumes(tmp_path, cifar_root, resnet20_ckpt):
+    """Earlier versions recorded a CIFAR --image-size and --bn-images under --bn eval (both without effect); once
+    they were refused, such a file could be resumed neither with them nor without them."""
+    out = tmp_path / "old.h5"
+    args = ["compute", "--ckpt", resnet20_ckpt, "--x", "-1:1:3", "--subset", 4, "--data-root", cifar_root]
+    assert invoke(*args, "--out", out).exit_code == 0
+    with h5py.File(out, "r+") as f:
+        spec = json.loads(f.attrs["spec"])
+        spec["data"]["image_size"] = 32
+        spec["evaluation"]["bn_images"] = 500
+        f.attrs["spec"] = json.dumps(spec)
+        f["computed"][1] = 0
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0 and "3/3 points computed" in result.output, result.output
+
+
 def test_data_root_from_environment(tmp_path, cifar_root, resnet20_ckpt):
     result = invoke(
         "compute",

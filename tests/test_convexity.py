@@ -268,10 +268,14 @@ def test_a_recorded_image_size_is_range_checked(tmp_path, tiny_surface):
     path = copy(tiny_surface, tmp_path / "s.h5")
     with h5py.File(path, "r+", locking=False) as f:
         spec = json.loads(f.attrs["spec"])
-        spec["data"]["image_size"] = 20000
+        spec["data"].update(name="imagefolder", image_size=20000)
         f.attrs["spec"] = json.dumps(spec, sort_keys=True)
-    with pytest.raises(LandscapeError, match="--image-size must be 1 to 1024 pixels, got 20000"):
+    with pytest.raises(LandscapeError, match="s.h5 records data settings that are refused: --image-size must be 1 to"):
         compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH)
+    with h5py.File(path, "r+", locking=False) as f:  # as earlier versions recorded a CIFAR --image-size: no effect
+        spec["data"].update(name="cifar10", image_size=32)
+        f.attrs["spec"] = json.dumps(spec, sort_keys=True)
+    assert compute_convexity(path, CurvatureMapSpec(stride=2, steps=3), CPU, arch=ARCH).curvature is not None
 
 
 def test_a_map_is_not_replaced_in_a_file_with_links(tmp_path, tiny_surface):

@@ -250,6 +250,8 @@ def compare(
                     "is twice the largest there: pass --level, or finish the surface"
                 )
         level = 2 * float(max(values[center_index(x, y)] for values, x, y in grids))
+        if not math.isfinite(level):  # a centre loss beyond 9e307
+            raise LandscapeError(f"the default level, twice the largest centre {metric}, is {level}: pass --level")
     rows = tuple(
         (describe(surface).label, summarize(values, x, y, level, tolerance))
         for surface, (values, x, y) in zip(surfaces, grids)

@@ -912,6 +912,8 @@ def _group(parent: h5py.Group, name: str, path: str | Path) -> h5py.Group | None
         if not isinstance(link, h5py.HardLink):
             raise LandscapeError(f"{path}: '{name}' is a {type(link).__name__}, and links are never followed")
         node = node[part]
+        if isinstance(node, h5py.Group) and h5py.h5o.get_info(node.id).rc != 1:  # directions/y as directions/x
+            raise LandscapeError(f"{path} is damaged: '{name}' is stored under more than one name (hard links)")
         if not isinstance(node, h5py.Group):
             raise LandscapeError(f"{path}: '{name}' is not a group")
     return node

@@ -72,7 +72,8 @@ class TrajectoryPlane:
 
 def trajectory_files(paths: Sequence[str | Path]) -> list[Path]:
     """The files of a trajectory, in order: one snapshots file (HDF5), the checkpoints of one folder (`*.pt`, `*.pth`,
-    `*.safetensors`, in the natural order of their names: `epoch_2` before `epoch_10`), or checkpoint files as given."""
+    `*.safetensors`, in the natural order of their names: `epoch_2` before `epoch_10`; names without a number last),
+    or checkpoint files as given."""
     given = [Path(p) for p in paths]
     if not given:
         raise LandscapeError("a trajectory needs a snapshots file, a folder or checkpoint files")
@@ -521,6 +522,9 @@ def _last_number(file: Path) -> int | None:
     return int(found[-1]) if found and len(found[-1]) <= 18 else None
 
 
+_SAID: set[str] = set()  # the notes `_epoch_labels` printed in this process
+
+
 def _epoch_labels(files: Sequence[Path]) -> list[int]:
     """The last number in each file name; a name without one is the epoch after the one before it (said on stderr).
     1..n where that leaves two files the same label."""
@@ -531,8 +535,10 @@ def _epoch_labels(files: Sequence[Path]) -> list[int]:
     if len(set(labels)) < len(labels):
         return list(range(1, len(files) + 1))
     unnumbered = [f"{f.name} as epoch {e}" for f, e in zip(files, labels) if _last_number(f) is None]
-    if unnumbered and len(unnumbered) < len(files):
-        print(f"trajectory: names without an epoch number: {', '.join(unnumbered[:3])}", file=sys.stderr, flush=True)
+    note = f"trajectory: names without an epoch number: {', '.join(unnumbered[:3])}"
+    if unnumbered and len(unnumbered) < len(files) and note not in _SAID:  # once: the grid and the run read them
+        _SAID.add(note)
+        print(note, file=sys.stderr, flush=True)
     return labels
 
 

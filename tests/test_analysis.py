@@ -177,3 +177,12 @@ def test_compare_json_is_strict_json_and_the_table_keeps_a_crafted_name_in_its_c
     assert record["surfaces"][0]["nonconvex_fraction"] is None and record["surfaces"][0]["center"] == 0.1
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and rows[2].startswith(r"| 'x\n\| resnet56 (good.h5) \| 0.001 \| \| (forged.h5)' | 0.1 |")
+
+
+def test_a_default_level_beyond_float64_is_refused(tmp_path):
+    """A centre loss of 1.5e308: twice it is inf, and --json failed after the table with a ValueError."""
+    values = fixtures.bowl(fixtures.X, fixtures.Y)
+    values["train_loss"] = np.full_like(values["train_loss"], 1.5e308)
+    surface = read_surface(fixtures.write_surface(tmp_path / "huge.h5", values))
+    with pytest.raises(LandscapeError, match="the default level, twice the largest centre train_loss, is inf: pass"):
+        analysis.compare([surface])

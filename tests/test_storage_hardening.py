@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from surface_fixtures import spec, write_legacy, write_surface
 from typer.testing import CliRunner
 
@@ -29,6 +30,7 @@ from landscape.storage import (
     add_curvature,
     append_run,
     is_surface_file,
+    read_directions,
     read_indices,
     read_spec,
     write_points,
@@ -1155,6 +1157,16 @@ def test_a_dataset_under_two_names_is_refused(tmp_path, shared):
     with pytest.raises(LandscapeError, match=message):
         read_surface(path)
     assert path.read_bytes() == before
+
+
+def test_a_group_under_two_names_is_refused(tmp_path):
+    """directions/y hard-linked to directions/x: the y direction read back as x (a degenerate plane)."""
+    path = write_surface(tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f["directions/x/w"] = np.ones(3, dtype=np.float32)
+        f["directions/y"] = f["directions/x"]
+    with pytest.raises(LandscapeError, match="'directions/y' is stored under more than one name"):
+        read_directions(path, "y", like={"w": torch.zeros(3)})
 
 
 def test_the_writer_lock_never_follows_a_planted_link(tmp_path):

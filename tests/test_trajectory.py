@@ -366,9 +366,12 @@ def test_the_surface_is_never_written_among_the_trajectorys_checkpoints(
     assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == before
 
 
-def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_numbers(tmp_path, capsys):
+def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_numbers(tmp_path, capsys, monkeypatch):
     """checkpoint.pt among epoch_2..epoch_10: it was the path's start and the epochs were relabelled 1..6."""
+    import landscape.trajectory
     from landscape.trajectory import _epoch_labels
+
+    monkeypatch.setattr(landscape.trajectory, "_SAID", set())
 
     for name in ["checkpoint.pt", "epoch_2.pt", "epoch_4.pt", "epoch_10.pt"]:
         (tmp_path / name).write_bytes(b"")
@@ -376,6 +379,7 @@ def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_number
     assert [f.name for f in files] == ["epoch_2.pt", "epoch_4.pt", "epoch_10.pt", "checkpoint.pt"]
     assert _epoch_labels(files) == [2, 4, 10, 11]
     assert capsys.readouterr().err == "trajectory: names without an epoch number: checkpoint.pt as epoch 11\n"
+    assert _epoch_labels(files) == [2, 4, 10, 11] and capsys.readouterr().err == ""  # said once (grid, then run)
 
 
 def test_epoch_labels_are_the_last_whole_number_of_each_name():

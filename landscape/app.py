@@ -465,6 +465,9 @@ def options_ui(metrics: list[str], surfaces: list[Surface]) -> PlotOptions:
             help="one scale: a unit of α is as long as a unit of β (auto: unless the directions are not alike)",
         )
     )
+    if clip is not None and log and not clip > 0:  # every value clipped to it: nothing to draw on a log scale
+        sb.error(escape_markdown(f"a log scale needs a positive clip (got {clip:g}); nothing is clipped"))
+        clip = None
     options = PlotOptions(
         metric=metric,
         log=log,

@@ -315,6 +315,18 @@ def test_a_1d_surface_shows_its_curves(app):
     assert [t["name"] for t in curves["data"]] == ["train loss", "train accuracy (%)", "test loss", "test accuracy (%)"]
 
 
+def test_a_clip_of_zero_on_a_log_scale_is_a_sidebar_error_and_the_figures_stay(app):
+    """`?log=1&clip=0` blanked the view with an error once a log scale refused a clip <= 0."""
+    app.query_params["log"] = "1"
+    app.query_params["clip"] = "0"
+    at = app.run()
+    assert not at.exception
+    assert [e.value for e in at.sidebar.error] == [
+        escape("a log scale needs a positive clip (got 0); nothing is clipped")
+    ]
+    assert len(charts(at)) == 4 and not at.main.error
+
+
 def test_a_long_1d_surface_is_drawn_by_its_envelope_with_a_note(app, monkeypatch):
     """A 1D surface of up to a million points went to the browser whole (104 MB)."""
     monkeypatch.setattr(landscape_plots, "DISPLAY_STRETCHES", 1)  # the 5-point line is then a long one

@@ -78,10 +78,10 @@ def trajectory_files(paths: Sequence[str | Path]) -> list[Path]:
     if not given:
         raise LandscapeError("a trajectory needs a snapshots file, a folder or checkpoint files")
     if len(given) == 1 and given[0].is_dir():
-        files = sorted(  # names without a number (θ* as `final.pt`, say) last: the end of training
-            (p for p in given[0].iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and p.name[0] != "."),
-            key=lambda p: (_last_number(p) is None, _natural(p.name)),
-        )
+        found = [p for p in given[0].iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and p.name[0] != "."]
+        numbers = dict(zip(found, _file_numbers(found)))
+        # names without a number of their own (θ* as `final.pt`, or `resnet20.pt` beside `resnet20_epoch5.pt`) last
+        files = sorted(found, key=lambda p: (numbers[p] is None, _natural(p.name)))
         if not files:
             raise LandscapeError(f"trajectory folder {given[0]} holds no checkpoints (*.pt, *.pth, *.safetensors)")
         return files
@@ -516,25 +516,36 @@ def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
     return values
 
 
-def _last_number(file: Path) -> int | None:
-    """The last number in a file's name (of at most 18 digits: an int64), or None."""
-    found = re.findall(r"\d+", file.stem)
-    return int(found[-1]) if found and len(found[-1]) <= 18 else None
+def _file_numbers(files: Sequence[Path]) -> list[int | None]:
+    """The last number in each file's name after the part all the names share (of at most 18 digits: an int64),
+    or None: `resnet20.pt` beside `resnet20_epoch5.pt` has none of its own (the 20 is the architecture's)."""
+    stems = [f.stem for f in files]
+    shared = stems[0] if len(stems) > 1 else ""
+    for stem in stems[1:]:  # the characters every name begins with
+        while not stem.startswith(shared):
+            shared = shared[:-1]
+    while shared and shared[-1].isdigit() and any(stem[len(shared) : len(shared) + 1].isdigit() for stem in stems):
+        shared = shared[:-1]  # epoch_10, epoch_12 share "epoch_1": the number begins before it
+    numbers: list[int | None] = []
+    for stem in stems:
+        found = re.findall(r"\d+", stem[len(shared) :])
+        numbers.append(int(found[-1]) if found and len(found[-1]) <= 18 else None)
+    return numbers
 
 
 _SAID: set[str] = set()  # the notes `_epoch_labels` printed in this process
 
 
 def _epoch_labels(files: Sequence[Path]) -> list[int]:
-    """The last number in each file name; a name without one is the epoch after the one before it (said on stderr).
-    1..n where that leaves two files the same label."""
+    """The last number in each file name (`_file_numbers`); a name without one is the epoch after the one before it
+    (said on stderr). 1..n where that leaves two files the same label."""
     labels: list[int] = []
-    for file in files:
-        number = _last_number(file)
+    numbers = _file_numbers(files)
+    for number in numbers:
         labels.append(number if number is not None else (labels[-1] + 1 if labels else 1))
     if len(set(labels)) < len(labels):
         return list(range(1, len(files) + 1))
-    unnumbered = [f"{f.name} as epoch {e}" for f, e in zip(files, labels) if _last_number(f) is None]
+    unnumbered = [f"{f.name} as epoch {e}" for f, e, n in zip(files, labels, numbers) if n is None]
     note = f"trajectory: names without an epoch number: {', '.join(unnumbered[:3])}"
     if unnumbered and len(unnumbered) < len(files) and note not in _SAID:  # once: the grid and the run read them
         _SAID.add(note)

@@ -380,6 +380,19 @@ def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_number
     assert _epoch_labels(files) == [2, 4, 10, 11]
     assert capsys.readouterr().err == "trajectory: names without an epoch number: checkpoint.pt as epoch 11\n"
     assert _epoch_labels(files) == [2, 4, 10, 11] and capsys.readouterr().err == ""  # said once (grid, then run)
+    named = tmp_path / "named"  # θ* named after its architecture: the 20 of resnet20 is not an epoch
+    named.mkdir()
+    for name in ["resnet20.pt", "resnet20_epoch5.pt", "resnet20_epoch10.pt", "resnet20_epoch15.pt"]:
+        (named / name).write_bytes(b"")
+    files = trajectory_files([named])
+    assert [f.name for f in files] == [
+        "resnet20_epoch5.pt",
+        "resnet20_epoch10.pt",
+        "resnet20_epoch15.pt",
+        "resnet20.pt",
+    ]
+    assert _epoch_labels(files) == [5, 10, 15, 16]
+    assert _epoch_labels([Path("epoch_10.pt"), Path("epoch_12.pt")]) == [10, 12]  # "epoch_1" is not the shared part
 
 
 def test_epoch_labels_are_the_last_whole_number_of_each_name():
@@ -403,7 +416,7 @@ def test_hard_linked_snapshot_groups_are_refused(tmp_path, plane_run):
             f[f"epoch_{epoch:04d}"] = f["epoch_0001"]  # hard links
     with pytest.raises(LandscapeError) as error:
         load_differences(trajectory_files([path]), theta, theta.keys())
-    assert str(error.value) == f"{path}: epoch_0002 is the group epoch_0001 (hard links): each snapshot must be its own"
+    assert str(error.value) == f"{path} is damaged: 'epoch_0001' is stored under more than one name (hard links)"
 
 
 def test_hard_linked_datasets_of_snapshots_are_refused(tmp_path, plane_run):

@@ -241,10 +241,17 @@ class Work:
     description: dict[str, Any]
 
 
+def written_path(out: str | Path) -> Path:
+    """The file a run writes: a symbolic link's target, so that the writer lock is the one every spelling of the
+    file takes and the link is not replaced by the new file (it was: the target then kept the old results)."""
+    out = Path(out)
+    return out.resolve() if out.is_symlink() else out
+
+
 def surface_work(spec: SurfaceSpec, out: str | Path, *, overwrite: bool = False) -> Work:
     """The loss surface of `spec` into `out` (created, or resumed when it holds the same spec)."""
     spec.validate()
-    out = Path(out)
+    out = written_path(out)
 
     def load() -> tuple[SurfaceSpec, torch.nn.Module]:
         check_out_folder(out)
@@ -293,7 +300,7 @@ def convexity_work(
     directions are the surface's own: its recorded checkpoint (or `checkpoint`, which must be the same file by
     sha256), its images (under `data_root`, else the recorded root), its directions; `arch` only for an
     architecture that names code (`surface_model`)."""
-    out = Path(surface)
+    out = written_path(surface)
     curvature.validate()
 
     loaded: list[dict[str, Any]] = []  # the spec the model was built for, read before the writer lock

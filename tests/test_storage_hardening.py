@@ -1191,3 +1191,19 @@ def test_a_run_record_numbered_beyond_integers_never_blocks_a_resume(tmp_path):
         f["runs"][1] = b'{"n": 1e400}'
     append_run(path, {"started": "resume"})  # was an OverflowError: the surface could not be finished
     assert read_surface(path).runs[-1]["started"] == "resume"
+
+
+def test_a_surface_written_through_a_symbolic_link_is_its_target(tmp_path, cifar_root, resnet20_ckpt):
+    """`--out link.h5` (a link to real.h5): the link was replaced by a new file, the target kept the old results,
+    and a run on real.h5 took another lock than one on link.h5, so both could write the same file."""
+    real, link = tmp_path / "real.h5", tmp_path / "link.h5"
+    link.symlink_to(real)
+    assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, link, grid="-1:1:2")).exit_code == 0
+    assert link.is_symlink() and read_surface(real).completion == 1.0
+    with h5py.File(real, "r+", locking=False) as f:
+        f["computed"][0, 0] = 0
+    with writer_lock(real):  # a run on real.h5
+        result = runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, link, grid="-1:1:2"))
+    assert result.exit_code == 2 and "is being written by another process" in result.stderr
+    assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, link, grid="-1:1:2")).exit_code == 0
+    assert link.is_symlink() and read_surface(real).completion == 1.0

@@ -501,8 +501,7 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             z=z,
             coloraxis="coloraxis",
             name=plain_text(describe(surface).title),
-            customdata=_stored_values(surface, options.metric),
-            hovertemplate=_hover(options.metric),
+            **_hover_data(surface, options.metric),
             contours=dict(z=dict(highlight=True, highlightcolor="white", highlightwidth=1)),
             lighting=dict(ambient=0.75, diffuse=0.6, specular=0.05, roughness=0.9),
         )
@@ -559,7 +558,7 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
         raise LandscapeError(
             "filled contours take evenly spaced levels (START:END:SIZE); a list of levels draws contour lines"
         )
-    hover = dict(customdata=_stored_values(surface, options.metric), hovertemplate=_hover(options.metric))
+    hover = _hover_data(surface, options.metric)
     fig = go.Figure(_contour_traces(x, y, values, levels, options, crange, filled, named, hover))
     if not named:
         fig.add_trace(_colorbar_carrier(x, y, crange))
@@ -586,8 +585,7 @@ def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
             z=displayed(surface, options),
             coloraxis="coloraxis",
             name=plain_text(describe(surface).title),
-            customdata=_stored_values(surface, options.metric),
-            hovertemplate=_hover(options.metric),
+            **_hover_data(surface, options.metric),
         )
     )
     fig.add_traces(_path_2d(surface, options))
@@ -1398,8 +1396,19 @@ def _color_at(options: PlotOptions, crange: tuple[float, float] | None, level: f
     return sample_colorscale(options.colorscale, [t])[0]
 
 
-def _hover(metric: str) -> str:
-    return f"α=%{{x:.3g}}<br>β=%{{y:.3g}}<br>{metric_label(metric)}=%{{customdata:.5g}}<extra></extra>"
+def _hover(metric: str, pending: bool = False) -> str:
+    shown = f"α=%{{x:.3g}}<br>β=%{{y:.3g}}<br>{metric_label(metric)}=%{{customdata:.5g}}"
+    return shown + ("%{text}" if pending else "") + "<extra></extra>"
+
+
+def _hover_data(surface: Surface, metric: str) -> dict[str, Any]:
+    """What a grid point's hover shows: its stored value, and for a surface not yet complete, which points are not
+    computed yet (NaN both, else: a computed NaN is a result)."""
+    hover: dict[str, Any] = dict(customdata=_stored_values(surface, metric), hovertemplate=_hover(metric))
+    computed = np.asarray(surface.computed, dtype=bool)
+    if not computed.all():
+        hover.update(text=np.where(computed, "", " (not computed yet)"), hovertemplate=_hover(metric, pending=True))
+    return hover
 
 
 def _contains_origin(x: np.ndarray, y: np.ndarray) -> bool:

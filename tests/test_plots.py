@@ -136,6 +136,17 @@ def test_points_not_computed_and_diverged_points_are_gaps(tmp_path):
     assert np.isnan(z[[0, 0, 2], [0, 1, 4]]).all() and np.isfinite(z).sum() == 12
     clipped = np.asarray(heatmap_figure(s, PlotOptions(clip=2.0)).data[0].z)
     assert clipped[0, 0] == 2.0 and np.isnan(clipped[0, 1])  # an infinite loss is above any cap; NaN stays a gap
+    for fig in (
+        heatmap_figure(s, PlotOptions()),
+        figure(s, "surface", PlotOptions()),
+        figure(s, "contour", PlotOptions()),
+    ):
+        trace = fig.data[0]  # the hover tells a point not computed yet from a computed NaN (both were "NaN")
+        text = np.asarray(trace.text)
+        assert text[2, 4] == " (not computed yet)" and text[0, 1] == "" and (text == "").sum() == 14
+        assert "%{text}" in trace.hovertemplate
+    whole = read_surface(write_surface(tmp_path / "whole.h5"))
+    assert heatmap_figure(whole, PlotOptions()).data[0].text is None
 
 
 def _levels_of(fig):

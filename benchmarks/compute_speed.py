@@ -7,7 +7,10 @@ Reference (the algorithm of github.com/tomgoldstein/loss-landscape): per grid po
 the model, iterate a torchvision DataLoader (ToTensor + Normalize, 2 workers, batch 128) over the images,
 eval mode, fp32. Bare loop: the images pre-normalized in memory, `model(x)` in eval mode, batch 128, same
 weight update per point. landscape: `compute_surface` end to end, HDF5 file included.
-All variants evaluate the same directions on the same images; results are compared point by point.
+All variants evaluate the same directions on the same images; results are compared point by point with landscape
+fp32, loss and accuracy. Checked, and a FAIL line and exit status 1 where not met: every fp32 variant's loss within a
+relative 1e-5 (`FP32_LOSS_RTOL`) and its accuracies identical; every bf16 variant's loss within a relative 5e-2
+(`BF16_LOSS_RTOL`). bf16 accuracies are reported, not checked: bf16 rounding moves predictions near a tie.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import copy
 import dataclasses
 import json
 import os
-import platform
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,10 +46,12 @@ from landscape import (
     save_checkpoint,
 )
 from landscape.data import load_split
-from landscape.hardware import autocast
+from landscape.hardware import autocast, cpu_name, describe
 from landscape.storage import read_directions
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+FP32_LOSS_RTOL = 1e-5  # fp32 variants differ from landscape fp32 by rounding only (measured: up to 7e-8)
+BF16_LOSS_RTOL = 5e-2  # bf16 rounds (measured: up to 5.8e-3 with BN folding); this catches gross errors only
 
 
 class PilCifar(torch.utils.data.Dataset):
@@ -255,41 +261,74 @@ def main() -> None:
 
     by_name = {r["variant"]: r for r in rows}
     ref_name = "reference (DataLoader per point)"
-    fp32 = results["landscape fp32"][:, 0]
+    fp32_loss, fp32_acc = results["landscape fp32"][:, 0], results["landscape fp32"][:, 1]
+    hardware = describe(device) + (f"; host CPU {cpu_name()}" if device.type == "cuda" else "")
+    command = shlex.join(sys.argv)
     print()
     print(
         f"{args.arch}, {args.grid}x{args.grid} grid, {args.images} CIFAR-10 training images, device {args.device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    print(f"hardware: {hardware}")
+    print(f"command: {command}")
     print("Speed from the median time per grid point (robust to other load); total includes setup.")
     print(
         "| variant | total (s) | median s/point | images/s | vs reference | vs bare loop, same precision "
-        "| max abs loss diff vs landscape fp32 | max rel loss diff |"
+        "| max abs loss diff vs landscape fp32 | max rel loss diff | max accuracy diff (points) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    failures: list[str] = []
     for r in rows:
         name = r["variant"]
         speed = r["images_per_s"]
         vs_ref = f"{speed / by_name[ref_name]['images_per_s']:.2f}x" if ref_name in by_name else "-"
         bare = "bare model(x) loop bf16" if "bf16" in name else "bare model(x) loop fp32"
         vs_bare = f"{speed / by_name[bare]['images_per_s']:.2f}x" if name.startswith("landscape") else "-"
-        diff = np.abs(results[name][:, 0] - fp32)
+        diff = np.abs(results[name][:, 0] - fp32_loss)
+        rel = float((diff / np.abs(fp32_loss)).max())
+        acc_diff = float(np.abs(results[name][:, 1] - fp32_acc).max())
         r.update(
             vs_reference=vs_ref,
             vs_bare=vs_bare,
             max_abs_loss_diff=float(diff.max()),
-            max_rel_loss_diff=float((diff / np.abs(fp32)).max()),
+            max_rel_loss_diff=rel,
+            max_acc_diff=acc_diff,
         )
         print(
             f"| {name} | {r['seconds']:.1f} | {r['median_point_s']:.3f} | {speed:.0f} | {vs_ref} | {vs_bare} "
-            f"| {diff.max():.2e} | {(diff / np.abs(fp32)).max():.2e} |"
+            f"| {diff.max():.2e} | {rel:.2e} | {acc_diff:.2f} |"
+        )
+        if "bf16" in name:
+            if not rel <= BF16_LOSS_RTOL:
+                failures.append(f"{name}: loss differs by {rel:.2e} relative (bf16 tolerance {BF16_LOSS_RTOL:.0e})")
+        else:
+            if not rel <= FP32_LOSS_RTOL:
+                failures.append(f"{name}: loss differs by {rel:.2e} relative (fp32 tolerance {FP32_LOSS_RTOL:.0e})")
+            if acc_diff * args.images / 100 >= 0.5:  # identical: no image classified differently (not float noise)
+                failures.append(f"{name}: accuracy differs by up to {acc_diff:.2f} points (fp32: must be identical)")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    if not failures:
+        print(
+            f"PASS: fp32 variants within {FP32_LOSS_RTOL:.0e} relative in the loss with identical accuracies, "
+            f"bf16 variants within {BF16_LOSS_RTOL:.0e} in the loss (their accuracies not checked)"
         )
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"args": vars(args) | {"json": str(args.json)}, "rows": rows, "torch": torch.__version__}, indent=2
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "argv": sys.argv,
+                    "hardware": hardware,
+                    "rows": rows,
+                    "torch": torch.__version__,
+                    "failures": failures,
+                },
+                indent=2,
             )
         )
+    if failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

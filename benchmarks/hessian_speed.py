@@ -13,7 +13,7 @@ the same batch size (128) for both libraries; PyHessian (`pip install pyhessian`
    `--one-batch-max` images, its memory grows with them); landscape with `keep_graph=True` (the same idea, batch by
    batch: each product one backward pass per batch). The products of the same vector are compared; the first,
    untimed product of each variant builds the kept graphs, which then stay in memory while the other variants run
-   and slow them (measured: ResNet-20 on 1000 images 19.5 s per product beside them, 11.7 s without):
+   and slow them (measured, session 5: ResNet-20 on 1000 images 19.55 s per product beside them, 12.85 s without):
    `--no-kept-graphs` compares the first two alone.
 2. The top eigenvalue at relative tolerance `--tol`: landscape's Lanczos (`curvature.top_eigenvalue`: stops when the
    Ritz value's residual is below tol x the value), ARPACK (`curvature.top_eigenvalues`, what `landscape hessian`

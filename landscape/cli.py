@@ -902,7 +902,7 @@ def plot(
     surfaces = [read_surface(f) for f in files]
     _warn_incomplete(surfaces, "the points not computed yet are missing")
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
-    if fmt == "html" and kind != "1d":  # every contour level holds the whole grid: 601² made 103 MB of HTML
+    if fmt == "html" and kind != "1d":  # every contour level holds the whole grid
         surfaces, options = _thinned_for_html(surfaces, options)
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
     fig = paper_layout(

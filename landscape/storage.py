@@ -353,9 +353,23 @@ def writer_lock(
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _refuse_hard_links(path, shown)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _refuse_hard_links(path: Path, shown: str | Path | None) -> None:
+    """The lock is per name: a file with a second name (a hard link) could be written under it at the same time."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        raise LandscapeError(
+            f"cannot write {shown or path}: the file has {info.st_nlink} names (hard links), and a run on another "
+            "name could write it at the same time: copy it (cp) and write the copy"
+        )
 
 
 def _os_reason(error: OSError) -> str:

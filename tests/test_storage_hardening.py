@@ -1207,3 +1207,21 @@ def test_a_surface_written_through_a_symbolic_link_is_its_target(tmp_path, cifar
     assert result.exit_code == 2 and "is being written by another process" in result.stderr
     assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, link, grid="-1:1:2")).exit_code == 0
     assert link.is_symlink() and read_surface(real).completion == 1.0
+
+
+def test_a_surface_file_with_two_names_is_not_written(tmp_path, cifar_root, resnet20_ckpt):
+    """A hard link `copy.h5` of `real.h5`: the lock is per name, so a run on each name could write one file at once."""
+    real, copy = tmp_path / "real.h5", tmp_path / "copy.h5"
+    assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, real, grid="-1:1:2")).exit_code == 0
+    with h5py.File(real, "r+", locking=False) as f:
+        f["computed"][0, 0] = 0
+    os.link(real, copy)
+    before = real.read_bytes()
+    for name in (real, copy):
+        result = runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, name, grid="-1:1:2"))
+        assert result.exit_code == 2, result.output
+        assert f"cannot write {name}: the file has 2 names (hard links)" in result.stderr
+    assert real.read_bytes() == before
+    copy.unlink()
+    assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, real, grid="-1:1:2")).exit_code == 0
+    assert read_surface(real).completion == 1.0

@@ -6,12 +6,13 @@ a recorded arch is used only when it is a registered model or `torchvision:NAME`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 
 from .data import DEFAULT_NORMALIZATION, check_normalization
 from .errors import LandscapeError
-from .models import create_model, list_models
+from .models import create_model, list_models, torchvision_classifiers
 
 CHECKPOINT_FORMAT = "landscape-checkpoint"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state")
@@ -145,11 +146,7 @@ def _is_known_arch(arch: str) -> bool:
     """A registered model or `torchvision:NAME`: names that build a model without importing anything the file names."""
     if arch in {entry.name for entry in list_models()}:
         return True
-    if arch.startswith("torchvision:"):
-        import torchvision
-
-        return arch.split(":", 1)[1] in torchvision.models.list_models()
-    return False
+    return arch.startswith("torchvision:") and arch.split(":", 1)[1] in torchvision_classifiers()
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -232,13 +229,7 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
     if num_classes is not None and num_classes < 1:  # 0 was replaced by the checkpoint's count without a word
         raise LandscapeError(f"--num-classes must be a positive number of classes, got {num_classes}")
     num_classes = num_classes or checkpoint.metadata.get("num_classes") or _infer_num_classes(checkpoint.state_dict)
-    try:
-        with torch.device("meta"):  # shapes only: a file's "num_classes": 1000000 costs nothing until it fits
-            expected = create_model(arch, num_classes=num_classes).state_dict()
-    except LandscapeError:
-        raise
-    except Exception:  # a model whose construction reads tensor values: built for real
-        expected = create_model(arch, num_classes=num_classes).state_dict()
+    expected = _shapes(arch, num_classes)  # a file's "num_classes": 1000000 costs nothing until it fits
     state = {**_batches_tracked(expected, checkpoint.state_dict), **checkpoint.state_dict}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -258,6 +249,50 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
     model = create_model(arch, num_classes=num_classes)
     model.load_state_dict(state)
     return model.eval()
+
+
+def _shapes(arch: str, num_classes: int) -> dict[str, torch.Tensor]:
+    """The model's state_dict on PyTorch's meta device: its names and shapes, without their memory."""
+    try:
+        with torch.device("meta"):
+            return create_model(arch, num_classes=num_classes).state_dict()
+    except LandscapeError:
+        raise
+    except Exception:  # a model whose construction reads tensor values (torchvision's RegNets compute widths)
+        pass
+    try:
+        with _registered_on_meta():
+            return create_model(arch, num_classes=num_classes).state_dict()
+    except LandscapeError:
+        raise
+    except Exception as e:
+        raise LandscapeError(
+            f"cannot build arch '{arch}' with {num_classes} classes without its weights' memory, to check the "
+            f"checkpoint against it: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _registered_on_meta() -> Iterator[None]:
+    """Every parameter and buffer a module registers goes to the meta device: a layer's weights are allocated but
+    never written (its initialization runs on meta), so they cost no memory."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    setattr(nn.Module, "register_parameter", parameter)  # noqa: B010 (a method replaced for the block)
+    setattr(nn.Module, "register_buffer", buffer)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(nn.Module, "register_parameter", register_parameter)  # noqa: B010
+        setattr(nn.Module, "register_buffer", register_buffer)  # noqa: B010
 
 
 def _batches_tracked(
@@ -357,7 +392,10 @@ def _untrusted_arch_message(checkpoint: Checkpoint) -> str:
             f"{head}, which names code to import: only your own --arch may do that "
             f"(pass --arch {_show(arch)} if you trust the file)"
         )
-    return f"{head}, which is not a registered model or torchvision:NAME: pass --arch (see `landscape models`)"
+    return (
+        f"{head}, which is not a registered model or torchvision:NAME of an image classifier: "
+        "pass --arch (see `landscape models`)"
+    )
 
 
 def _infer_num_classes(state: dict[str, torch.Tensor]) -> int:

@@ -552,7 +552,7 @@ def models() -> None:
 
     for entry in list_models():
         typer.echo(f"{entry.name:<18} {entry.description}")
-    typer.echo("torchvision:NAME   any torchvision classification model, e.g. torchvision:resnet18")
+    typer.echo("torchvision:NAME   a torchvision image classifier (torchvision.models), e.g. torchvision:resnet18")
     typer.echo("module.path:fn     your own builder, called with num_classes= when it accepts it")
 
 

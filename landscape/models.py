@@ -163,6 +163,13 @@ def list_models() -> list[ModelEntry]:
     return list(_REGISTRY.values())
 
 
+def torchvision_classifiers() -> set[str]:
+    """The names `torchvision:NAME` takes: torchvision's image classifiers, which build without downloading."""
+    import torchvision
+
+    return set(torchvision.models.list_models(module=torchvision.models))
+
+
 def create_model(arch: str, num_classes: int = 10) -> nn.Module:
     """Build an untrained model: a registry name, `torchvision:NAME`, or `module.path:callable`.
 
@@ -175,18 +182,30 @@ def create_model(arch: str, num_classes: int = 10) -> nn.Module:
         import torchvision
 
         name = arch.split(":", 1)[1]
-        try:
-            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        except ValueError as e:
-            raise LandscapeError(f"unknown torchvision model '{name}': {e}") from None
+        if name not in torchvision_classifiers():  # a detection model fetches its backbone's weights, unchecked
+            raise LandscapeError(
+                f"unknown torchvision model '{name}': torchvision:NAME takes an image classifier of "
+                "torchvision.models (e.g. resnet18, vgg11_bn); build others with module.path:callable"
+            )
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if ":" in arch:
         module_name, _, attr = arch.partition(":")
         try:
             build = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise LandscapeError(f"cannot import model builder '{arch}': {e}") from None
-        accepts_classes = "num_classes" in inspect.signature(build).parameters
-        model = build(num_classes=num_classes) if accepts_classes else build()
+        except Exception as e:  # an empty or relative module name is a ValueError
+            raise LandscapeError(f"cannot import model builder '{arch}': {type(e).__name__}: {e}") from None
+        if not callable(build):
+            raise LandscapeError(f"model builder '{arch}' is a {type(build).__name__}, not a callable")
+        try:
+            accepts_classes = "num_classes" in inspect.signature(build).parameters
+        except (TypeError, ValueError):  # a builtin without a signature
+            accepts_classes = False
+        try:
+            model = build(num_classes=num_classes) if accepts_classes else build()
+        except LandscapeError:
+            raise
+        except Exception as e:
+            raise LandscapeError(f"model builder '{arch}' failed: {type(e).__name__}: {e}") from None
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"'{arch}' returned {type(model).__name__}, not a torch.nn.Module")
         return model

@@ -89,7 +89,7 @@ def test_a_recorded_arch_never_names_code(tmp_path, model, imports, write, arch)
 def test_registered_and_torchvision_archs_are_kept(tmp_path, model, imports):
     for arch in ("resnet20", "torchvision:resnet18"):
         assert load_checkpoint(write_pt(tmp_path / "ok.pt", model, arch)).metadata["arch"] == arch
-    for arch in ("resnet21", "torchvision:os.system", "torchvision:"):
+    for arch in ("resnet21", "torchvision:os.system", "torchvision:", "torchvision:fcn_resnet50"):
         path = write_pt(tmp_path / "unknown.pt", model, arch)
         ckpt = load_checkpoint(path)
         assert "arch" not in ckpt.metadata and ckpt.untrusted_arch == arch
@@ -97,7 +97,7 @@ def test_registered_and_torchvision_archs_are_kept(tmp_path, model, imports):
             build_model(ckpt)
         assert str(error.value) == (
             f"checkpoint {path} records arch '{arch}', which is not a registered model or "
-            "torchvision:NAME: pass --arch (see `landscape models`)"
+            "torchvision:NAME of an image classifier: pass --arch (see `landscape models`)"
         )
     assert not set(imports) & set(FORBIDDEN)
 
@@ -462,3 +462,62 @@ def test_dict_keys_are_text_bytes_or_numbers(tmp_path, ops, reason):
     with pytest.raises(LandscapeError) as error:
         load_split(DataSpec(root=str(tmp_path)), "train")
     assert str(error.value).startswith(f"cannot read {path}: {reason}")
+
+
+def test_a_torchvision_model_that_fetches_weights_is_never_built(tmp_path, monkeypatch):
+    """`torchvision:fcn_resnet50` (weights=None) still loads its backbone's weights through torch.hub, which unpickles
+    a cached file with weights_only=False: only torchvision's image classifiers are taken, from a file or the user."""
+    import torch.hub
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("torch.hub was asked for weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fetch)
+    with pytest.raises(
+        LandscapeError, match="unknown torchvision model 'fcn_resnet50': torchvision:NAME takes an image"
+    ):
+        create_model("torchvision:fcn_resnet50")
+    assert isinstance(create_model("torchvision:squeezenet1_1", num_classes=3), torch.nn.Module)
+
+
+def test_a_model_built_from_computed_widths_is_checked_without_its_memory(tmp_path):
+    """torchvision's RegNets cannot be built on the meta device: a 2 KB file recording 250000 classes was built for
+    real (1.1 GB, a minute) before its tensors were compared. Now their parameters go to meta as they register."""
+    path = tmp_path / "regnet.pt"
+    torch.save(
+        {
+            "format": "landscape-checkpoint",
+            "metadata": {"arch": "torchvision:regnet_x_400mf", "num_classes": 250000},
+            "state_dict": {"w": torch.zeros(1)},
+        },
+        path,
+    )
+    code = (
+        "import resource, sys, torch, torchvision\nfrom landscape import LandscapeError, build_model, load_checkpoint\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    build_model(load_checkpoint(sys.argv[1]))\nexcept LandscapeError as e:\n    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+        "print(torch.nn.Module.register_parameter.__qualname__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+    said, grown_kb, restored = result.stdout.splitlines()
+    assert said.startswith(f"checkpoint {path} does not fit arch 'torchvision:regnet_x_400mf': missing stem.0.weight")
+    assert int(grown_kb) < 100_000  # the head alone is 250000 x 400 float32: 400 MB
+    assert restored == "Module.register_parameter"
+
+
+@pytest.mark.parametrize(
+    ("arch", "said"),
+    [
+        (":foo", "cannot import model builder ':foo': ValueError: Empty module name"),
+        ("math:pi", "model builder 'math:pi' is a float, not a callable"),
+        ("collections:OrderedDict", "'collections:OrderedDict' returned OrderedDict, not a torch.nn.Module"),
+        ("json:loads", "model builder 'json:loads' failed: TypeError:"),
+    ],
+)
+def test_a_bad_model_builder_is_one_line(arch, said):
+    with pytest.raises(LandscapeError) as error:
+        create_model(arch)
+    assert str(error.value).startswith(said)

@@ -146,15 +146,22 @@ def _turns(line: np.ndarray, tolerance: float) -> int | None:
 
 
 def nonconvex_fraction(values: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    """Share of interior points where the central-difference Hessian [[fxx, fxy], [fxy, fyy]] is not PSD."""
-    hx, hy = x[1] - x[0], y[1] - y[0]
+    """Share of interior points where the central-difference Hessian [[fxx, fxy], [fxy, fyy]] is not PSD: its smaller
+    eigenvalue below zero by more than float64 rounding of the differences can make (a valley or a plane, exactly
+    convex, is none; a stored fp32 or bf16 surface's own rounding still counts)."""
+    values = np.asarray(values, dtype=np.float64)
+    hx, hy = abs(x[1] - x[0]), abs(y[1] - y[0])
     c = values[1:-1, 1:-1]
     fxx = (values[1:-1, 2:] - 2 * c + values[1:-1, :-2]) / hx**2
     fyy = (values[2:, 1:-1] - 2 * c + values[:-2, 1:-1]) / hy**2
     fxy = (values[2:, 2:] - values[2:, :-2] - values[:-2, 2:] + values[:-2, :-2]) / (4 * hx * hy)
     smallest = 0.5 * (fxx + fyy) - np.sqrt(0.25 * (fxx - fyy) ** 2 + fxy**2)
-    finite = np.isfinite(smallest)
-    return float((smallest[finite] < 0).mean()) if finite.any() else float("nan")
+    ny, nx = values.shape
+    stencil = np.stack([values[j : j + ny - 2, i : i + nx - 2] for j in range(3) for i in range(3)])
+    largest = np.abs(stencil).max(axis=0)  # each difference's rounding is at most a few eps of it
+    rounding = 16 * np.finfo(np.float64).eps * largest * (4 / hx**2 + 4 / hy**2 + 1 / (hx * hy))
+    finite = np.isfinite(smallest) & np.isfinite(rounding)
+    return float((smallest[finite] < -rounding[finite]).mean()) if finite.any() else float("nan")
 
 
 def summarize(

@@ -41,6 +41,7 @@ MatVec = Callable[[np.ndarray], np.ndarray]
 EIGENVALUES_KEY = "#eigenvalues"  # in the eigenvector file: the eigenvalues, descending
 CHECKPOINT_KEY = "#checkpoint_sha256"  # in the eigenvector file: the sha256 of the checkpoint θ*
 MAX_EIGENVECTORS = 1000
+MAX_TRACE_SAMPLES = 1_000_000  # a product each: weeks of work at ResNet-56's speed
 SOLVERS = ("auto", "lanczos", "arpack")  # the eigensolvers of `landscape hessian --solver`
 
 
@@ -178,7 +179,7 @@ def top_eigenvalues(hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int 
     ARPACK's Lanczos on a `LinearOperator` wrapping `hvp`; the start vector is drawn from `seed`. `tol` is
     ARPACK's relative accuracy of the eigenvalues (0: machine precision).
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     _check_top_k(k, dim)
     if not (math.isfinite(tol) and tol >= 0):
@@ -189,6 +190,8 @@ def top_eigenvalues(hvp: MatVec, dim: int, k: int, tol: float = 1e-3, seed: int 
         values, vectors = eigsh(operator, k=k, which="LA", tol=tol, v0=v0)
     except ArpackNoConvergence as e:
         raise LandscapeError(f"Lanczos did not converge ({e}): raise the tolerance or lower --top-k") from None
+    except ArpackError as e:  # e.g. a Hessian that is zero: "Starting vector is zero"
+        raise LandscapeError(f"ARPACK failed ({e}): try --solver lanczos") from None
     order = np.argsort(values)[::-1]
     return values[order], vectors[:, order]
 
@@ -563,7 +566,8 @@ def hessian_direction(path: str | Path, index: int, like: Direction) -> Directio
             shape, dtype = _npy_header(archive, members[name], path)
             if dtype.kind != "f" or shape[1:] != tuple(tensor.shape) or not 1 <= shape[0] <= MAX_EIGENVECTORS:
                 raise LandscapeError(
-                    f"{path}: {name} is {dtype} {shape}, not (k, {', '.join(map(str, tensor.shape))}) floats"
+                    f"{path}: {name} is {dtype} {shape}, not (k, {', '.join(map(str, tensor.shape))}) floats "
+                    f"with k at most {MAX_EIGENVECTORS}"
                 )
             counts.add(shape[0])
         if len(counts) != 1:
@@ -659,12 +663,14 @@ class HessianSpec:
         return "lanczos" if self.solver == "auto" else self.solver
 
     def validate(self) -> None:
-        if self.top_k < 1:
-            raise LandscapeError(f"--top-k must be at least 1, got {self.top_k}")
+        if not 1 <= self.top_k <= MAX_EIGENVECTORS:  # more would write an eigenvector file that no run reads
+            raise LandscapeError(f"--top-k must be at least 1 and at most {MAX_EIGENVECTORS}, got {self.top_k}")
         if self.solver not in SOLVERS:
             raise LandscapeError(f"unknown eigensolver '{self.solver}': use {', '.join(SOLVERS)}")
-        if self.trace_samples < 0 or self.trace_samples == 1:
-            raise LandscapeError(f"--trace-samples must be 0 (no trace) or at least 2, got {self.trace_samples}")
+        if self.trace_samples < 0 or self.trace_samples == 1 or self.trace_samples > MAX_TRACE_SAMPLES:
+            raise LandscapeError(
+                f"--trace-samples must be 0 (no trace) or 2 to {MAX_TRACE_SAMPLES}, got {self.trace_samples}"
+            )
         if not (math.isfinite(self.tol) and self.tol >= 0):
             raise LandscapeError(f"the eigenvalue tolerance must be a number >= 0, got {self.tol}")
         if not 0 <= self.seed <= MAX_SEED:

@@ -253,6 +253,7 @@ def add_curvature(
             f.create_dataset(CURVATURE_INDICES, data=np.asarray(indices, dtype=np.int64))
             f.attrs[CURVATURE_ATTRIBUTE] = json.dumps(curvature, sort_keys=True)
         append_run(tmp, run)
+        shutil.copymode(path, tmp)  # a private surface stays private
         _sync(tmp)
         tmp.replace(path)
         _sync_folder(path.parent)

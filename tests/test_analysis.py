@@ -31,6 +31,17 @@ def test_saddle_and_egg_crate():
     assert roughness(crate, x, y) > 10 * roughness(X**2 + Y**2, x, y)
 
 
+def test_an_exactly_convex_valley_or_plane_is_convex_everywhere():
+    """The share counted second differences of -5.6e-13 (float64 rounding) as negative curvature: 44% of a valley
+    (x + y)², 20% of a plane. A weak saddle stays counted, on the 51-point grid of the report."""
+    u = np.linspace(-1, 1, 51)
+    U, V = np.meshgrid(u, u)
+    for surface in ((U + V) ** 2, 0.3 * U + 0.7 * V + 2.3, U**2 + 0.3 * V, 1e6 * (U - V) ** 2 + 5):
+        assert nonconvex_fraction(surface, u, u) == 0.0
+        assert nonconvex_fraction(surface, u, u[::-1]) == 0.0  # the paper's files may run from +1 to -1
+    assert nonconvex_fraction(U**2 - 1e-6 * V**2 + 3, u, u) == 1.0
+
+
 def test_basin_is_the_component_of_the_center():
     v = np.ones((5, 5))
     v[2, 2] = v[2, 1] = 0  # center region

@@ -161,6 +161,12 @@ def test_report_by_either_solver_is_the_exact_top_eigenvalue(solver, used):
         HessianSpec(solver="power").validate()
 
 
+def test_arpack_on_a_zero_hessian_is_one_line():
+    """ARPACK's "Starting vector is zero" (a Hessian that is zero) reached the CLI as an exit-1 ArpackError."""
+    with pytest.raises(LandscapeError, match="ARPACK failed .*: try --solver lanczos"):
+        top_eigenvalues(lambda v: np.zeros_like(v), 40, 2, tol=0, seed=0)
+
+
 @pytest.mark.parametrize("k", [0, 39, 40])
 def test_top_eigenvalues_bad_k(k):
     with pytest.raises(LandscapeError, match="--top-k"):
@@ -267,7 +273,9 @@ def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
     "extra, message",
     [
         (("--top-k", 0), "--top-k must be at least 1"),
+        (("--top-k", 1001), "--top-k must be at least 1 and at most 1000, got 1001"),  # its vectors: unreadable
         (("--trace-samples", 1), "--trace-samples must be 0"),
+        (("--trace-samples", 10**7), "--trace-samples must be 0 (no trace) or 2 to 1000000"),
         (("--subset", 0), "--subset must be a positive"),
         (("--split", "both"), "--split must be train or test"),
         (("--tol", "nan"), "the eigenvalue tolerance must be a number >= 0, got nan"),  # ran 300 products

@@ -1225,3 +1225,16 @@ def test_a_surface_file_with_two_names_is_not_written(tmp_path, cifar_root, resn
     copy.unlink()
     assert runner.invoke(app, compute_args(resnet20_ckpt, cifar_root, real, grid="-1:1:2")).exit_code == 0
     assert read_surface(real).completion == 1.0
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_adding_a_convexity_map_keeps_the_files_permissions(tmp_path, replace):
+    """The map is added to a copy renamed into place: a private surface (mode 600) came back readable by all."""
+    path = write_surface(tmp_path / "s.h5")
+    if replace:
+        add_curvature(path, {"stride": 1}, np.arange(4), {"started": "convexity"})
+    path.chmod(0o600)
+    add_curvature(path, {"stride": 2}, np.arange(4), {"started": "convexity"}, replace=replace)
+    assert path.stat().st_mode & 0o777 == 0o600
+    with h5py.File(path, "r", locking=False) as f:
+        assert json.loads(f.attrs["curvature"]) == {"stride": 2} and "hessian_min" in f

@@ -4,7 +4,7 @@ Started as `streamlit run app.py -- --results DIR`. It only reads, and only the 
 results folder; reads are cached by name and `results.file_stamp` (times, size, inode), so a file being computed is
 read again when it grows, and the folder is looked at every few seconds for new and finished files. The `*_ui`
 functions draw widgets and return what was chosen; figures come from `landscape.plots` and downloads from
-`landscape.export`. Every setting is kept in the URL, so that a view can be bookmarked or sent.
+`landscape.export`. Every setting but *Follow* is kept in the URL, so that a view can be bookmarked or sent.
 
 Files and the URL are not trusted: their text reaches Streamlit's Markdown (headings, captions, alerts, tables)
 only through `escape_markdown`, URL settings are range-checked before they reach a widget, and a file that fails
@@ -84,6 +84,7 @@ URL_SETTINGS: dict[str, Any] = {
 FLOAT_RANGES = {"clip": (0.0, plots.HUGE), "zscale": (0.2, 2.0), "slice_angle": (0.0, 180.0)}
 DEFAULTS: dict[str, Any] = {
     "mode": MODES[0],
+    "metric": "train_loss",  # where the files have it (`options_ui` takes their first metric otherwise)
     "log": False,
     "clip": None,
     "zmin": None,
@@ -118,9 +119,9 @@ STYLE = f"""<style>
 # Keeps the view of each chart: Streamlit draws a chart anew whenever its figure changes (a setting, new points of
 # a run), so plotly's own `uirevision` cannot keep a rotated camera or a zoom. This script runs in the page (the
 # component's frame has the page's origin): it remembers each chart's 3D cameras and 2D axis ranges when the user
-# changes them, and puts them back on the chart drawn in its place while the figure's `uirevision` (the file, and
-# for a 3D scene the camera preset, height and aspect) is the same. Cameras of the charts in the block
-# `linked_3d` follow each other.
+# changes them, and puts them back on the chart drawn in its place while the figure's `uirevision` (the file, for a
+# 3D scene the camera preset, height and aspect, for the 1D curves the log scale) is the same. Cameras of the charts
+# in the block `linked_3d` follow each other.
 VIEW_JS = """<script>
 (function () {
   const page = window.parent;
@@ -379,6 +380,16 @@ def settings_to_url(chosen: list[str]) -> None:
             params[key] = format_setting(value)
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
+
+
+def keep_settings() -> None:
+    """Keep every setting (and the file to compare with) through runs that do not draw its widget: Streamlit forgets
+    the value of a widget not drawn in a run, so a file that failed, a visit to *One surface*, a 1D file or a file
+    without a training path reset them, and the URL lost them. Set again as the session's own value (before any
+    widget is drawn) each outlives its widget."""
+    for key in (*URL_SETTINGS, "other"):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def _set_defaults() -> None:
@@ -786,6 +797,7 @@ def files_ui(root: Path, names: list[str]) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="landscape", layout="wide")
+    keep_settings()
     st.html(STYLE)
     root = results_root(sys.argv[1:]).resolve()
     st.sidebar.title("landscape")

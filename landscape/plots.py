@@ -726,11 +726,17 @@ def slice_index(surface: Surface, line: Slice) -> int:
 
 
 def curve_figure(
-    surface: Surface, options: PlotOptions, metrics: Sequence[str] | None = None, line: Slice | None = None
+    surface: Surface,
+    options: PlotOptions,
+    metrics: Sequence[str] | None = None,
+    line: Slice | None = None,
+    *,
+    loss_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Losses on the left axis and accuracies (dashed) on the right along a 1D surface or a `Slice` of a 2D one
-    (`line`, by default `options.line`). `options.log` and `options.clip` apply to the losses; `options.zrange`
-    fixes the loss axis range. The legend sits above the plot, clear of both axes' ticks."""
+    (`line`, by default `options.line`). `options.log` and `options.clip` apply to the losses; `loss_range`, else
+    `options.zrange` where `options.metric` is a loss (the colour range of an accuracy is no loss range), fixes the
+    loss axis range. The legend sits above the plot, clear of both axes' ticks."""
     require_points(surface)
     metrics = list(metrics or metric_order(surface.metrics))
     line = line or options.line
@@ -760,7 +766,7 @@ def curve_figure(
             ),
             secondary_y=is_acc,
         )
-    loss_range = options.zrange
+    loss_range = loss_range or _loss_range(options)
     finite = np.concatenate([v[np.isfinite(v)] for v in losses] + [np.empty(0)])
     if loss_range is None and options.clip is not None and finite.size:
         loss_range = (float(finite.min()), options.clip)
@@ -781,9 +787,20 @@ def curve_figure(
         title=dict(text=title),
         hovermode="x unified",
         legend=dict(orientation="h", x=0, xanchor="left", y=1.05, yanchor="bottom"),
-        uirevision=_title(surface),
+        uirevision=f"{_title(surface)} | {_loss_scale(options)}",
     )
     return fig
+
+
+def _loss_range(options: PlotOptions) -> tuple[float, float] | None:
+    """The range of the loss axis of a 1D figure: `options.zrange` where the metric is a loss, else None."""
+    return None if higher_is_better(options.metric) else options.zrange
+
+
+def _loss_scale(options: PlotOptions) -> str:
+    """The units of the loss axis of a 1D figure, for its `uirevision`: a zoom on a linear axis is no zoom on a log
+    one (the app's kept view blanked the curves)."""
+    return "log loss" if options.log else "loss"
 
 
 def shared_grid(a: Surface, b: Surface, options: PlotOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -857,15 +874,15 @@ def compare_figure(
     same z (3D) or loss (1D) range, so that equal colours and heights mean equal values."""
     if kind not in KINDS:
         raise LandscapeError(f"unknown figure kind '{kind}': use {', '.join(KINDS)}")
-    if options.zrange is None:
-        metrics = (
-            [m for m in surfaces[0].metrics if m.endswith("_loss") and all(m in s.values for s in surfaces)]
-            if kind == "1d"
-            else [options.metric]
-        )
-        if metrics:
-            options = replace(options, zrange=value_range(surfaces, options, metrics))
-    panels = [figure(s, kind, options) for s in surfaces]
+    loss_range = None
+    if kind == "1d":  # one loss range: the colour range of a loss, else the common losses' own
+        losses = [m for m in surfaces[0].metrics if m.endswith("_loss") and all(m in s.values for s in surfaces)]
+        loss_range = _loss_range(options) or (value_range(surfaces, options, losses) if losses else None)
+    elif options.zrange is None:
+        options = replace(options, zrange=value_range(surfaces, options))
+    panels = [
+        curve_figure(s, options, loss_range=loss_range) if kind == "1d" else figure(s, kind, options) for s in surfaces
+    ]
     n = len(panels)
     equal = kind in ("contour", "filled", "heatmap") and all(equal_axes(s, options) for s in surfaces)
     spec = {"type": "scene"} if kind == "surface" else {"secondary_y": True} if kind == "1d" else {}
@@ -915,7 +932,7 @@ def compare_figure(
             suffix = "" if col == 1 else str(col)
             fig.update_yaxes(scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain", row=1, col=col)
             fig.update_xaxes(constrain="domain", row=1, col=col)
-    fig.update_layout(uirevision=" vs ".join(names))
+    fig.update_layout(uirevision=" vs ".join(names) + (f" | {_loss_scale(options)}" if kind == "1d" else ""))
     return fig
 
 

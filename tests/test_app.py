@@ -3,14 +3,21 @@ figures (levels, labels, camera, height, floor, aspect, slices), comparing two s
 name the folder, linked 3D views), settings kept in the URL, download names, a file that is still being computed,
 and broken files or paths outside the results folder shown as errors in the page; text from files and the URL
 shown as text (never as Markdown: no image, link or HTML), hostile URL settings, symbolic link loops, extreme
-values, unforeseen failures as one line, and a files table that does not read unchanged files again."""
+values, unforeseen failures as one line, and a files table that does not read unchanged files again; settings that
+outlive a failed file and widgets not drawn; the 1D slice's loss axis and kept zoom; the port `landscape app --open`
+opens."""
 
 import base64
+import contextlib
 import html
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,9 +25,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 from surface_fixtures import X, Y, bowl, write_legacy, write_surface
+from typer.testing import CliRunner
 
 from landscape import LandscapeError, read_surface
 from landscape import app as landscape_app
+from landscape import cli as landscape_cli
 from landscape import plots as landscape_plots
 from landscape import results as results_folder
 from landscape.plots import CAMERAS, camera_angles
@@ -652,3 +661,183 @@ def test_the_files_table_of_a_removed_folder_is_one_line(tmp_path):
     at = AppTest.from_function(_files_table_of_a_removed_folder, args=(str(root),), default_timeout=30).run()
     assert not at.exception
     assert [e.value for e in at.error] == [escape(f"results folder {root} does not exist")]
+
+
+def test_settings_outlive_a_file_that_fails_and_widgets_not_drawn(app):
+    """Streamlit forgets a widget not drawn in a run: one unreadable file reset every plot setting (and the URL lost
+    them), and so did a visit to One surface (the linked 3D views), a 1D file (the slice) or another levels mode."""
+    settings = {"log": "1", "camera": "top", "zscale": "1.2", "colorscale": "Plasma"}
+    app.query_params.update({"file": "resnet56.h5", **settings})
+    at = app.run()
+    at.sidebar.selectbox(key="file").select("broken.h5").run()
+    assert "cannot open" in at.error[0].value and dict(at.query_params) == {"file": "broken.h5", **settings}
+    at.sidebar.selectbox(key="file").select("resnet56.h5").run()
+    assert not at.exception and not at.error
+    assert dict(at.query_params) == {"file": "resnet56.h5", **settings}
+    assert (at.sidebar.checkbox(key="log").value, at.sidebar.selectbox(key="camera").value) == (True, "top")
+    assert charts(at)[0]["layout"]["scene"]["aspectratio"]["z"] == 1.2
+    at.radio(key="slice").set_value("y").run()
+    at.select_slider(key="slice_at").set_value(0.5).run()
+    at.sidebar.selectbox(key="file").select("lines/line.h5").run()  # no slice to choose on a 1D file
+    at.sidebar.selectbox(key="file").select("resnet56.h5").run()
+    assert (at.radio(key="slice").value, at.select_slider(key="slice_at").value) == ("y", 0.5)
+    assert charts(at)[3]["layout"]["title"]["text"] == "resnet56 (α = 0.5)"
+    at.sidebar.radio(key="levels_mode").set_value("list").run()
+    at.sidebar.text_input(key="levels_list").input("0.5, 1").run()
+    at.sidebar.radio(key="levels_mode").set_value("even").run()
+    at.sidebar.radio(key="levels_mode").set_value("list").run()
+    assert at.sidebar.text_input(key="levels_list").value == "0.5, 1"
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    at.sidebar.selectbox(key="other").select("paper.h5")
+    at.toggle(key="link").set_value(False).run()
+    at.sidebar.radio(key="mode").set_value("One surface").run()
+    assert dict(at.query_params)["link"] == "0"
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    assert not at.exception and not at.error
+    assert (at.toggle(key="link").value, at.sidebar.selectbox(key="other").value) == (False, "paper.h5")
+    assert dict(at.query_params) == {
+        "file": "resnet56.h5",
+        "other": "paper.h5",
+        **settings,
+        "levels_mode": "list",
+        "levels_list": "0.5, 1",
+        "link": "0",
+        "slice": "y",
+        "slice_at": "0.5",
+    }
+
+
+@pytest.mark.parametrize(
+    "metric, zmin, loss_axis, compared_axis",
+    [  # was [50, 100] for an accuracy: its colour range on the loss axis
+        ("train_acc", "50", None, [0.1, 8.4]),  # compared: the range of both files' train and test losses
+        ("train_loss", "0.5", [0.5, 2.1], [0.5, 4.2]),  # the colour range of a loss, to the maximum of both
+    ],
+)
+def test_the_1d_slice_takes_a_colour_range_only_of_a_loss(app, metric, zmin, loss_axis, compared_axis):
+    app.query_params.update({"file": "resnet56.h5", "metric": metric, "zmin": zmin})
+    at = app.run()
+    assert not at.exception and not at.error
+    curve = charts(at)[3]
+    assert curve["layout"]["yaxis"].get("range") == pytest.approx(loss_axis)
+    assert curve["layout"]["yaxis2"]["range"] == [0, 100]  # the accuracies' axis
+    at.sidebar.radio(key="mode").set_value("Compare two").run()  # resnet56_noshort: losses twice as high
+    assert not at.exception and not at.error
+    compared = charts(at)[5]["layout"]
+    assert compared["yaxis"]["range"] == compared["yaxis3"]["range"] == pytest.approx(compared_axis)
+
+
+def test_a_1d_file_takes_no_colour_range_of_an_accuracy_on_its_loss_axis(app):
+    app.query_params.update({"file": "lines/line.h5", "metric": "train_acc", "zmin": "50"})
+    at = app.run()
+    assert not at.exception and not at.error
+    (curves,) = charts(at)
+    assert "range" not in curves["layout"]["yaxis"] and curves["layout"]["yaxis2"]["range"] == [0, 100]
+
+
+def test_a_zoom_of_the_1d_curves_is_not_kept_across_the_log_scale(app):
+    """A zoomed slice went blank after Log scale: its kept view (VIEW_JS, by `uirevision`) put a range of the linear
+    loss axis on the log one."""
+    app.query_params["file"] = "resnet56.h5"
+    at = app.run()
+    revisions = [charts(at)[3]["layout"]["uirevision"]]
+    at.sidebar.checkbox(key="log").check().run()
+    revisions.append(charts(at)[3]["layout"]["uirevision"])
+    at.sidebar.radio(key="mode").set_value("Compare two").run()
+    revisions.append(charts(at)[5]["layout"]["uirevision"])
+    at.sidebar.checkbox(key="log").uncheck().run()
+    revisions.append(charts(at)[5]["layout"]["uirevision"])
+    at.sidebar.radio(key="mode").set_value("One surface")
+    at.sidebar.selectbox(key="file").select("lines/line.h5").run()
+    revisions.append(charts(at)[0]["layout"]["uirevision"])
+    at.sidebar.checkbox(key="log").check().run()
+    assert not at.exception and not at.error
+    revisions.append(charts(at)[0]["layout"]["uirevision"])
+    both = "resnet56.h5 | resnet56_noshort.h5 | resnet56 vs resnet56_noshort"
+    assert revisions == [
+        "resnet56.h5 | resnet56 | loss",
+        "resnet56.h5 | resnet56 | log loss",
+        f"{both} | log loss",
+        f"{both} | loss",
+        "lines/line.h5 | line | loss",
+        "lines/line.h5 | line | log loss",
+    ]
+
+
+@pytest.fixture
+def no_server(monkeypatch) -> list[list[str]]:
+    """`landscape app` with no server started (a stand-in records the command and ends at once), no signal handler
+    installed and no display: the commands it would have run."""
+    commands: list[list[str]] = []
+
+    class Server:
+        def __init__(self, command: list[str], **kwargs) -> None:
+            commands.append(command)
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Server)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    monkeypatch.setattr(landscape_cli, "_display_present", lambda: False)
+    monkeypatch.delenv("STREAMLIT_SERVER_PORT", raising=False)
+    return commands
+
+
+def _app_command(commands: list[list[str]], folder: Path, *extra: str, env: dict | None = None) -> tuple:
+    """The port `landscape app` gives Streamlit (None: none) and what it says."""
+    result = CliRunner().invoke(landscape_cli.app, ["app", "--results", str(folder), *extra], env=env)
+    assert result.exit_code == 0, result.output
+    command = commands.pop()
+    port = command[command.index("--server.port") + 1] if "--server.port" in command else None
+    return port, result.stderr
+
+
+def test_open_opens_the_port_the_app_serves_on(tmp_path, no_server):
+    """--open without --port polled and opened 8501 while Streamlit served on 8502 (8501 taken) or on the port of
+    STREAMLIT_SERVER_PORT."""
+    with socket.socket() as taken:  # 8501 in use (by this, or by something else already)
+        with contextlib.suppress(OSError):
+            taken.bind(("127.0.0.1", 8501))
+            taken.listen()
+        port, said = _app_command(no_server, tmp_path, "--address", "127.0.0.1", "--open")
+    assert port is not None and port != "8501"
+    assert said == f"no display to open a browser on: open http://127.0.0.1:{port} yourself\n"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", int(port)))  # a free port
+    assert _app_command(no_server, tmp_path, "--open", env={"STREAMLIT_SERVER_PORT": "8765"}) == (
+        "8765",
+        "no display to open a browser on: open http://localhost:8765 yourself\n",
+    )
+    assert _app_command(no_server, tmp_path, "--open", "--port", "8600")[0] == "8600"
+    assert _app_command(no_server, tmp_path, "--headless") == (None, "")  # Streamlit's own choice: nothing to open
+    result = CliRunner().invoke(
+        landscape_cli.app, ["app", "--results", str(tmp_path), "--open"], env={"STREAMLIT_SERVER_PORT": "http"}
+    )
+    assert result.exit_code == 2 and result.stderr == "error: STREAMLIT_SERVER_PORT must be 1 to 65535, got 'http'\n"
+
+
+def test_open_takes_the_port_of_streamlits_config(tmp_path):
+    """A `server.port` in the config file of the folder `landscape app` runs in, as Streamlit reads it."""
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "config.toml").write_text("[server]\nport = 8777\n")
+    env = {k: v for k, v in os.environ.items() if k != "STREAMLIT_SERVER_PORT"}
+    code = (
+        "from landscape.cli import _check_serving_address as c; print(c('localhost', None, True), c('localhost', None))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "8777 None\n", done.stderr
+
+
+def test_open_writes_an_ipv6_address_in_brackets(tmp_path, no_server):
+    """`--address ::1 --open` polled and opened http://::1:8501, which is no URL."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port, said = _app_command(no_server, tmp_path, "--address", "::1", "--open", "--port", "8600")
+    assert (port, said) == ("8600", "no display to open a browser on: open http://[::1]:8600 yourself\n")

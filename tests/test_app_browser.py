@@ -1,10 +1,10 @@
 """`landscape app` served on localhost and driven in Debian's headless Chromium (over the DevTools protocol, by
-choreographer, which kaleido brings): the one-surface page at two window widths, of a random-plane surface and of
-one on PCA directions with its training path, where no element may overlap another (checked from the DOM boxes)
-and a screenshot is kept in the test's tmp folder; a rotated 3D view that survives a change of setting; two 3D
-views that turn together; new and finished files noticed without a reload; no request leaving localhost, not even
-for a results folder and a URL whose text is Markdown of outside images; and the `landscape app` process itself: it
-serves without a prompt and SIGTERM stops its server."""
+choreographer, which kaleido brings): the one-surface page at two window widths, of a random-plane surface and of one
+on PCA directions with its training path, where no element may overlap another (checked from the DOM boxes) and a
+screenshot is kept in the test's tmp folder; a rotated 3D view that survives a change of setting; two 3D views that
+turn together; a zoomed 1D slice, kept across a setting but not across the log scale; new and finished files noticed
+without a reload; no request leaving localhost, not even for a results folder and a URL whose text is Markdown of
+outside images; and the `landscape app` process itself: it serves without a prompt and SIGTERM stops its server."""
 
 from __future__ import annotations
 
@@ -292,6 +292,46 @@ def test_a_turned_3d_view_survives_a_setting_and_turns_its_twin(served, tmp_path
     assert turned[0] != pytest.approx(before[0], abs=1e-3)  # the drag turned the first view
     assert turned[1] == pytest.approx(turned[0], abs=1e-6)  # and its twin with it
     assert after[0] == pytest.approx(turned[0], abs=1e-6) and after[1] == pytest.approx(turned[0], abs=1e-6)
+
+
+SLICE_Y = "document.querySelector('.st-key-chart_slice .js-plotly-plot')._fullLayout.yaxis"
+SLICE_AXIS = f"(a => JSON.stringify({{type: a.type, autorange: a.autorange, range: a.range}}))({SLICE_Y})"
+CHECK = "[...document.querySelectorAll('label')].find(l => l.innerText.trim() === '{}').querySelector('input').click()"
+
+
+def test_a_zoomed_1d_slice_is_kept_across_a_setting_but_not_across_the_log_scale(served):
+    """A slice zoomed in along the loss axis went blank after Log scale: the range of the linear axis was put back on
+    the log one."""
+
+    async def zoom(page: Page):
+        await page.until(PLOTS_DRAWN.format(n=4))
+        await page.js("document.querySelector('.st-key-chart_slice').scrollIntoView({block: 'center'})")
+        await asyncio.sleep(2)
+        area = json.loads(
+            await page.js(
+                "(g => { const r = g.getBoundingClientRect(), s = g._fullLayout._size;"
+                " return JSON.stringify({x: r.left + s.l + s.w / 2, y: r.top + s.t, h: s.h}); })"
+                "(document.querySelector('.st-key-chart_slice .js-plotly-plot'))"
+            )
+        )
+        await page.drag(area["x"], area["y"] + 0.2 * area["h"], 0, 0.4 * area["h"])  # along the loss axis only
+        await page.until(f"!{SLICE_Y}.autorange")
+        await asyncio.sleep(1)
+        zoomed = json.loads(await page.js(SLICE_AXIS))
+        await page.js(CHECK.format("Mark θ* (the centre)"))  # the chart is drawn anew, in the same units
+        await page.until("!document.querySelector('.st-key-chart_slice .js-plotly-plot').layout.shapes?.length")
+        await asyncio.sleep(2)
+        kept = json.loads(await page.js(SLICE_AXIS))
+        await page.js(CHECK.format("Log scale"))
+        await page.until(f"{SLICE_Y}.type === 'log'")
+        await asyncio.sleep(2)
+        return zoomed, kept, json.loads(await page.js(SLICE_AXIS))
+
+    zoomed, kept, logged = _in_browser(f"{served}/?file=resnet56.h5", (1400, 1000), zoom)
+    assert zoomed["type"] == "linear" and 0.1 < zoomed["range"][0] < zoomed["range"][1] < 2.2  # zoomed in
+    assert kept == zoomed
+    assert logged["autorange"] is True  # the whole curves: train loss 0.1 to 1.1 and test loss 0.2 to 2.2
+    assert logged["range"][0] < np.log10(0.1) and logged["range"][1] > np.log10(2.2)
 
 
 def test_a_setting_inside_the_view_reaches_the_url(served):

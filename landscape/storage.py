@@ -49,6 +49,7 @@ RUN_SLOTS = 32  # slot 0: the session that created the file; 1..31: a ring of th
 RUN_BYTES = 2048  # one session's record, JSON
 MAX_NUMBER_BYTES = 8  # a value of a numeric dataset: float64, int64 at most
 MAX_CHUNKS = 4096  # pieces of one dataset (HDF5 chunks); the files landscape writes have one (contiguous)
+MAX_CHUNK_BYTES = 1 << 20  # a chunk may exceed its dataset (a resizable one) by this much at most
 MAX_SPEC_BYTES = 1 << 20
 MAX_INDICES = 50_000_000  # images per split (ImageNet's training set is 1.28 million)
 MAX_DIRECTION_VALUES = 2_000_000_000
@@ -884,13 +885,17 @@ def _attribute(f: h5py.File, name: str, path: str | Path) -> str:
 
 
 def _attribute_value(f: h5py.File, name: str, path: str | Path) -> Any:
-    """An attribute as h5py reads it, its size checked before it is read."""
+    """An attribute as h5py reads it, its size checked before it is read (a variable-length string's, whose
+    storage is a reference to the file's heap, after: its text is in the file, no larger than it)."""
     if name not in f.attrs:
         raise LandscapeError(f"{path} has no {name} attribute")
     size = f.attrs.get_id(name).get_storage_size()
     if size > MAX_SPEC_BYTES:
         raise LandscapeError(f"{path}: its {name} attribute declares {size} bytes, more than {MAX_SPEC_BYTES}")
-    return f.attrs[name]
+    value = f.attrs[name]
+    if isinstance(value, (str, bytes)) and len(value) > MAX_SPEC_BYTES:
+        raise LandscapeError(f"{path}: its {name} attribute holds {len(value)} bytes, more than {MAX_SPEC_BYTES}")
+    return value
 
 
 def _coordinates(f: h5py.File, name: str, path: str | Path, axis: Axis | None = None) -> np.ndarray:
@@ -965,6 +970,12 @@ def _dataset(
     if ds.size > max_values:
         raise LandscapeError(f"{path}: '{name}' declares {ds.size} values, more than the {max_values} allowed")
     if ds.chunks is not None:  # every piece costs a lookup: a 23 KB file of 1x1 pieces took minutes to read
+        piece_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
+        if piece_bytes > max(ds.size * ds.dtype.itemsize, MAX_CHUNK_BYTES):  # each is inflated whole when read
+            raise LandscapeError(
+                f"{path}: '{name}' is stored in HDF5 chunks of {ds.chunks} ({piece_bytes} bytes), larger than its "
+                f"{ds.size} values: landscape writes whole arrays (h5repack -l CONTI makes it so)"
+            )
         pieces = math.prod(-(-size // chunk) for size, chunk in zip(ds.shape, ds.chunks))
         if pieces > MAX_CHUNKS:
             raise LandscapeError(

@@ -1120,6 +1120,37 @@ def test_an_array_stored_in_thousands_of_pieces_is_refused_unread(tmp_path, name
     read_surface(path)
 
 
+def test_a_chunk_far_larger_than_its_array_is_refused_unread(tmp_path):
+    """A 5-value axis in one gzip chunk of 100 million values (a 780 KB file) was inflated whole at every read:
+    24 s and 800 MB, twice per page of the app. A chunk of a resizable array a little larger than it is read."""
+    path = write_surface(tmp_path / "s.h5")
+    with h5py.File(path, "a") as f:
+        values = f["xcoordinates"][()]
+        del f["xcoordinates"]
+        f.create_dataset(
+            "xcoordinates", data=values, maxshape=(None,), chunks=(1_000_000,), compression="gzip", fillvalue=0
+        )
+    with pytest.raises(LandscapeError) as error:
+        read_surface(path)
+    assert str(error.value) == (
+        f"{path}: 'xcoordinates' is stored in HDF5 chunks of (1000000,) (8000000 bytes), larger than its 5 values: "
+        "landscape writes whole arrays (h5repack -l CONTI makes it so)"
+    )
+    with h5py.File(path, "a") as f:
+        del f["xcoordinates"]
+        f.create_dataset("xcoordinates", data=values, maxshape=(None,), chunks=(1024,))
+    np.testing.assert_array_equal(read_surface(path).xcoordinates, values)
+
+
+def test_a_spec_of_a_variable_length_string_is_held_to_its_size_limit(tmp_path):
+    """Its storage size is that of a heap reference (16 bytes): an 8 MiB spec was read and parsed."""
+    path = write_surface(tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        f.attrs["spec"] = f.attrs["spec"] + " " * (2 << 20)
+    with pytest.raises(LandscapeError, match=r"its spec attribute holds \d+ bytes, more than 1048576"):
+        read_surface(path)
+
+
 def test_hessian_indices_are_stored_whole_and_of_the_split_the_map_is_on(tmp_path):
     """An 89 KB file declaring 50 million never-written hessian indices (its split's indices removed) took 1.4 GB and
     38 s to read; indices the evaluated images do not hold were accepted."""

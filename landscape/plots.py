@@ -734,7 +734,8 @@ def curve_figure(
     loss_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Losses on the left axis and accuracies (dashed) on the right along a 1D surface or a `Slice` of a 2D one
-    (`line`, by default `options.line`). `options.log` and `options.clip` apply to the losses; `loss_range`, else
+    (`line`, by default `options.line`). `options.log` and, where `options.metric` is a loss, `options.clip` apply
+    to the losses; `loss_range`, else
     `options.zrange` where `options.metric` is a loss (the colour range of an accuracy is no loss range), fixes the
     loss axis range. The legend sits above the plot, clear of both axes' ticks."""
     require_points(surface)
@@ -743,6 +744,7 @@ def curve_figure(
     where = slice_title(surface, line)
     title = plain_text(describe(surface).title) + (f" ({where})" if where else "")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
+    clip = None if higher_is_better(options.metric) else options.clip  # an accuracy's clip is in percent
     losses = []
     position = np.empty(0)
     axis_title = "α"
@@ -752,8 +754,8 @@ def curve_figure(
         position, values, axis_title = slice_values(surface, line, m)
         values = np.where(np.isfinite(values), values, np.nan)
         if not is_acc:
-            if options.clip is not None:
-                values = np.minimum(values, options.clip)
+            if clip is not None:
+                values = np.minimum(values, clip)
             values = np.where(values > 0, values, np.nan) if options.log else values
             losses.append(values)
         fig.add_trace(
@@ -768,8 +770,8 @@ def curve_figure(
         )
     loss_range = loss_range or _loss_range(options)
     finite = np.concatenate([v[np.isfinite(v)] for v in losses] + [np.empty(0)])
-    if loss_range is None and options.clip is not None and finite.size:
-        loss_range = (float(finite.min()), options.clip)
+    if loss_range is None and clip is not None and finite.size:
+        loss_range = (float(finite.min()), clip)
     loss_axis: dict[str, Any] = dict(title_text="loss", type="log" if options.log else "linear")
     if loss_range is not None:
         loss_axis["range"] = [math.log10(v) for v in loss_range] if options.log else list(loss_range)

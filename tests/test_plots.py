@@ -270,6 +270,10 @@ def test_curves_put_losses_left_and_accuracies_right(tmp_path):
     assert clipped.layout.yaxis.type == "log"
     assert tuple(clipped.layout.yaxis.range) == pytest.approx((-1.0, 0.0))  # log10 of 0.1 .. the cap 1
     assert max(clipped.data[2].y) == 1.0 and max(clipped.data[1].y) == 100  # accuracies are not clipped
+    # a clip chosen for an accuracy is in percent: it clipped the losses (and fixed the loss axis to end there)
+    of_accuracy = curve_figure(s, PlotOptions(metric="train_acc", clip=0.5))
+    np.testing.assert_allclose(of_accuracy.data[0].y, 0.1 + x**2)
+    assert of_accuracy.layout.yaxis.range is None
 
 
 def test_curve_of_a_2d_surface_is_its_row_at_beta_zero(surface):

@@ -22,6 +22,7 @@ from torch import nn
 
 from .data import DEFAULT_NORMALIZATION, check_normalization
 from .errors import LandscapeError
+from .files import replacing
 from .models import create_model, list_models, torchvision_classifiers
 
 CHECKPOINT_FORMAT = "landscape-checkpoint"
@@ -212,9 +213,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]
         "metadata": metadata,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with replacing(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: int | None = None) -> nn.Module:
@@ -246,6 +246,9 @@ def build_model(checkpoint: Checkpoint, arch: str | None = None, num_classes: in
             f"shape, e.g. {k}: {tuple(state[k].shape)} in the file, "
             f"{tuple(expected[k].shape)} in the model"
         )
+    negative = next((k for k in state if k.endswith("running_var") and bool((state[k] < 0).any())), None)
+    if negative:  # BatchNorm divides by its square root: every point, θ* included, would be NaN
+        raise LandscapeError(f"checkpoint {checkpoint.path}'s {negative} holds a negative variance")
     model = create_model(arch, num_classes=num_classes)
     model.load_state_dict(state)
     return model.eval()

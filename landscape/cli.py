@@ -619,8 +619,8 @@ def train(
 
     if resume and overwrite:
         raise LandscapeError("--resume and --overwrite exclude each other: continue the run, or start it again")
-    if save_minutes < 0:
-        raise LandscapeError(f"--save-minutes must be >= 0, not {save_minutes}")
+    if not save_minutes >= 0 or save_minutes == float("inf"):  # nan: never saved within an epoch
+        raise LandscapeError(f"--save-minutes must be a finite number >= 0, not {save_minutes}")
 
     spec = TrainSpec(
         arch=arch,
@@ -991,7 +991,10 @@ def app_command(
     results: Annotated[
         Path, typer.Option(help="Folder of surface files to browse (only files under it are read).")
     ] = Path("results"),
-    port: Annotated[Optional[int], typer.Option(help="Port of the app (default: Streamlit's, 8501).")] = None,
+    port: Annotated[
+        Optional[int],
+        typer.Option(help="Port of the app (default: Streamlit's, 8501; with --open, a free one where 8501 is taken)."),
+    ] = None,
     address: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 opens it to the network.")] = "localhost",
     browser: Annotated[
         bool,
@@ -1014,7 +1017,7 @@ def app_command(
             raise LandscapeError(f"the app needs {package}: pip install -e '.[app]' (plotly, streamlit, kaleido)")
     if not results.is_dir():
         raise LandscapeError(f"results folder {results} " + ("is a file" if results.exists() else "does not exist"))
-    _check_serving_address(address, port)
+    port = _check_serving_address(address, port, choose=browser)  # `--open` must know the URL it opens
     command = [
         sys.executable,
         "-m",
@@ -1042,7 +1045,7 @@ def app_command(
         signal.signal(signum, forward)
     if browser:
         host = "localhost" if address in ("0.0.0.0", "::", "") else address
-        url = f"http://{host}:{port or 8501}"
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         if _display_present():
             threading.Thread(target=_open_when_serving, args=(url, server), daemon=True).start()
         else:
@@ -1056,20 +1059,46 @@ def app_command(
     raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
 
 
-def _check_serving_address(address: str, port: Optional[int]) -> None:
+def _check_serving_address(address: str, port: Optional[int], choose: bool = False) -> Optional[int]:
     """Refuse a port outside 1-65535 or an address this machine cannot serve on, in one line (Streamlit's own
-    error was a traceback of 50 lines)."""
+    error was a traceback of 50 lines). The port to serve on: `port`; without it, where `choose`, the one Streamlit
+    would be told (STREAMLIT_SERVER_PORT, else `server.port` of its config files), else 8501 where it is free on
+    `address` and any free port where not; else None, Streamlit's choice."""
     import socket
 
+    given = "--port"
+    if port is None and choose:
+        text = os.environ.get("STREAMLIT_SERVER_PORT", "")
+        if text:
+            given = "STREAMLIT_SERVER_PORT"
+            try:
+                port = int(text)
+            except ValueError:
+                raise LandscapeError(f"{given} must be 1 to 65535, got {text!r}") from None
+        else:
+            from streamlit import config
+
+            if config.is_manually_set("server.port"):
+                given, port = "server.port in Streamlit's config", int(config.get_option("server.port"))
     if port is not None and not 1 <= port <= 65535:
-        raise LandscapeError(f"--port must be 1 to 65535, got {port}")
+        raise LandscapeError(f"{given} must be 1 to 65535, got {port}")
     try:
         family, kind, _, _, where = socket.getaddrinfo(address or None, 0, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind) as probe:
             probe.bind(where)  # port 0: any free one, the address alone is tested
+            free = int(probe.getsockname()[1])
     except (OSError, UnicodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise LandscapeError(f"cannot serve on --address {address}: {reason}") from None
+    if port is not None or not choose:
+        return port
+    try:
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            probe.bind((where[0], 8501, *where[2:]))
+        return 8501
+    except OSError:  # in use: Streamlit would take the next free one, which --open cannot know
+        return free
 
 
 def _display_present() -> bool:

@@ -7,9 +7,10 @@ folder that is then renamed over the target, so a kill or a full disk leaves the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import LandscapeError
@@ -42,6 +43,21 @@ def check_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
     for source in inputs:
         if path.exists() and Path(source).exists() and path.samefile(source):
             raise LandscapeError(f"{path} is an input of this command: write the output elsewhere")
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A new, empty temporary file next to `path` for the block to write; renamed over `path` when the block ends
+    without an error, removed when it fails. Its name is random and it is created anew (`O_EXCL`, `O_NOFOLLOW`): a
+    file or link planted in the folder is never written through."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:  # after an error or an interrupt; once renamed it is gone already
+        temporary.unlink(missing_ok=True)
 
 
 def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:

@@ -41,8 +41,10 @@ from torch import nn
 from . import __version__
 from .checkpoints import check_same_model, file_sha256, load_checkpoint, save_checkpoint
 from .data import DEFAULT_NORMALIZATION, DataSpec, ImageSet, fingerprint, load_split, normalizer, subset_indices
+from .directions import check_finite
 from .errors import LandscapeError
 from .evaluate import loss_and_accuracy, normalize
+from .files import replacing
 from .hardware import PRECISIONS, autocast, exact_fp32, resolve_device, resolve_precision
 from .hardware import describe as describe_hardware
 from .models import create_model
@@ -271,15 +273,7 @@ def _train(
 ) -> dict[str, Any]:
     """`train` on a resolved device, with cuDNN's settings in place; the folder's lock joins `held`."""
     state_path, final_path = out_dir / "state.pt", out_dir / "checkpoint.pt"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LandscapeError(f"--out {out_dir} is a file: training writes a folder")
-    if out_dir.exists() and any(p.name != RUN_LOCK for p in out_dir.iterdir()) and not overwrite:
-        if final_path.exists():
-            raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
-        if not resume:
-            raise LandscapeError(
-                f"{out_dir} holds an unfinished run: pass --resume to continue it or --overwrite to start again"
-            )
+    _check_folder(out_dir, resume, overwrite)  # early, before the data is read; again under the lock
     # the data first: input that cannot train fails before a run is replaced or a folder made
     mean, std = DEFAULT_NORMALIZATION[spec.data.name]
     train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
@@ -287,6 +281,8 @@ def _train(
     epoch_test = subset_indices(len(full_test), spec.eval_images, spec.seed, "test")
     test_set = ImageSet(full_test.images[epoch_test], full_test.labels[epoch_test], epoch_test)
     scale, shift = normalizer(mean, std, dev)
+    if len(full_test) == 0:
+        raise LandscapeError(f"the {spec.data.name} test split in {spec.data.root or 'the data root'} holds no images")
     steps_per_epoch = len(train_set) // spec.batch_size
     if steps_per_epoch < 1:
         raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
@@ -304,6 +300,8 @@ def _train(
     # one run per folder: a second one (a --resume while the first still runs) would log every epoch twice and
     # write the same state file
     held.enter_context(writer_lock(out_dir / "run", LOCK_ADVICE, shown=out_dir))  # its file is out_dir / RUN_LOCK
+    _check_folder(out_dir, resume, overwrite)  # a run that held the lock until now may have filled the folder
+    _remove_temporaries(out_dir)
     if overwrite:
         for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
@@ -353,6 +351,11 @@ def _train(
             optimizer.load_state_dict(state["optimizer"])
             history, start_epoch, elapsed = json.loads(state["history"]), int(state["epoch"]), float(state["elapsed"])
             init_info = json.loads(state["init"]) if "init" in state else {}
+            if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+                raise ValueError("its history is not a list of epoch records")
+            if not isinstance(init_info, dict):
+                raise ValueError("its --init record is not a dict")
+            _restore_rng(state.get("rng"), dev)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise LandscapeError(_damaged_state(state_path, e)) from None
         for split, value in (recorded_data or {}).items():
@@ -368,6 +371,8 @@ def _train(
     else:
         init_info = _load_init(init, model)
         within = None
+        if init is not None:  # --init may be this folder's checkpoint, which --overwrite deleted: kept from the start
+            _save_state(state_path, model, optimizer, spec_dict, history, 0, 0.0, init_info, data_sha256)
 
     def measure(images: ImageSet, precision: str = precision) -> tuple[float, float]:
         """Mean loss and accuracy (%) in eval mode, without augmentation."""
@@ -455,9 +460,9 @@ def _train(
         elapsed += time.perf_counter() - started
         test_loss, test_acc = measure(test_set)
         if not math.isfinite(test_loss):  # the last step's update blew the weights up: its loss was still finite
+            kept = f"the last saved state is kept in {state_path}" if state_path.exists() else "no state was saved"
             raise LandscapeError(
-                f"epoch {epoch + 1} ended with weights whose test loss is {test_loss}: stopped; the last saved state "
-                f"is kept in {state_path} (lower --lr)"
+                f"epoch {epoch + 1} ended with weights whose test loss is {test_loss}: stopped; {kept} (lower --lr)"
             )
         record = {
             "epoch": epoch + 1,
@@ -477,8 +482,7 @@ def _train(
             _append_snapshot(out_dir / "snapshots.h5", model, epoch + 1, spec_dict)
         _save_state(state_path, model, optimizer, spec_dict, history, epoch + 1, elapsed, init_info, data_sha256)
         last_save = time.perf_counter()
-        with open(out_dir / "log.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
+        _write_log(out_dir / "log.jsonl", history)
         if progress:
             progress(record)
         if stopping and epoch + 1 < spec.epochs:
@@ -513,6 +517,48 @@ def _train(
     model = model.to(memory_format=torch.contiguous_format)
     save_checkpoint(final_path, model, metadata)
     return metadata
+
+
+RUN_FILES = ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl")
+
+
+def _check_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that is a file, holds a run that is neither resumed nor overwritten, or holds a run file that
+    is a link (a run folder holds its own files: a link planted there, as git stores them, would be written through)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LandscapeError(f"--out {out_dir} is a file: training writes a folder")
+    if not out_dir.exists():
+        return
+    for name in RUN_FILES:
+        if (out_dir / name).is_symlink():
+            raise LandscapeError(f"{out_dir / name} is a link: a run folder holds its own files, not links")
+    if any(p.name != RUN_LOCK for p in out_dir.iterdir()) and not overwrite:
+        if (out_dir / "checkpoint.pt").exists():
+            raise LandscapeError(f"{out_dir} holds a finished run: pass --overwrite to train again")
+        if not resume:
+            raise LandscapeError(
+                f"{out_dir} holds an unfinished run: pass --resume to continue it or --overwrite to start again"
+            )
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Temporary files of saves that a kill interrupted (`files.replacing`'s names for the run's files)."""
+    for name in RUN_FILES:
+        for leftover in out_dir.glob(f".{name}.*.partial"):
+            leftover.unlink(missing_ok=True)
+
+
+def _restore_rng(saved: Any, device: torch.device) -> None:
+    """The global random state a state was saved with (absent in states saved before it was recorded)."""
+    if not isinstance(saved, dict):
+        return
+    try:
+        if isinstance(saved.get("cpu"), torch.Tensor):
+            torch.set_rng_state(saved["cpu"].cpu())
+        if device.type == "cuda" and isinstance(saved.get("cuda"), torch.Tensor):
+            torch.cuda.set_rng_state(saved["cuda"].cpu())
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise LandscapeError(f"the saved random state is damaged ({type(e).__name__}): pass --overwrite") from None
 
 
 def _recorded_init(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -582,6 +628,7 @@ def _checked_init(spec: TrainSpec, mean: tuple[float, ...], std: tuple[float, ..
     settings = {"arch": spec.arch, "num_classes": classes, "dataset": spec.data.name, "mean": mean, "std": std}
     model = create_model(spec.arch, num_classes=classes)
     check_same_model(checkpoint, model.state_dict(), settings, what="--init")
+    check_finite(checkpoint.state_dict, f"--init {spec.init}")  # else blamed on the learning rate at the first step
     meta = checkpoint.metadata
     epochs = meta.get("epochs")
     info = {
@@ -658,7 +705,6 @@ def _save_state(
 ) -> None:
     """The run's state after `epoch` whole epochs (and, with `within_epoch`, that many steps into the next), with
     the sha256 of its train and test images (`landscape.data.fingerprint`), which a resume compares."""
-    tmp = path.with_name(path.name + ".tmp")
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -671,8 +717,12 @@ def _save_state(
     }
     if within_epoch is not None:
         state["within_epoch"] = within_epoch
-    torch.save(state, tmp)
-    tmp.replace(path)
+    rng = {"cpu": torch.get_rng_state()}  # dropout draws from it: a resume goes on with the same draws
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    state["rng"] = rng
+    with replacing(path) as temporary:
+        torch.save(state, temporary)
 
 
 def _within_epoch(
@@ -688,6 +738,7 @@ def _within_epoch(
             and 0 < step < steps_per_epoch
             and isinstance(generator, torch.Tensor)
             and generator.dtype == torch.uint8
+            and generator.shape == torch.Generator().get_state().shape  # else set_state fails: a RuntimeError
             and isinstance(sums, torch.Tensor)
             and sums.shape == (2,)
             and isinstance(seen, int)
@@ -702,9 +753,8 @@ def _within_epoch(
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """The log as the state's history has it, one JSON line per epoch (temporary file, then rename)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(record) + "\n" for record in history))
-    partial.replace(path)
+    with replacing(path) as temporary:
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in history))
 
 
 def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, Any]) -> None:
@@ -712,12 +762,14 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
 
     HDF5 has no journal: a kill in the middle of an append can leave the whole file unreadable. So the snapshots are
     appended to a copy that then replaces the file: a kill leaves the earlier snapshots as they were."""
-    partial = path.with_name(path.name + ".partial")
-    if path.exists():
-        shutil.copyfile(path, partial)
-    else:
-        partial.unlink(missing_ok=True)
-    with h5py.File(partial, "a") as f:
+    with replacing(path) as partial:
+        if path.exists():
+            shutil.copyfile(path, partial)
+        _write_snapshot(partial, model, epoch, spec, new=not path.exists())
+
+
+def _write_snapshot(partial: Path, model: nn.Module, epoch: int, spec: dict[str, Any], new: bool) -> None:
+    with h5py.File(partial, "w" if new else "a") as f:
         f.attrs["format"] = "landscape-trajectory"
         f.attrs["spec"] = json.dumps(spec)
         if f"epoch_{epoch:04d}" in f:  # written by an attempt killed before its state was saved: replaced
@@ -728,4 +780,3 @@ def _append_snapshot(path: Path, model: nn.Module, epoch: int, spec: dict[str, A
                 group.create_dataset(
                     name, data=tensor.detach().cpu().contiguous().numpy().astype(np.float16), compression="gzip"
                 )
-    partial.replace(path)

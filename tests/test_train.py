@@ -546,6 +546,8 @@ def test_cli_bad_input(tmp_path, cifar_root):
         ("--snapshot-every", "-1", ">= 0 (0: never)"),
         ("--eval-images", "0", ">= 1"),
         ("--eval-images", "-5", ">= 1"),
+        ("--save-minutes", "nan", "a finite number >= 0"),  # was taken: never saved within an epoch
+        ("--save-minutes", "inf", "a finite number >= 0"),
     ):
         r = runner.invoke(app, ["train", "--arch", "resnet20", "--out", str(tmp_path / "x"), option, value])
         assert (r.exit_code, r.stderr) == (2, f"error: {option} must be {expected}, not {float(value):g}\n")
@@ -757,7 +759,7 @@ def test_overwrite_keeps_a_finished_run_until_the_new_one_can_start(tmp_path, ci
             train(s, "/proc/run", device="cpu")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "text", "a dict", "another model"])
+@pytest.mark.parametrize("damage", ["truncated", "text", "a dict", "another model", "history", "init"])
 def test_a_damaged_state_is_one_clear_line(tmp_path, cifar_root, damage):
     s = spec(cifar_root, epochs=2)
     with pytest.raises(TrainingStopped):
@@ -771,11 +773,35 @@ def test_a_damaged_state_is_one_clear_line(tmp_path, cifar_root, damage):
         torch.save({"a": 1}, state)
     else:
         saved = torch.load(state, weights_only=True)
-        saved["model"] = {k: v[:1] if v.dim() else v for k, v in saved["model"].items()}
+        if damage == "history":  # was an AttributeError at the end of the run
+            saved["history"] = json.dumps([1, 2])
+        elif damage == "init":
+            saved["init"] = json.dumps([])
+        else:
+            saved["model"] = {k: v[:1] if v.dim() else v for k, v in saved["model"].items()}
         torch.save(saved, state)
     with pytest.raises(
         LandscapeError, match=r"state.pt is damaged or not a state of this run \(.*\): pass --overwrite"
     ):
+        train(s, tmp_path / "run", device="cpu", resume=True)
+
+
+@pytest.mark.parametrize("damage", ["generator", "rng"])
+def test_a_damaged_random_state_is_one_clear_line(tmp_path, cifar_root, damage):
+    """A generator state of another length was a RuntimeError of set_state (exit 1)."""
+    s = spec(cifar_root, epochs=2)
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "run", device="cpu", stop_requested=lambda: True)
+    state = tmp_path / "run" / "state.pt"
+    saved = torch.load(state, weights_only=True)
+    if damage == "generator":
+        saved["within_epoch"]["generator"] = saved["within_epoch"]["generator"][:10]
+        message = "holds a damaged position within an epoch"
+    else:
+        saved["rng"]["cpu"] = torch.zeros(3, dtype=torch.uint8)
+        message = "the saved random state is damaged"
+    torch.save(saved, state)
+    with pytest.raises(LandscapeError, match=message):
         train(s, tmp_path / "run", device="cpu", resume=True)
 
 
@@ -926,3 +952,121 @@ def test_snapshots_of_an_attempt_that_saved_no_state_are_replaced(tmp_path, cifa
             snapshot = {k: torch.from_numpy(v[()]) for k, v in f["epoch_0001"].items()}
         final = load_checkpoint(tmp_path / folder / "checkpoint.pt").state_dict
         assert all(torch.equal(snapshot[k], final[k].half()) for k in snapshot), folder
+
+
+class DropoutNet(nn.Module):
+    """A model that draws from the global random generator while training (dropout)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.drop = nn.Dropout(0.5)
+        self.linear = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.drop(F.relu(self.conv(x)).mean((2, 3))))
+
+
+def dropout_net(num_classes: int = 10) -> nn.Module:
+    return DropoutNet(num_classes)
+
+
+@pytest.mark.parametrize("stop_at", [4, 3])  # within epoch 2; at the end of epoch 1
+def test_a_model_with_dropout_resumes_exactly(tmp_path, cifar_root, stop_at):
+    """The global random state was seeded anew on resume: the dropout masks replayed those of the run's start."""
+    s = spec(cifar_root, arch="test_train:dropout_net", epochs=3, snapshot_every=0, precision="fp32")
+    train(s, tmp_path / "full", device="cpu")
+    with pytest.raises(TrainingStopped):
+        train(s, tmp_path / "part", device="cpu", stop_requested=stop_at_call(stop_at))
+    torch.manual_seed(1234)  # whatever this process drew since
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_warm_restart_in_place_keeps_its_weights_when_it_fails_at_once(tmp_path, cifar_root):
+    """`--overwrite --init out/checkpoint.pt`: the folder was emptied, and a run that failed before its first save
+    left nothing, not even the weights it started from. They are now the run's first state."""
+    s = spec(cifar_root, epochs=1, snapshot_every=1)
+    out = tmp_path / "run"
+    train(s, out, device="cpu")
+    weights = load_checkpoint(out / "checkpoint.pt").state_dict
+    blown = dataclasses.replace(s, init=str(out / "checkpoint.pt"), lr=1e30)
+    with pytest.raises(LandscapeError, match=f"the last saved state is kept in {re.escape(str(out / 'state.pt'))}"):
+        train(blown, out, device="cpu", overwrite=True)
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["epoch"] == 0 and json.loads(state["history"]) == []
+    assert state["model"].keys() == weights.keys()
+    assert all(torch.equal(state["model"][k], weights[k]) for k in weights)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["state.pt"]
+
+
+def test_a_resume_through_an_interrupted_init_start_is_the_uninterrupted_run(tmp_path, cifar_root, init_ckpt):
+    s = spec(cifar_root, epochs=2, snapshot_every=0, init=str(init_ckpt))
+    train(s, tmp_path / "full", device="cpu")
+
+    def killed_at_once(epoch, step, steps, running):
+        raise Interrupt  # after the first step, before any save of the run's own
+
+    with pytest.raises(Interrupt):
+        train(s, tmp_path / "part", device="cpu", on_batch=killed_at_once)
+    assert torch.load(tmp_path / "part" / "state.pt", weights_only=True)["epoch"] == 0
+    train(s, tmp_path / "part", device="cpu", resume=True)
+    _same_run(tmp_path / "full", tmp_path / "part")
+
+
+@pytest.mark.parametrize("planted", ["state.pt.tmp", "log.jsonl.partial", "snapshots.h5.partial", "checkpoint.pt.tmp"])
+def test_a_link_planted_under_a_temporary_name_is_never_written_through(tmp_path, cifar_root, planted):
+    """The temporary files had fixed names and were opened following links: a link committed into a run folder
+    (git stores links) made `--resume` write the state, the log or the checkpoint into the file it named."""
+    s = spec(cifar_root, epochs=2, snapshot_every=1)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(s, out, device="cpu", stop_requested=stop_at_call(4))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a week of notes")
+    (out / planted).symlink_to(victim)
+    train(s, out, device="cpu", resume=True)
+    assert victim.read_text() == "a week of notes"
+    assert not any(p.is_symlink() for p in out.iterdir() if p.name != planted)
+    assert [r["epoch"] for r in _log(out)] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["log.jsonl", "state.pt", "snapshots.h5"])
+def test_a_run_file_that_is_a_link_is_refused(tmp_path, cifar_root, name):
+    s = spec(cifar_root, epochs=2, snapshot_every=1)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(s, out, device="cpu", stop_requested=stop_at_call(4))
+    victim = tmp_path / "victim"
+    (out / name).rename(victim)
+    (out / name).symlink_to(victim)
+    before = victim.read_bytes()
+    with pytest.raises(LandscapeError, match=f"{re.escape(str(out / name))} is a link: a run folder holds its own"):
+        train(s, out, device="cpu", resume=True)
+    assert victim.read_bytes() == before
+
+
+def test_an_empty_test_split_is_refused_before_training(tmp_path):
+    import pickle
+
+    root = write_cifar10(tmp_path / "data")
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((0, 3072), np.uint8), "labels": []}, f, protocol=4)
+    with pytest.raises(LandscapeError, match="test split .* holds no images"):
+        train(spec(root, epochs=1), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_init_with_nan_weights_is_refused(tmp_path, cifar_root, init_ckpt):
+    """It trained, then stopped at the first step blaming the learning rate."""
+    from landscape import save_checkpoint
+
+    checkpoint = load_checkpoint(init_ckpt)
+    model = build_model(checkpoint)
+    with torch.no_grad():
+        model.linear.weight[0, 0] = float("nan")
+    bad = tmp_path / "nan.pt"
+    save_checkpoint(bad, model, checkpoint.metadata)
+    with pytest.raises(LandscapeError, match=r"--init .*nan.pt's linear.weight holds NaN or inf"):
+        train(spec(cifar_root, epochs=1, init=str(bad)), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()

@@ -67,20 +67,11 @@ def write_file(path: str | Path, data: bytes, overwrite: bool = False, inputs: S
     never opened, let alone followed) and synced to disk before the rename.
     """
     path = check_writable(path, overwrite, inputs)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
-    created = False
     try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
-        created = True
-        with os.fdopen(handle, "wb") as f:
+        with replacing(path) as temporary, open(temporary, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temporary, path)
-        created = False
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:  # after an error or an interrupt; once renamed it is gone already
-        if created:
-            temporary.unlink(missing_ok=True)
     return path

@@ -278,11 +278,11 @@ def _train(
     mean, std = DEFAULT_NORMALIZATION[spec.data.name]
     train_set = load_split(dataclasses.replace(spec.data, subset=None), "train").to(dev)
     full_test = load_split(dataclasses.replace(spec.data, subset=None), "test").to(dev)
+    if len(full_test) == 0:
+        raise LandscapeError(f"the {spec.data.name} test split in {spec.data.root or 'the data root'} holds no images")
     epoch_test = subset_indices(len(full_test), spec.eval_images, spec.seed, "test")
     test_set = ImageSet(full_test.images[epoch_test], full_test.labels[epoch_test], epoch_test)
     scale, shift = normalizer(mean, std, dev)
-    if len(full_test) == 0:
-        raise LandscapeError(f"the {spec.data.name} test split in {spec.data.root or 'the data root'} holds no images")
     steps_per_epoch = len(train_set) // spec.batch_size
     if steps_per_epoch < 1:
         raise LandscapeError(f"{len(train_set)} training images are fewer than one batch of {spec.batch_size}")
@@ -303,7 +303,7 @@ def _train(
     _check_folder(out_dir, resume, overwrite)  # a run that held the lock until now may have filled the folder
     _remove_temporaries(out_dir)
     if overwrite:
-        for name in ("state.pt", "checkpoint.pt", "snapshots.h5", "log.jsonl"):
+        for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
     elif not state_path.exists():  # snapshots of an attempt that saved no state: no run continues them
         (out_dir / "snapshots.h5").unlink(missing_ok=True)

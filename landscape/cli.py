@@ -727,7 +727,10 @@ def train(
 @friendly
 def compare(
     files: Annotated[list[Path], typer.Argument(help="2D surface files to compare.")],
-    metric: Annotated[str, typer.Option(help="Loss to compare: train_loss or test_loss.")] = "train_loss",
+    metric: Annotated[
+        Optional[str],
+        typer.Option(help="Loss to compare: train_loss or test_loss (default: the first the files hold, train first)."),
+    ] = None,
     level: Annotated[
         Optional[float], typer.Option(help="Loss level of the basin area (default: 2 x the largest centre value).")
     ] = None,
@@ -747,6 +750,7 @@ def compare(
     non-convexity."""
     from .analysis import compare as compare_surfaces
     from .analysis import comparison_record
+    from .plots import default_metric
     from .storage import read_surface
 
     if not 0 <= tolerance < 1:
@@ -754,7 +758,7 @@ def compare(
     if json_out is not None:
         check_writable(json_out, overwrite, files)
     surfaces = [read_surface(f) for f in files]
-    comparison = compare_surfaces(surfaces, metric, level, tolerance)
+    comparison = compare_surfaces(surfaces, metric or default_metric(surfaces, losses_only=True), level, tolerance)
     _warn_incomplete(surfaces, "its numbers will change")
     _print_comparison(comparison)
     if json_out is not None:
@@ -806,7 +810,13 @@ def plot(
             "--format", help="pdf | svg | png | html; default: the suffix of --out (an --out without one gets it)."
         ),
     ] = None,
-    metric: Annotated[str, typer.Option(help="train_loss | train_acc | test_loss | test_acc | ...")] = "train_loss",
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            help="train_loss | train_acc | test_loss | test_acc | ... (default: the first loss the files hold, "
+            "train first)."
+        ),
+    ] = None,
     log: Annotated[bool, typer.Option(help="Log scale (tick labels stay in the metric's units).")] = False,
     clip: Annotated[Optional[float], typer.Option(help="Cap values at this maximum.")] = None,
     zrange: Annotated[
@@ -867,7 +877,17 @@ def plot(
     """Draw a surface for a paper: vector PDF or SVG (or PNG at 300 dpi, or interactive HTML); a 3D scene is an
     image at 384 ppi inside PDF and SVG."""
     from .export import FIGURE_FORMATS, write_figure
-    from .plots import SERIF, Camera, PlotOptions, compare_figure, figure, paper_layout, parse_levels, parse_slice
+    from .plots import (
+        SERIF,
+        Camera,
+        PlotOptions,
+        compare_figure,
+        default_metric,
+        figure,
+        paper_layout,
+        parse_levels,
+        parse_slice,
+    )
     from .storage import read_surface
 
     fmt = (fmt or out.suffix.lstrip(".")).lower()
@@ -882,8 +902,9 @@ def plot(
     if out.suffix.lower() != f".{fmt}":
         raise LandscapeError(f"--out {out} does not end in .{fmt}")
     check_writable(out, overwrite, files)
+    surfaces = [read_surface(f) for f in files]
     options = PlotOptions(
-        metric=metric,
+        metric=metric or default_metric(surfaces),
         log=log,
         clip=clip,
         zrange=_range(zrange),
@@ -899,7 +920,6 @@ def plot(
         floor=floor,
         line=parse_slice(line) if line else parse_slice("x=0"),
     )
-    surfaces = [read_surface(f) for f in files]
     _warn_incomplete(surfaces, "the points not computed yet are missing")
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
     if fmt == "html" and kind != "1d":  # every contour level holds the whole grid
@@ -960,14 +980,19 @@ def export(
             "(.vtp, .dat, .csv, .npz, .path.dat)."
         ),
     ] = None,
-    metric: Annotated[str, typer.Option(help="--vtp: the metric that gives the height.")] = "train_loss",
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            help="--vtp: the metric that gives the height (default: the first loss the file holds, train first)."
+        ),
+    ] = None,
     log: Annotated[bool, typer.Option(help="--vtp: height log10 of the metric.")] = False,
     clip: Annotated[Optional[float], typer.Option(help="--vtp: cap the height at this value.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a surface as data: --vtp (ParaView), --table (pgfplots), --csv, --npz, or its training path: --path."""
     from .export import DATA_SUFFIXES, check_data_suffix, write_data
-    from .plots import PlotOptions
+    from .plots import PlotOptions, default_metric
     from .storage import read_surface
 
     formats = (("vtp", vtp), ("table", table), ("csv", csv), ("npz", npz), ("path", path_table))
@@ -980,7 +1005,7 @@ def export(
     target = check_writable(check_data_suffix(target, fmt), overwrite, [file])
     surface = read_surface(file)
     _warn_incomplete([surface], "the points not computed yet are missing")
-    options = PlotOptions(metric=metric, log=log, clip=clip)
+    options = PlotOptions(metric=metric or default_metric([surface]), log=log, clip=clip)
     path = write_data(surface, target, fmt, options, overwrite=overwrite, inputs=[file])
     typer.echo(f"wrote {path}")
 

@@ -22,12 +22,36 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.colors import named_colorscales, sample_colorscale
-from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    from plotly.colors import named_colorscales, sample_colorscale
+    from plotly.subplots import make_subplots
+else:  # imported on first use: the data exports (`landscape export --csv`) need numpy only, not the [app] extra
+
+    class _Lazy:
+        def __init__(self, module: str) -> None:
+            self._module = module
+
+        def __getattr__(self, name: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module(self._module), name)
+
+    go = _Lazy("plotly.graph_objects")
+
+    def named_colorscales() -> list[str]:
+        return _Lazy("plotly.colors").named_colorscales()
+
+    def sample_colorscale(*args: Any, **kwargs: Any) -> Any:
+        return _Lazy("plotly.colors").sample_colorscale(*args, **kwargs)
+
+    def make_subplots(*args: Any, **kwargs: Any) -> Any:
+        return _Lazy("plotly.subplots").make_subplots(*args, **kwargs)
+
 
 from .errors import LandscapeError
 from .results import describe
@@ -47,6 +71,7 @@ _PATH_STEPS = 12  # points per path segment in 3D, so that the line follows the 
 PAPER_WIDTHS = {"column": 3.25, "page": 6.75}  # inches: one column and the full text width of two-column papers
 SERIF = "Times New Roman, Times, Liberation Serif, Nimbus Roman, serif"
 PX_PER_INCH = 96  # CSS pixels, which is what the headless browser prints to PDF with
+DEFAULT_COLORSCALE = "Viridis"
 DIVERGING = "RdBu_r"  # colours of a difference: blue where A is below B, red where above
 _SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
 _TAN_HALF_FOVY = 0.44  # plotly's 3D camera sees ±0.44 x distance up and down (measured: a 47.5° field of view)
@@ -139,7 +164,7 @@ class PlotOptions:
     levels: Levels | tuple[float, ...] | None = None
     spacing: str = "log"
     labels: bool = False
-    colorscale: str = "Viridis"
+    colorscale: str = DEFAULT_COLORSCALE
     mark_center: bool = True
     aspect: str = "auto"
     zscale: float = ZSCALE
@@ -164,7 +189,7 @@ class PlotOptions:
             raise LandscapeError(f"clip must lie within ±{HUGE:g} (got {self.clip:g})")
         if self.clip is not None and self.log and not self.clip > 0:  # every value clipped to it: nothing drawn
             raise LandscapeError(f"a log scale needs a positive clip (got {self.clip:g})")
-        if not is_colorscale(self.colorscale):
+        if self.colorscale != DEFAULT_COLORSCALE and not is_colorscale(self.colorscale):  # no plotly for the default
             raise LandscapeError(
                 f"unknown colour scale '{self.colorscale}': use a plotly scale such as Viridis, Cividis, Plasma, "
                 "Inferno, Turbo or RdBu (add _r to reverse one)"
@@ -226,6 +251,18 @@ def metric_order(names: Sequence[str]) -> list[str]:
         return {"train": 0, "test": 1}.get(split, 2), split, kind != "loss"
 
     return sorted(names, key=key)
+
+
+def default_metric(surfaces: Sequence[Surface], losses_only: bool = False) -> str:
+    """The metric drawn when none is named: the first loss every surface holds (train before test), else (unless
+    `losses_only`) their first common metric."""
+    common = [m for m in metric_order(surfaces[0].metrics) if all(m in s.values for s in surfaces)]
+    losses = [m for m in common if m.endswith("_loss")]
+    if losses or (common and not losses_only):
+        return (losses or common)[0]
+    held = " and ".join(", ".join(metric_order(list(s.metrics))) or "nothing" for s in surfaces)
+    kind = "loss" if losses_only else "metric"
+    raise LandscapeError(f"{' and '.join(str(s.path) for s in surfaces)} hold no {kind} in common ({held})")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -24,6 +24,7 @@ from landscape import LandscapeError, read_surface
 from landscape.cli import app
 from landscape.export import (
     DATA_FORMATS,
+    DATA_SUFFIXES,
     GL_PPI,
     LINK_SCENES_JS,
     csv_text,
@@ -663,3 +664,57 @@ def test_plot_html_of_a_large_grid_is_thinned_with_a_note(tmp_path, monkeypatch)
     assert contours and all(list(t.x) == [-1.0, 0.0, 1.0] for t in contours)
     assert runner.invoke(app, ["plot", str(surface), "--out", str(tmp_path / "s.pdf")]).stderr == ""  # every point
     assert list(next(t for t in drawn[1].data if t.type == "contour").x) == list(X)
+
+
+def test_plot_export_compare_default_to_the_first_loss_the_files_hold(tmp_path):
+    """A `--split test` surface holds no train_loss: plot, export --vtp and compare refused it without --metric
+    (default train_loss); they now take its first loss, and a file of both splits still gets train_loss."""
+    test_only = write_surface(tmp_path / "test.h5", splits=("test",))
+    both = write_surface(tmp_path / "both.h5")
+    for source, expected in ((test_only, "test_loss"), (both, "train_loss")):
+        vtp = tmp_path / f"{source.stem}.vtp"
+        result = runner.invoke(app, ["export", str(source), "--vtp", "--out", str(vtp)])
+        assert result.exit_code == 0, result.output
+        piece, arrays = _vtp_arrays(vtp.read_text())
+        assert piece.find("PointData").get("Scalars") == expected
+        np.testing.assert_allclose(arrays["Points"][:, 2], arrays[expected].ravel())
+        result = runner.invoke(app, ["compare", str(source), str(source)])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(f"{expected}, basin")
+        html = tmp_path / f"{source.stem}.html"
+        result = runner.invoke(app, ["plot", str(source), "--out", str(html)])
+        assert result.exit_code == 0, result.output
+        assert f"{expected.replace('_', ' ')}" in html.read_text()
+    result = runner.invoke(app, ["compare", str(test_only), str(both), "--metric", "train_loss"])
+    assert result.exit_code == 2 and "has no 'train_loss'" in result.output
+    train_only = write_surface(tmp_path / "train.h5", splits=("train",))
+    result = runner.invoke(app, ["compare", str(test_only), str(train_only)])
+    assert result.exit_code == 2 and "hold no loss in common" in result.output
+
+
+def test_data_exports_need_no_plotly(tmp_path):
+    """`export --csv/--npz/--table/--vtp` need numpy only: without the [app] extra they write the same files, and
+    `plot` says in one line what to install."""
+    source = write_surface(tmp_path / "s.h5")
+    script = f"""
+import sys
+sys.modules["plotly"] = sys.modules["kaleido"] = sys.modules["streamlit"] = None  # not installed
+from typer.testing import CliRunner
+from landscape.cli import app
+runner = CliRunner()
+for flag in ("--csv", "--npz", "--table", "--vtp"):
+    result = runner.invoke(app, ["export", {str(source)!r}, flag])
+    assert result.exit_code == 0, result.output
+result = runner.invoke(app, ["plot", {str(source)!r}, "--out", {str(tmp_path / "f.html")!r}])
+print(result.exit_code, result.output.strip())
+assert "plotly" not in sys.modules or sys.modules["plotly"] is None
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("2 error: this command needs plotly: pip install -e '.[app]'"), run.stdout
+    assert run.stdout.count("\n") == 1
+    surface = read_surface(source)
+    for fmt in ("csv", "table", "vtp"):
+        assert source.with_suffix(DATA_SUFFIXES[fmt]).read_bytes() == data_bytes(surface, fmt, PlotOptions())
+    with np.load(source.with_suffix(".npz")) as arrays:
+        np.testing.assert_array_equal(arrays["train_loss"], surface.values["train_loss"])

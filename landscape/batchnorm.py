@@ -137,6 +137,11 @@ def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
         raise NotTraceable(type(model).__name__, reason) from e
     modules = dict(traced.named_modules())
     calls = collections.Counter(str(n.target) for n in traced.graph.nodes if n.op == "call_module")
+    read = [str(n.target) for n in traced.graph.nodes if n.op == "get_attr"]  # `self.conv.weight` in a forward
+    tensors = itertools.chain(
+        traced.named_parameters(remove_duplicate=False), traced.named_buffers(remove_duplicate=False)
+    )
+    names = collections.Counter(id(t) for _, t in tensors)  # a tensor under two names is tied
     pairs = []
     for node in list(traced.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
@@ -152,6 +157,10 @@ def fold_batchnorm(model: nn.Module) -> FoldedModel | None:
             continue
         conv, bn = modules[producer.target], modules[node.target]
         if bn.running_mean is None or conv.padding_mode != "zeros" or _hooked(conv) or _hooked(bn):
+            continue
+        if any(t == m or t.startswith(f"{m}.") for t in read for m in (str(producer.target), str(node.target))) or any(
+            names[id(t)] > 1 for module in (conv, bn) for t in itertools.chain(module.parameters(), module.buffers())
+        ):  # its weights read elsewhere (directly, or tied to another module's): they must stay the unfolded ones
             continue
         fused = nn.Conv2d(
             conv.in_channels,

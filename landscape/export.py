@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 from .errors import LandscapeError
 from .files import check_writable, write_file
-from .plots import PX_PER_INCH, PlotOptions, displayed, metric_order, require_points, values_at
+from .plots import PX_PER_INCH, PlotOptions, default_metric, displayed, metric_order, require_points, values_at
 from .storage import Surface
 
 IMAGE_FORMATS = ("pdf", "svg", "png")
@@ -43,6 +44,10 @@ PNG_MAX_SIDE = 65535  # px: a canvas's longest side
 PNG_MAX_AREA = 16384**2  # px: a canvas's area
 PDF_MAX_SIDE = 65535  # pt: a printed page's longest side (910.2 in)
 GL_MAX_SIDE = 8192  # px: a WebGL image's longest side, 21.3 in of a 3D scene at GL_PPI
+BROWSER_MAX_MESSAGE = (
+    90 * 10**6
+)  # bytes of figure JSON: kaleido's Chromium refused a 100 MB message (a review's reading)
+_IMPORTING = threading.Lock()
 _SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF"}  # what an image starts with; an SVG holds `<svg`
 _PLOTLY_MARGINS = (80, 80, 100, 80)  # px: plotly's default left, right, top, bottom margins
 _SCREEN_SIZE = (900, 700)  # px, for a figure that sets no size of its own
@@ -92,18 +97,23 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
             raise LandscapeError(f"unknown figure format '{fmt}': use {', '.join(FIGURE_FORMATS)}")
     check_image_size(fig, formats, scale)
     # kaleido's logging helper (logistro) parses sys.argv when imported and exits on an abbreviation it finds
-    # ambiguous, such as the `--log` of `landscape plot`: import it with the arguments hidden
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        import kaleido
-        from choreographer.protocol import DevtoolsProtocolError
-        from kaleido.errors import ChromeNotFoundError
-    except ImportError:
-        raise LandscapeError("static images need kaleido: pip install 'kaleido>=1'") from None
-    finally:
-        sys.argv = argv
+    # ambiguous, such as the `--log` of `landscape plot`: import it with the arguments hidden, once (the app's
+    # threads read sys.argv too)
+    with _IMPORTING:
+        argv = sys.argv
+        if "logistro" not in sys.modules:
+            sys.argv = argv[:1]
+        try:
+            import kaleido
+            from choreographer.protocol import DevtoolsProtocolError
+            from kaleido.errors import ChromeNotFoundError
+        except ImportError:
+            raise LandscapeError("static images need kaleido: pip install 'kaleido>=1'") from None
+        finally:
+            sys.argv = argv
     width, height = fig.layout.width or _SCREEN_SIZE[0], fig.layout.height or _SCREEN_SIZE[1]
     spec = fig.to_plotly_json()
+    check_message_size(spec)
     webgl = has_webgl(fig)
     png_scale = scale or PNG_DPI / PX_PER_INCH
 
@@ -134,6 +144,8 @@ def figure_images(fig: go.Figure, formats: Sequence[str], scale: float | None = 
         ) from None
     except DevtoolsProtocolError as e:
         raise LandscapeError(f"the headless browser failed to draw the figure: {e.message}"[:300]) from None
+    except Exception as e:  # kaleido's and choreographer's own (a timeout, a message too large): one line
+        raise LandscapeError(f"the headless browser failed to draw the figure: {type(e).__name__}: {e}"[:300]) from None
     for fmt, data in images.items():
         if not (data.startswith(_SIGNATURES[fmt]) if fmt in _SIGNATURES else b"<svg" in data):
             raise LandscapeError(f"the headless browser returned no {fmt.upper()} image ({len(data)} bytes)")
@@ -181,6 +193,32 @@ def check_image_size(fig: go.Figure, formats: Sequence[str], scale: float | None
                     f"a {size} figure draws a 3D scene at {GL_PPI} ppi in {w} x {h} px, more than Chromium's WebGL "
                     f"draws ({GL_MAX_SIDE} px a side): {at_most(GL_MAX_SIDE / max(w, h))}"
                 )
+
+
+def check_message_size(spec: Any) -> None:
+    """Refuse a figure whose JSON (`fig.to_plotly_json()`) the headless browser cannot take in one message: each
+    contour level holds the whole grid, so a 1001 x 1001 contour figure of 20 levels is about 225 MB."""
+    size = _text_size(spec)
+    if size > BROWSER_MAX_MESSAGE:
+        raise LandscapeError(
+            f"the figure holds {size / 1e6:.0f} MB of data, more than the headless browser takes "
+            f"({BROWSER_MAX_MESSAGE / 1e6:.0f} MB; every contour level holds the whole grid): draw fewer levels "
+            "(--levels), a heatmap or a 3D surface, or write HTML (it draws a thinned grid)"
+        )
+
+
+def _text_size(value: Any) -> int:
+    """About the bytes of `value` (plotly JSON, its arrays as base64 strings) as JSON text: its strings' lengths,
+    numbers and keys counted at a few bytes each."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict):
+        return sum(len(str(key)) + 4 + _text_size(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_text_size(item) + 1 for item in value) + 2
+    if isinstance(value, np.ndarray):
+        return 24 * value.size  # as JSON numbers: up to 24 characters each
+    return 24
 
 
 def _floor(inches: float) -> str:
@@ -309,7 +347,7 @@ def table_text(surface: Surface) -> str:
     lines = [
         f"# {Path(surface.path).name}: landscape surface, x varies fastest, "
         f"{nx} x {1 if surface.ycoordinates is None else len(surface.ycoordinates)} points",
-        _pgfplots_hint(surface, [name for name in cols if name not in ("x", "y")]),
+        _pgfplots_hint(surface),
         " ".join(cols),
     ]
     for k in range(len(computed)):
@@ -321,10 +359,10 @@ def table_text(surface: Surface) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _pgfplots_hint(surface: Surface, metrics: list[str]) -> str:
+def _pgfplots_hint(surface: Surface) -> str:
     """The comment line that says how pgfplots draws the table: a surface, or a line for a 1D file, of a metric it
     holds."""
-    metric = "train_loss" if "train_loss" in metrics else metrics[0]
+    metric = default_metric([surface])
     if surface.ndim == 1:
         return f"# pgfplots: \\addplot[unbounded coords=jump] table[x=x, y={metric}] {{this file}};"
     return f"# pgfplots: \\addplot3[surf, unbounded coords=jump] table[z={metric}] {{this file}};"
@@ -353,7 +391,7 @@ def path_table_text(surface: Surface) -> str:
         f"y: {100 * ratio[1]:.1f}% of variance), one row per snapshot",
         "# metric columns: the surface interpolated at (x, y), `nan` outside the grid",
         "# pgfplots: \\addplot[mark=*] table[x=x, y=y] {this file};  3D (the first column is the epoch): "
-        "\\addplot3 table[x=x, y=y, z=train_loss] {this file};",
+        f"\\addplot3 table[x=x, y=y, z={default_metric([surface])}] {{this file}};",
         " ".join(cols),
     ]
     lines += [" ".join(_number(v[k]) for v in cols.values()) for k in range(len(path.epochs))]
@@ -469,4 +507,5 @@ def _data_array(name: str, values: np.ndarray, components: int = 1) -> str:
 
 
 def _number(v: float | int) -> str:
-    return str(int(v)) if isinstance(v, (int, np.integer)) else format(float(v), ".10g")
+    """The shortest text that reads back as the same float64 (`nan`, `inf` as such; 2 for 2.0)."""
+    return str(int(v)) if isinstance(v, (int, np.integer)) else repr(float(v)).removesuffix(".0")

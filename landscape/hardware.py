@@ -131,6 +131,6 @@ def bf16_warning(precision: str, device: str = "auto") -> str | None:
     if native_bf16(dev):
         return None
     return (
-        f"bf16 is not native on this {dev.type.upper()} ({describe(dev)}): it runs emulated, about 10x slower "
-        "than fp32 (measured on an AVX2 CPU: docs/benchmarks.md); use fp32 (or --precision auto where offered)"
+        f"bf16 is not native on this {dev.type.upper()} ({describe(dev)}): it runs emulated, 11-13x slower than "
+        "fp32 for a training step on an AVX2 CPU (docs/benchmarks.md); use fp32 (or --precision auto where offered)"
     )

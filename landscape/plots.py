@@ -295,6 +295,14 @@ def require_points(surface: Surface, what: str = "draw") -> None:
         raise LandscapeError(f"{surface.path} has no computed point yet: nothing to {what}")
 
 
+def require_drawable(surface: Surface, options: PlotOptions) -> None:
+    """Refuse a surface with no computed point, or (on a log scale) with no positive value of the metric: the
+    figure would be empty."""
+    require_points(surface)
+    if options.log and not np.isfinite(_drawable(surface, options, options.metric)).any():
+        raise LandscapeError(f"{surface.path} has no positive {options.metric} to draw on a log scale")
+
+
 def displayed(surface: Surface, options: PlotOptions, metric: str | None = None) -> np.ndarray:
     """The values as drawn: clipped at `options.clip`, log10 if `options.log`, NaN where there is nothing to draw."""
     z = _drawable(surface, options, metric or options.metric)
@@ -350,7 +358,7 @@ def auto_levels(
         exponent = 10.0 ** math.floor(math.log10(raw))
         size = next(m * exponent for m in (1, 2, 2.5, 5, 10) if m * exponent >= raw * (1 - 1e-9))
         first = math.floor(lo / size + 1e-9) + 1
-        values = [round(k * size, 12) for k in range(first, math.ceil(hi / size - 1e-9))]
+        values = [_rounded(k * size) for k in range(first, math.ceil(hi / size - 1e-9))]
         return tuple(v for v in values if lo < v < hi)
     if spacing != "log":
         raise LandscapeError(f"unknown level spacing '{spacing}': use {', '.join(SPACINGS)}")
@@ -363,8 +371,13 @@ def auto_levels(
             continue
         distance = round(g / step) * step
         value = hi - distance if best == "max" else lo + distance
-        levels.append(round(round(value / step) * step, 12))
+        levels.append(_rounded(round(value / step) * step))
     return tuple(sorted({v for v in levels if lo < v < hi}))
+
+
+def _rounded(value: float) -> float:
+    """`value` to 12 significant digits: 0.30000000000000004 -> 0.3, and 7.5e-12 stays 7.5e-12."""
+    return float(f"{value:.12g}")
 
 
 def contour_levels(crange: tuple[float, float] | None, options: PlotOptions) -> tuple[float, ...]:
@@ -387,7 +400,7 @@ def contour_levels(crange: tuple[float, float] | None, options: PlotOptions) -> 
         if options.log:
             values = tuple(float(f"{lv.start * 10.0 ** (k * lv.size):.10g}") for k in range(count))
         else:
-            values = tuple(round(lv.start + k * lv.size, 12) for k in range(count))
+            values = tuple(_rounded(lv.start + k * lv.size) for k in range(count))
     elif crange is None:
         return ()
     else:
@@ -527,7 +540,7 @@ def figure(surface: Surface, kind: str, options: PlotOptions) -> go.Figure:
 
 def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     """The 3D surface with the contour lines projected under it and θ* marked on it (a dot joined to the floor)."""
-    require_points(surface)
+    require_drawable(surface, options)
     x, y = _grid(surface)
     z = displayed(surface, options)
     crange = _display_range(surface, options)
@@ -585,7 +598,7 @@ def surface_figure(surface: Surface, options: PlotOptions) -> go.Figure:
 
 def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False) -> go.Figure:
     """Contour lines (or filled bands) at the chosen levels, with θ* marked."""
-    require_points(surface)
+    require_drawable(surface, options)
     x, y = _grid(surface)
     values = _drawable(surface, options, options.metric)
     crange = _display_range(surface, options)
@@ -612,7 +625,7 @@ def contour_figure(surface: Surface, options: PlotOptions, filled: bool = False)
 
 def heatmap_figure(surface: Surface, options: PlotOptions) -> go.Figure:
     """Each grid point as a cell coloured by its value, with θ* marked."""
-    require_points(surface)
+    require_drawable(surface, options)
     x, y = _grid(surface)
     crange = _display_range(surface, options)
     fig = go.Figure(
@@ -1176,14 +1189,18 @@ def _scene(
 
 def axis_titles(surface: Surface, short: bool = False) -> tuple[str, str]:
     """'α' and 'β'; on PCA directions of a training path with the share of its variance along each, as the paper
-    does ('α: PC1, 60.7% of variance'; `short`, for 3D scenes, where text does not shrink: 'α: PC1 (60.7%)')."""
+    does ('α: PC1, 60.7% of variance'; `short`, for 3D scenes, where text does not shrink: 'α: PC1 (60.7%)'); of
+    its squared distances from θ* for a PCA not centred (`--no-pca-center`)."""
     path = surface.trajectory
     if path is None:
         return "α", "β"
     ratio = 100 * path.explained_variance_ratio
     if short:
         return f"α: PC1 ({ratio[0]:.1f}%)", f"β: PC2 ({ratio[1]:.1f}%)"
-    return f"α: PC1, {ratio[0]:.1f}% of variance", f"β: PC2, {ratio[1]:.1f}% of variance"
+    spec = surface.surface_spec
+    centered = spec is None or spec.trajectory is None or spec.trajectory.centered
+    share = "of variance" if centered else "of Σ‖θᵢ − θ*‖²"  # --no-pca-center: about θ*, not the mean
+    return f"α: PC1, {ratio[0]:.1f}% {share}", f"β: PC2, {ratio[1]:.1f}% {share}"
 
 
 def _plane_axes(equal: bool, titles: tuple[str, str] = ("α", "β")) -> dict:

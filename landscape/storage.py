@@ -111,10 +111,11 @@ class Surface:
 class TrajectoryPath:
     """The training path on the plane of a surface.
 
-    epochs: (n,) the epoch of each snapshot (for checkpoint files: the last number in the file name, else 1..n).
+    epochs: (n,) the epoch of each snapshot (for checkpoint files: the first number in the file name, else 1..n).
     coordinates: (n, 2) least-squares (α, β) with θ_i − θ* ≈ α x + β y, x and y the stored directions.
     residual: (n,) ‖θ_i − θ* − (α x + β y)‖, the part of each snapshot off the plane; distance: (n,) ‖θ_i − θ*‖.
-    explained_variance_ratio: (2,) the share of the (centered) differences' variance along x and along y.
+    explained_variance_ratio: (2,) the share of the differences' variance along x and along y (not centered:
+    of their squared norms).
     Norms are over the tensors the PCA saw: with ignore `biasbn` those of dim <= 1 are left out.
     """
 

@@ -158,10 +158,10 @@ def principal_components(differences: np.ndarray, centered: bool = True, k: int 
     need = k + 1 if centered else k
     if n < need:
         raise LandscapeError(f"the trajectory has {n} snapshots: {k} principal components need at least {need}")
-    gram = differences @ differences.T
-    if centered:
-        centering = np.eye(n) - 1.0 / n
-        gram = centering @ gram @ centering
+    mean = differences.mean(axis=0) if centered else None
+    gram = np.zeros((n, n))
+    for block in _column_blocks(differences, mean):  # centred block by block: no copy of all the rows
+        gram += block @ block.T
     values, vectors = np.linalg.eigh((gram + gram.T) / 2)
     values, vectors = values[::-1], vectors[:, ::-1]
     total = float(values.clip(min=0).sum())
@@ -174,9 +174,17 @@ def principal_components(differences: np.ndarray, centered: bool = True, k: int 
     if centered:
         u = u - u.mean(axis=0)  # orthogonal to the mean already; this makes it exact
     u = u * np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(k)])
-    components = u.T @ differences
+    components = np.concatenate([u.T @ block for block in _column_blocks(differences, mean)], axis=1)
     components /= np.linalg.norm(components, axis=1, keepdims=True)
     return Components(components, np.sqrt(values[:k]), values[:k] / total)
+
+
+def _column_blocks(rows: np.ndarray, mean: np.ndarray | None, width: int = 1 << 16) -> Iterator[np.ndarray]:
+    """The columns of `rows` in blocks of `width`, less `mean` where given (centred before any product, so that a
+    mean far larger than the spread costs no precision)."""
+    for start in range(0, rows.shape[1], width):
+        block = rows[:, start : start + width]
+        yield block if mean is None else block - mean[start : start + width]
 
 
 def project(differences: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -517,8 +525,9 @@ def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
 
 
 def _file_numbers(files: Sequence[Path]) -> list[int | None]:
-    """The last number in each file's name after the part all the names share (of at most 18 digits: an int64),
-    or None: `resnet20.pt` beside `resnet20_epoch5.pt` has none of its own (the 20 is the architecture's)."""
+    """The first number in each file's name after the part all the names share (of at most 18 digits: an int64),
+    or None: `resnet20.pt` beside `resnet20_epoch5.pt` has none of its own (the 20 is the architecture's), and
+    `epoch_3_loss_0.25.pt` is epoch 3 (not 25), `ckpt_e20_lr0.1.pt` epoch 20."""
     stems = [f.stem for f in files]
     shared = stems[0] if len(stems) > 1 else ""
     for stem in stems[1:]:  # the characters every name begins with
@@ -528,8 +537,8 @@ def _file_numbers(files: Sequence[Path]) -> list[int | None]:
         shared = shared[:-1]  # epoch_10, epoch_12 share "epoch_1": the number begins before it
     numbers: list[int | None] = []
     for stem in stems:
-        found = re.findall(r"\d+", stem[len(shared) :])
-        numbers.append(int(found[-1]) if found and len(found[-1]) <= 18 else None)
+        found = re.search(r"\d+", stem[len(shared) :])
+        numbers.append(int(found.group()) if found and len(found.group()) <= 18 else None)
     return numbers
 
 
@@ -537,17 +546,29 @@ _SAID: set[str] = set()  # the notes `_epoch_labels` printed in this process
 
 
 def _epoch_labels(files: Sequence[Path]) -> list[int]:
-    """The last number in each file name (`_file_numbers`); a name without one is the epoch after the one before it
-    (said on stderr). 1..n where that leaves two files the same label."""
+    """The first number of each file name (`_file_numbers`); a name without one is the epoch after the one before
+    it; 1..n where that leaves two files the same label. Each of these, and epochs that fall (files given out of
+    order: they are taken as given), is said once on stderr."""
     labels: list[int] = []
     numbers = _file_numbers(files)
     for number in numbers:
         labels.append(number if number is not None else (labels[-1] + 1 if labels else 1))
+    notes = []
     if len(set(labels)) < len(labels):
-        return list(range(1, len(files) + 1))
-    unnumbered = [f"{f.name} as epoch {e}" for f, e, n in zip(files, labels, numbers) if n is None]
-    note = f"trajectory: names without an epoch number: {', '.join(unnumbered[:3])}"
-    if unnumbered and len(unnumbered) < len(files) and note not in _SAID:  # once: the grid and the run read them
+        labels = list(range(1, len(files) + 1))
+        notes.append(f"the file names give no distinct epochs: the {len(files)} files are epochs 1 to {len(files)}")
+    elif 0 < numbers.count(None) < len(files):
+        unnumbered = [f"{f.name} as epoch {e}" for f, e, n in zip(files, labels, numbers) if n is None]
+        notes.append(f"names without an epoch number: {', '.join(unnumbered[:3])}")
+    falls = [k for k in range(1, len(labels)) if labels[k] < labels[k - 1]]
+    if falls:
+        k = falls[0]
+        notes.append(
+            f"epochs fall from {labels[k - 1]} ({files[k - 1].name}) to {labels[k]} ({files[k].name}): the files are "
+            "taken in the order given"
+        )
+    note = "; ".join(f"trajectory: {n}" for n in notes)
+    if note and note not in _SAID:  # once: the grid and the run read them
         _SAID.add(note)
         print(note, file=sys.stderr, flush=True)
     return labels

@@ -521,6 +521,53 @@ def test_tied_weights_move_once_and_batched_equals_one_by_one(tiny_sets, fold_bn
     assert results[1]["train_loss"][1] == pytest.approx(loss, rel=1e-5)
 
 
+class TiedConv(nn.Module):
+    """c1 → BN → c2 with c2's weight the very tensor of c1's (c1 was folded: c2 kept θ* under vmap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn, self.c2 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3, padding=1)
+        self.c2.weight = self.c1.weight
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.c2(torch.relu(self.bn(self.c1(x))))).mean((2, 3)))
+
+
+class ReadConv(nn.Module):
+    """c1 → BN, then c1's weight read directly for a second convolution (it read the folded weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.c1(x)))
+        return self.fc(torch.relu(F.conv2d(h, self.c1.weight, self.c1.bias, padding=1)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model_type", [TiedConv, ReadConv])
+def test_a_convolution_whose_weight_is_used_elsewhere_is_not_folded(tiny_sets, model_type):
+    torch.manual_seed(0)
+    model = conftest_randomize(model_type())
+    with torch.no_grad():
+        model.bn.running_mean.normal_(0, 0.5)
+        model.bn.running_var.uniform_(0.2, 3)
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, s), center, "filter", "biasbn") for s in (0, 1)]
+    points = np.array([[0.0, 0.0], [0.5, -0.3], [-0.8, 0.4]])
+    for fold_bn in (False, True):
+        for ppp in (1, 3):
+            options = RunOptions(points_per_pass=ppp, fold_bn=fold_bn, channels_last=False)
+            got = PointEvaluator(copy.deepcopy(model), center, dirs, tiny_sets, MEAN, STD, options=options).evaluate(
+                points
+            )
+            for k, point in enumerate(points):
+                loss, _ = plain_loss(moved(model, center, dirs, point), tiny_sets["train"])
+                assert got["train_loss"][k] == pytest.approx(loss, rel=1e-5), (fold_bn, ppp, k)
+    assert fold_batchnorm(copy.deepcopy(model)) is None  # its only pair is left unfolded
+
+
 def test_a_model_with_nan_or_inf_is_refused_naming_the_tensor(tiny_sets):
     model = ConvBN()
     with torch.no_grad():

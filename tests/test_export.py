@@ -718,3 +718,55 @@ assert "plotly" not in sys.modules or sys.modules["plotly"] is None
         assert source.with_suffix(DATA_SUFFIXES[fmt]).read_bytes() == data_bytes(surface, fmt, PlotOptions())
     with np.load(source.with_suffix(".npz")) as arrays:
         np.testing.assert_array_equal(arrays["train_loss"], surface.values["train_loss"])
+
+
+def test_csv_and_table_hold_the_stored_numbers_exactly(tmp_path):
+    """Numbers were written to 10 significant digits: no loss read back as stored, and θ*'s coordinate of a PCA
+    grid came out as -4.440892099e-16."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(-1.0, 1.0, 5) + 1e-16
+    values = {name: rng.random((len(Y), len(x))) * 10 ** rng.uniform(-8, 3) for name in bowl(X, Y)}
+    surface = read_surface(write_surface(tmp_path / "r.h5", values, x=x))
+    rows = [line.split(",") for line in csv_text(surface).splitlines()[1:]]
+    np.testing.assert_array_equal([float(r[0]) for r in rows], np.tile(surface.xcoordinates, len(Y)))
+    np.testing.assert_array_equal([float(r[2]) for r in rows], surface.values["train_loss"].ravel())
+    table = [line.split() for line in table_text(surface).splitlines() if line and not line.startswith("#")][1:]
+    np.testing.assert_array_equal([float(r[5]) for r in table], surface.values["test_acc"].ravel())
+
+
+def test_a_figure_too_large_for_the_browser_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """Every contour level holds the whole grid: a 1001 x 1001 contour figure (225 MB of JSON) failed in kaleido
+    with a MessageTooLargeError and then a TimeoutError, a traceback after a wait."""
+    import kaleido
+
+    def no_browser(*args, **kwargs):
+        raise AssertionError("the browser was started")
+
+    monkeypatch.setattr(kaleido, "Kaleido", no_browser)
+    n = 701
+    x = np.linspace(-1.0, 1.0, n)
+    surface = read_surface(write_surface(tmp_path / "big.h5", bowl(x, x), x=x, y=x))
+    fig = paper_layout(contour_figure(surface, PlotOptions()))
+    with pytest.raises(LandscapeError, match=r"the figure holds 1\d\d MB of data, more than the headless browser"):
+        figure_images(fig, ["pdf"])
+    with pytest.raises(LandscapeError, match="the browser was started"):  # a 3D view of it is small: it is drawn
+        figure_images(paper_layout(surface_figure(surface, PlotOptions())), ["pdf"])
+
+
+def test_a_failure_inside_kaleido_is_one_line(tmp_path, monkeypatch):
+    import kaleido
+
+    class Failing:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        async def __aenter__(self):
+            raise TimeoutError("no answer from the browser")
+
+        async def __aexit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(kaleido, "Kaleido", Failing)
+    fig = paper_layout(contour_figure(read_surface(write_surface(tmp_path / "s.h5")), PlotOptions()))
+    with pytest.raises(LandscapeError, match="failed to draw the figure: TimeoutError: no answer from the browser"):
+        figure_images(fig, ["pdf"])

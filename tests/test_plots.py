@@ -756,3 +756,23 @@ def test_a_surface_with_no_computed_point_is_refused(surface, tmp_path):
     one = np.zeros((3, 5), dtype=bool)
     one[1, 2] = True
     assert figure(read_surface(write_surface(tmp_path / "one.h5", computed=one)), "heatmap", PlotOptions())
+
+
+def test_levels_of_tiny_values_keep_their_digits():
+    """Levels were rounded to 12 decimals: a loss between 1e-300 and 2e-300 got none, and 7.5e-12 became 7e-12."""
+    tiny = auto_levels(1e-300, 2e-300, "even")
+    assert len(tiny) >= 5 and all(1e-300 < v < 2e-300 for v in tiny)
+    assert any(v < 1e-12 for v in auto_levels(3e-13, 5e-11))  # log spacing: lines below 1e-12 too
+    levels = contour_levels(None, PlotOptions(levels=Levels(2.5e-12, 1e-11, 2.5e-12)))
+    assert levels == (2.5e-12, 5e-12, 7.5e-12, 1e-11)
+    assert auto_levels(0.1, 2.1, "even") == tuple(float(f"{0.1 * k:.12g}") for k in range(2, 21))
+
+
+def test_a_log_scale_with_no_positive_value_is_refused(tmp_path):
+    """A surface whose losses are all <= 0 drew an empty figure on a log scale (exit 0)."""
+    values = {name: -np.abs(v) for name, v in bowl(X, Y).items()}
+    surface = read_surface(write_surface(tmp_path / "neg.h5", values))
+    for kind in ("contour", "filled", "heatmap", "surface"):
+        with pytest.raises(LandscapeError, match="no positive train_loss to draw on a log scale"):
+            figure(surface, kind, PlotOptions(log=True))
+        figure(surface, kind, PlotOptions())  # a linear scale draws them

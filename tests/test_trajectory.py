@@ -28,6 +28,7 @@ from landscape import (
 )
 from landscape.cli import app
 from landscape.errors import LandscapeError
+from landscape.plots import axis_titles
 from landscape.spec import TrajectorySpec
 from landscape.storage import read_surface
 from landscape.trajectory import (
@@ -125,6 +126,8 @@ def test_a_path_in_a_known_plane_is_exact(tmp_path, cifar_root, plane_run, sourc
         [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
     )
     assert surface.surface_spec.trajectory.sha256 == spec["trajectory"]["sha256"]
+    share = "of variance" if centered else "of Σ‖θᵢ − θ*‖²"  # not centred: a share of the squares about θ*
+    assert axis_titles(surface) == (f"α: PC1, 95.2% {share}", f"β: PC2, 4.8% {share}")
 
 
 def test_ignore_biasbn_zeroes_the_biases_of_directions_and_path(tmp_path, cifar_root, plane_run):
@@ -157,6 +160,19 @@ def test_pca_equals_numpy_svd():
         assert pcs.explained_variance_ratio.sum() < 1
         scores = data @ pcs.vectors.T  # the sign convention: each component's largest score is positive
         assert np.all(scores[np.argmax(np.abs(scores), axis=0), [0, 1]] > 0)
+
+
+def test_centred_pca_keeps_its_precision_far_from_the_origin():
+    """The Gram matrix was centred after the product: with the rows 1e4 from θ* and a spread of about 1, the
+    components were 1.3e-7 off numpy's SVD of the centred rows (1e-15 near the origin)."""
+    rng = np.random.default_rng(3)
+    spread = rng.standard_normal((8, 300)) * np.linspace(2, 0.1, 300)
+    m = spread + 1e4 * rng.standard_normal(300)  # one far offset shared by every row
+    _, s, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    pcs = principal_components(m, centered=True)
+    for k in range(2):
+        assert np.abs(pcs.vectors[k] - np.sign(pcs.vectors[k] @ vt[k]) * vt[k]).max() < 1e-11
+    np.testing.assert_allclose(pcs.singular_values, s[:2], rtol=1e-11)
 
 
 def test_explained_variance_of_a_plane_sums_to_one_and_projection_of_a_point_off_it():
@@ -395,8 +411,25 @@ def test_theta_star_in_the_folder_is_taken_last_and_the_epochs_keep_their_number
     assert _epoch_labels([Path("epoch_10.pt"), Path("epoch_12.pt")]) == [10, 12]  # "epoch_1" is not the shared part
 
 
-def test_epoch_labels_are_the_last_whole_number_of_each_name():
+def test_epoch_labels_are_the_first_whole_number_of_each_name(capsys, monkeypatch):
+    """The last number was taken: epoch_{1,2,3}_loss_0.532/0.311/0.250 were epochs 532, 311, 250 (a path drawn
+    backwards), and ckpt_e{5,10,20}_lr0.1 all epoch 1, silently counted 1, 2, 3."""
+    import landscape.trajectory
     from landscape.trajectory import _epoch_labels
+
+    monkeypatch.setattr(landscape.trajectory, "_SAID", set())
+    losses = [f"epoch_{e}_loss_0.{v}.pt" for e, v in ((1, 532), (2, 311), (3, 250))]
+    assert _epoch_labels([Path(n) for n in losses]) == [1, 2, 3]
+    assert _epoch_labels([Path(f"ckpt_e{e}_lr0.1.pt") for e in (5, 10, 20)]) == [5, 10, 20]
+    assert capsys.readouterr().err == ""
+    assert _epoch_labels([Path(f"epoch_{e}.pt") for e in (10, 5, 1)]) == [10, 5, 1]  # taken as given, and said
+    assert capsys.readouterr().err == (
+        "trajectory: epochs fall from 10 (epoch_10.pt) to 5 (epoch_5.pt): the files are taken in the order given\n"
+    )
+    assert _epoch_labels([Path("a_7.pt"), Path("b_7.pt"), Path("c_7.pt")]) == [1, 2, 3]
+    assert (
+        capsys.readouterr().err == "trajectory: the file names give no distinct epochs: the 3 files are epochs 1 to 3\n"
+    )
 
     names = ["run1_epoch_1234567890.pt", "run1_epoch_1234567891.pt"]  # a run of 9 digits cut these to 0 and 1
     assert _epoch_labels([Path(n) for n in names]) == [1234567890, 1234567891]

@@ -25,7 +25,7 @@ from .batchnorm import NotTraceable, batch_slices, constant_tensors, fold_batchn
 from .data import ImageSet, normalizer
 from .directions import Direction, check_finite, check_same_keys
 from .errors import LandscapeError
-from .hardware import PRECISIONS, autocast, resolve_device
+from .hardware import PRECISIONS, autocast, autocast_reaches_vmap, resolve_device
 
 BN_MODES = ("eval", "recompute")
 
@@ -162,6 +162,12 @@ def check_options(spec: EvalSpec, options: RunOptions) -> None:
     """Refuse run options that `spec` cannot be computed with (before any file is created or replaced)."""
     if spec.bn == "recompute" and options.points_per_pass > 1:
         raise LandscapeError("--bn recompute evaluates one point per pass: use --points-per-pass 1")
+    device = options.resolved_device()
+    if spec.precision == "bf16" and options.points_per_pass > 1 and not autocast_reaches_vmap(device.type):
+        raise LandscapeError(
+            f"bf16 autocast does not reach a vmapped pass on the {device.type.upper()} (PyTorch): its points would "
+            "be fp32, the others bf16; use --points-per-pass 1 with --precision bf16"
+        )
 
 
 class PointEvaluator:
@@ -192,6 +198,16 @@ class PointEvaluator:
         check_finite(center, "the center")
         for k, d in enumerate(directions):
             check_finite(d, f"direction {k + 1}")
+        no_statistics = [
+            name
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.running_mean is None or m.running_var is None)
+        ]
+        if no_statistics:  # such a layer normalizes each batch by that batch's statistics, in eval mode too
+            raise LandscapeError(
+                f"the model's {no_statistics[0]} is a BatchNorm without running statistics (track_running_stats="
+                "False): its loss would depend on --batch-size; give it running statistics"
+            )
         if spec.bn == "recompute" and bn_set is None:
             raise LandscapeError("--bn recompute needs a set of training images")
         if spec.bn == "recompute" and bn_set is not None and len(bn_set) < 2:

@@ -1,8 +1,8 @@
 """What the machine at hand is good at: native bf16, and a one-line description recorded with every result.
 
 Native bf16 means matrix units that compute in bf16: on the CPU, AMX or AVX512-BF16 (elsewhere bf16 autocast is
-emulated and runs several times *slower* than fp32: 10x measured on an AVX2 EPYC); on CUDA, compute capability
-8.0 or newer.
+emulated and runs several times *slower* than fp32: 11-13x measured for a training step on an AVX2 EPYC); on CUDA,
+compute capability 8.0 or newer.
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if device.type == "cuda":
         return exact_fp32()
     return contextlib.nullcontext()
+
+
+@cache
+def autocast_reaches_vmap(device_type: str) -> bool:
+    """Whether bf16 autocast applies inside `torch.func.vmap` on this device type: on the CPU (PyTorch 2.14) it does
+    not, and a vmapped convolution stays fp32 while the same one outside vmap runs in bf16."""
+    weight = torch.ones(2, 1, 1, 1, 1, device=device_type)
+    x = torch.ones(1, 1, 2, 2, device=device_type)
+    with torch.autocast(device_type, dtype=torch.bfloat16), torch.no_grad():
+        out = torch.func.vmap(lambda w: torch.nn.functional.conv2d(x, w))(weight)
+    return out.dtype == torch.bfloat16
 
 
 @contextlib.contextmanager

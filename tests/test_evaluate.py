@@ -390,6 +390,31 @@ def test_bf16_is_close_to_fp32(setup):
         assert not np.array_equal(bf16[name], fp32[name])
 
 
+def test_bf16_with_several_points_per_pass_is_refused_where_autocast_misses_vmap(setup):
+    """On the CPU, autocast does not reach a vmapped pass: points of a group came out fp32, a lone last point bf16,
+    in one file."""
+    from landscape.hardware import autocast_reaches_vmap
+
+    model, center, dirs, sets = setup
+    assert autocast_reaches_vmap("cpu") is False  # PyTorch's behaviour: when it changes, this check lets it pass
+    with pytest.raises(LandscapeError, match="bf16 autocast does not reach a vmapped pass on the CPU"):
+        PointEvaluator(
+            model, center, dirs, sets, MEAN, STD, spec=EvalSpec(precision="bf16"), options=RunOptions(points_per_pass=2)
+        )
+    PointEvaluator(model, center, dirs, sets, MEAN, STD, options=RunOptions(points_per_pass=2))  # fp32 is exact
+
+
+def test_a_batchnorm_without_running_statistics_is_refused(tiny_sets):
+    """It normalizes every batch by its own statistics: the loss depended on --batch-size (128 on the CPU, 1000 on
+    CUDA), so a file resumed on another device mixed two sets of numbers."""
+    model = ConvBN()
+    model.bn = nn.BatchNorm2d(model.bn.num_features, track_running_stats=False)
+    center = center_of(model, direction_names(model, "weights"))
+    dirs = [normalize_direction(random_direction(center, 0), center, "filter", "biasbn")]
+    with pytest.raises(LandscapeError, match=r"^the model's bn is a BatchNorm without running statistics"):
+        PointEvaluator(model, center, dirs, tiny_sets, MEAN, STD)
+
+
 def test_bn_recompute_re_estimates_statistics_at_each_point(setup):
     model, center, dirs, sets = setup
     bn_set = sets["train"]

@@ -6,6 +6,7 @@ checkpoints, and directions read back from an earlier surface file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -127,12 +128,22 @@ def normalize_direction(direction: Direction, center: Direction, norm: str, igno
             out[name] = d.clone()
     if norm == "model":
         big = [n for n, d in direction.items() if d.dim() > 1]
+        if not big:
+            raise LandscapeError("norm model (--xnorm/--ynorm) scales the tensors of dim > 1: this model has none")
         d_norm = torch.stack([out[n].double().pow(2).sum() for n in big]).sum().sqrt()
         w_norm = torch.stack([center[n].double().pow(2).sum() for n in big]).sum().sqrt()
         factor = float(w_norm / (d_norm + _EPS))
         for n in big:
             out[n] = out[n] * factor
     return out
+
+
+def cosine(a: Direction, b: Direction) -> float:
+    """The cosine of the angle between two directions over all their tensors (float64); 0 where one is zero."""
+    dot = sum(float((a[n].double() * b[n].double()).sum()) for n in a)
+    norm_a = math.sqrt(sum(float(a[n].double().pow(2).sum()) for n in a))
+    norm_b = math.sqrt(sum(float(b[n].double().pow(2).sum()) for n in b))
+    return dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else 0.0
 
 
 def target_direction(center: Direction, target: Mapping[str, torch.Tensor]) -> Direction:

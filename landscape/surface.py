@@ -38,6 +38,7 @@ from .directions import (
     Direction,
     DirectionSpec,
     center_of,
+    cosine,
     direction_names,
     normalize_direction,
     random_direction,
@@ -139,6 +140,22 @@ def build_direction(
         assert spec.index is not None  # DirectionSpec.validate
         return hessian_direction(spec.source, spec.index, center)
     return read_directions(spec.source, spec.source_axis, like=center)
+
+
+def check_distinct_directions(directions: dict[str, Direction]) -> None:
+    """Refuse x and y along one line (|cos| > 0.999: the surface would be a curve g(α ± β), e.g. a direction file's y
+    drawn with the seed given to x); say so where a direction is zero (a target equal to θ*: the surface is flat
+    along it)."""
+    for axis, direction in directions.items():
+        if not any(bool(t.any()) for t in direction.values()):
+            notice(f"note: the {axis} direction is zero (a target equal to θ*?): the surface is constant along {axis}")
+    if len(directions) == 2:
+        cos = cosine(directions["x"], directions["y"])
+        if abs(cos) > 0.999:
+            raise LandscapeError(
+                f"the x and y directions are parallel (cosine {cos:.6f}): the surface would be a curve; take another "
+                "--seed, direction file or target"
+            )
 
 
 Progress = Callable[[int, int], None]
@@ -476,6 +493,7 @@ def prepare_job(
             "dataset": spec.data.name,
         }
         directions = {axis: build_direction(getattr(spec, axis), model, center, recorded_model) for axis in axes}
+        check_distinct_directions(directions)
         indices = {}
     datasets, bn_set = load_images(spec, indices)
     check_labels_fit(model, datasets)  # before a file is made

@@ -13,13 +13,18 @@ def center():
 
 
 def test_filter_normalization_matches_each_filter_norm(center):
+    """d_ij <- d_ij / ‖d_ij‖ ‖θ_ij‖: each filter keeps the raw direction's way (a positive multiple of it) and takes
+    θ*'s filter's norm (returning θ* itself would pass a test of norms alone)."""
     _, w = center
-    d = normalize_direction(random_direction(w, seed=3), w, "filter", "biasbn")
+    raw = random_direction(w, seed=3)
+    d = normalize_direction(raw, w, "filter", "biasbn")
     for name, t in d.items():
         if t.dim() <= 1:
             assert torch.count_nonzero(t) == 0, name
         else:
             torch.testing.assert_close(t.flatten(1).norm(dim=1), w[name].flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+            factor = w[name].flatten(1).norm(dim=1) / raw[name].flatten(1).norm(dim=1)
+            torch.testing.assert_close(t.flatten(1), raw[name].flatten(1) * factor[:, None], rtol=1e-5, atol=1e-7)
 
 
 def test_ignore_none_keeps_the_weights_of_small_tensors(center):
@@ -36,13 +41,19 @@ def test_layer_and_model_normalization(center):
     for name, t in layer.items():
         if t.dim() > 1:
             torch.testing.assert_close(t.norm(), w[name].norm(), rtol=1e-5, atol=0)
+            torch.testing.assert_close(t, raw[name] * (w[name].norm() / raw[name].norm()), rtol=1e-5, atol=1e-7)
     model = normalize_direction(raw, w, "model", "biasbn")
     big = [n for n in w if w[n].dim() > 1]
     d_norm = sum(model[n].double().pow(2).sum() for n in big) ** 0.5
     w_norm = sum(w[n].double().pow(2).sum() for n in big) ** 0.5
     assert abs(float(d_norm / w_norm) - 1) < 1e-6
+    raw_norm = sum(raw[n].double().pow(2).sum() for n in big) ** 0.5
+    torch.testing.assert_close(model["conv1.weight"], raw["conv1.weight"] * float(w_norm / raw_norm), rtol=1e-5, atol=0)
     none = normalize_direction(raw, w, "none", "biasbn")
     assert torch.equal(none["conv1.weight"], raw["conv1.weight"])
+    flat = {"bias": torch.ones(3)}  # no tensor of dim > 1: a model norm had nothing to scale (a RuntimeError)
+    with pytest.raises(LandscapeError, match="scales the tensors of dim > 1: this model has none"):
+        normalize_direction(flat, flat, "model", "none")
 
 
 def test_random_directions_are_seeded_and_keyed_by_name(center):

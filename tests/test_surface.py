@@ -240,7 +240,7 @@ def test_non_finite_losses_are_stored_as_they_are(tmp_path, cifar_root, softmax_
     assert np.isfinite(surface["train_loss"][0]) and not np.isfinite(surface["train_loss"][2])
 
 
-def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_root, resnet20_ckpt):
+def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_root, resnet20_ckpt, capsys):
     first = compute_surface(spec_for(resnet20_ckpt, cifar_root, "-1:1:3", "-1:1:3", subset=8), tmp_path / "a.h5")
     again = SurfaceSpec(
         checkpoint=CheckpointSpec(path=str(resnet20_ckpt)),
@@ -259,6 +259,12 @@ def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_r
     )
     flat = compute_surface(line, tmp_path / "t.h5")  # target == θ*: a zero direction, a flat line
     assert flat["train_loss"][0] == flat["train_loss"][1] == pytest.approx(first["train_loss"][1, 1])
+    assert "note: the x direction is zero (a target equal to θ*?)" in capsys.readouterr().err
+    # a.h5's y is the random direction of seed 1: drawn again for x, the plane was one line, g(α + β)
+    parallel = dataclasses.replace(again, x=DirectionSpec(seed=1))
+    with pytest.raises(LandscapeError, match=r"^the x and y directions are parallel \(cosine 1.000000\)"):
+        compute_surface(parallel, tmp_path / "p.h5")
+    assert not (tmp_path / "p.h5").exists()
 
 
 def altered_copy(root, dest, split, index, what="pixel"):

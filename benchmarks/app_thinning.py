@@ -5,7 +5,8 @@
 Builds a noisy N x N surface in memory (a bowl plus uniform noise, so that contour lines are many and short),
 then for each figure kind the app draws (3D view, contour lines, heat map) times `plots.figure` plus its JSON (what
 the page sends to the browser) on the whole grid and on `plots.thin`'s, and prints seconds and megabytes of each.
-One process, the whole grid first: run it with the training paused (`kill -STOP`), and record the CPU.
+One process, the whole grid first, after an untimed warm-up that builds one small figure of each kind (imports,
+first calls): run it with the training paused (`kill -STOP`), and record the CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main() -> None:
     whole = noisy_surface(args.points)
     options = PlotOptions(metric="train_loss")
     print(f"{args.points} x {args.points} noisy grid on {describe(torch.device('cpu'))}")
+    small = noisy_surface(11)
+    for kind in args.kinds.split(","):  # warm-up, untimed: the first call of each kind pays imports and set-up
+        figure(small, kind, options).to_json()
     for label, surface in (("whole", whole), ("thinned", thin(whole))):
         assert surface.ycoordinates is not None
         size = f"{len(surface.xcoordinates)} x {len(surface.ycoordinates)}"

@@ -12,7 +12,9 @@ is ARPACK's: each of the top k Ritz values' residual below tol x its size.
   run's state at the first step where the top k met `--tol` (for k >= 2 not before max(2k + 1, 20) products, as
   `lanczos_top` since session 11). `lanczos_top(k, tol)` from the same seed runs exactly
   these steps and stops there (the Krylov sequence does not depend on k or tol), so this is what it would cost and
-  return. The reference eigenvalues are the run's last state.
+  return. The reference eigenvalues are the run's last state. `--verify` checks that claim: it calls the library's
+  `lanczos_top(k, tol, seed)` once per k and compares its product count (returned, and counted on the product) with
+  the number read off the run, with a FAIL line and exit status 1 where they differ (PASS where all agree).
 - ARPACK: `curvature.top_eigenvalues(k, tol)` (`eigsh(which="LA")`, `ncv = max(2k + 1, 20)`), from the same start
   vector, one run per k; each of its products is counted.
 
@@ -32,7 +34,13 @@ import numpy as np
 import torch
 
 from landscape.checkpoints import build_model, load_checkpoint
-from landscape.curvature import ARPACK_FIRST_CYCLE, HessianVectorProduct, _lanczos_with_basis, top_eigenvalues
+from landscape.curvature import (
+    ARPACK_FIRST_CYCLE,
+    HessianVectorProduct,
+    _lanczos_with_basis,
+    lanczos_top,
+    top_eigenvalues,
+)
 from landscape.data import DataSpec, load_split
 from landscape.hardware import describe
 
@@ -49,6 +57,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="also call lanczos_top once per k and check that its products equal those read off the run",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ks = sorted({int(k) for k in args.ks.split(",")})
@@ -113,10 +126,35 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+    failures: list[str] = []
+    if args.verify:
+        for row in rows:
+            k, reported = row["k"], row["lanczos_products"]
+            before = hvp.count
+            values, _, products = lanczos_top(matvec, hvp.dim, k, args.tol, args.seed)
+            counted = hvp.count - before
+            error = float(np.max(np.abs(values - reference[:k]) / np.abs(reference[:k])))
+            row.update(lanczos_top_products=products, lanczos_top_counted=counted, lanczos_top_error=error)
+            print(
+                f"verify k={k}: lanczos_top took {products} products ({counted} counted), "
+                f"reported {reported}; largest relative error {error:.1e}",
+                flush=True,
+            )
+            if not products == counted == reported:
+                failures.append(
+                    f"k={k}: lanczos_top took {products} products ({counted} counted), the run reported {reported}"
+                )
+        for failure in failures:
+            print(f"FAIL: {failure}")
+        if not failures:
+            print(f"PASS: lanczos_top's products equal those reported for k = {', '.join(str(k) for k in ks)}")
     report["rows"] = rows
+    report["failures"] = failures
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+    if failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -494,6 +494,16 @@ def prepare_job(
         }
         directions = {axis: build_direction(getattr(spec, axis), model, center, recorded_model) for axis in axes}
         check_distinct_directions(directions)
+        for axis in axes:
+            direction = getattr(spec, axis)
+            if direction.kind == "file":
+                around = read_spec(direction.source).get("checkpoint", {}).get("sha256")
+                if around != spec.checkpoint.sha256:
+                    notice(
+                        f"note: the {axis} direction of {direction.source} was made around another checkpoint "
+                        f"(sha256 {str(around)[:12]}..., this one {str(spec.checkpoint.sha256)[:12]}...): it is scaled "
+                        "to that one's filters"
+                    )
         indices = {}
     datasets, bn_set = load_images(spec, indices)
     check_labels_fit(model, datasets)  # before a file is made

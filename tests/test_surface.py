@@ -265,6 +265,17 @@ def test_directions_from_an_earlier_file_and_target_directions(tmp_path, cifar_r
     with pytest.raises(LandscapeError, match=r"^the x and y directions are parallel \(cosine 1.000000\)"):
         compute_surface(parallel, tmp_path / "p.h5")
     assert not (tmp_path / "p.h5").exists()
+    loaded = load_checkpoint(
+        resnet20_ckpt
+    )  # another θ* of the same model: a.h5's directions fit, scaled to its filters
+    model = build_model(loaded)
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.01)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, model, loaded.metadata)
+    capsys.readouterr()
+    compute_surface(dataclasses.replace(again, checkpoint=CheckpointSpec(path=str(other))), tmp_path / "o.h5")
+    assert "note: the x direction of" in capsys.readouterr().err
 
 
 def altered_copy(root, dest, split, index, what="pixel"):

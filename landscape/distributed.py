@@ -476,6 +476,12 @@ def parse_workers(text: str, device: str) -> int:
         raise LandscapeError(f"--workers must be a number or 'auto', not {text[:20]!r}") from None
     if workers < 1:
         raise LandscapeError("--workers must be at least 1")
+    cores = len(os.sched_getaffinity(0))
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if on_cpu and workers > cores:  # each rank holds the model and the images: 99 ranks filled 23 GB
+        raise LandscapeError(
+            f"--workers {workers}: this CPU has {cores} cores for the ranks, at most one single-threaded rank each"
+        )
     return workers
 
 

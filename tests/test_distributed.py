@@ -90,10 +90,20 @@ def test_world_from_env() -> None:
         World.from_env({"RANK": "8", "WORLD_SIZE": "8"})
     with pytest.raises(LandscapeError, match="integers"):
         World.from_env({"RANK": "x", "WORLD_SIZE": "8"})
-    assert parse_workers("3", "cpu") == 3
     assert parse_workers("auto", "cpu") >= 1
     with pytest.raises(LandscapeError, match="--workers"):
         parse_workers("0", "cpu")
+
+
+def test_more_cpu_workers_than_cores_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--workers 99 on the 2-core CPU started 99 ranks of ~260 MB: the kernel's OOM killer took the launcher and
+    other jobs, and 92 ranks ran on."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert parse_workers("2", "cpu") == 2
+    with pytest.raises(LandscapeError, match="^--workers 3: this CPU has 2 cores for the ranks"):
+        parse_workers("3", "cpu")
+    with pytest.raises(LandscapeError, match="^--workers 99: this CPU has 2 cores"):
+        parse_workers("99", "cpu")
 
 
 def test_workers_equal_one_process(tmp_path: Path, resnet20_ckpt: Path, data_root: Path, reference: Path) -> None:

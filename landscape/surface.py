@@ -640,12 +640,15 @@ def surface_model(
     path = str(checkpoint) if checkpoint is not None else spec.checkpoint.path
     if checkpoint is None and not Path(path).is_file():
         raise LandscapeError(f"the surface's checkpoint is not at its recorded path {path}: pass it with --ckpt")
-    loaded = load_checkpoint(path)
-    if loaded.sha256 != spec.checkpoint.sha256:
+    digest = file_sha256(path)  # before anything is parsed: the recorded path comes from an untrusted file
+    if digest != spec.checkpoint.sha256:
         raise LandscapeError(
-            f"{path} is not the checkpoint of this surface (sha256 {loaded.sha256[:12]}..., the surface records "
+            f"{path} is not the checkpoint of this surface (sha256 {digest[:12]}..., the surface records "
             f"{str(spec.checkpoint.sha256)[:12]}...): pass the right one with --ckpt"
         )
+    loaded = load_checkpoint(path)
+    if loaded.sha256 != digest:
+        raise LandscapeError(f"{path} changed while it was read: run again")
     if data_root is not None:
         root = resolve_root(data_root)
     elif Path(spec.data.root).is_dir():

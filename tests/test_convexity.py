@@ -347,6 +347,23 @@ def test_refused_surfaces_and_checkpoints(tmp_path, tiny_surface, cifar_root):
     assert r.exit_code == 2 and r.stderr == f"error: no such file: {tmp_path / 'missing.h5'}\n"
 
 
+def test_the_recorded_checkpoint_is_checked_by_sha256_before_it_is_parsed(tmp_path, tiny_surface):
+    """A surface whose spec names /etc/passwd as its checkpoint: the file was parsed first, and the error showed its
+    first bytes ("72 6f 6f 74": root)."""
+    import json
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    path = copy(tiny_surface, tmp_path / "s.h5")
+    with h5py.File(path, "r+", locking=False) as f:
+        spec = json.loads(f.attrs["spec"])
+        spec["checkpoint"]["path"] = str(secret)
+        f.attrs["spec"] = json.dumps(spec)
+    with pytest.raises(LandscapeError, match=r"secret\.txt is not the checkpoint of this surface \(sha256") as error:
+        compute_convexity(path, CurvatureMapSpec(steps=3), CPU, arch=ARCH)
+    assert "first bytes" not in str(error.value) and "72 6f 6f 74" not in str(error.value)
+
+
 def test_a_relative_checkpoint_path_is_recorded_absolute_and_a_missing_one_is_named(
     tmp_path, tiny_surface, cifar_root, monkeypatch
 ):

@@ -251,10 +251,15 @@ def compare(
     if level is None:
         for surface, (values, x, y) in zip(surfaces, grids):
             center = values[center_index(x, y)]
+            if not np.asarray(surface.computed)[center_index(x, y)]:
+                raise LandscapeError(
+                    f"{surface.path}: its point nearest θ* is not computed yet, and the default level is twice the "
+                    "largest there: pass --level, or finish the surface"
+                )
             if not np.isfinite(center):
                 raise LandscapeError(
                     f"{surface.path}: its point nearest θ* has no finite {metric} ({center}), and the default level "
-                    "is twice the largest there: pass --level, or finish the surface"
+                    "is twice the largest there: pass --level"
                 )
         level = 2 * float(max(values[center_index(x, y)] for values, x, y in grids))
         if not math.isfinite(level):  # a centre loss beyond 9e307

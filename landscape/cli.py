@@ -154,7 +154,8 @@ def compute(
         Optional[list[Path]],
         typer.Option(
             help="x, y = the top two principal components of a training trajectory minus θ* (docs/trajectory.md): "
-            "a snapshots.h5 of `landscape train`, a folder of checkpoints, or checkpoints (repeat the option)."
+            "a snapshots.h5 of `landscape train`, a folder of checkpoints, or checkpoints (repeat the option).",
+            metavar="PATH",
         ),
     ] = None,
     pca_center: Annotated[
@@ -190,7 +191,7 @@ def compute(
     ] = None,
     mean: Annotated[
         Optional[str],
-        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),
+        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45 (overrides the one the checkpoint records)."),
     ] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     bn: Annotated[str, typer.Option(help="eval (stored BN statistics) | recompute (re-estimated per point)")] = "eval",
@@ -598,7 +599,9 @@ def train(
             "may change when a run is resumed."
         ),
     ] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an unfinished run in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an unfinished run in --out (where it holds none, a new run starts, said).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard what --out holds and start again.")] = False,
     save_minutes: Annotated[
         float,
@@ -638,6 +641,8 @@ def train(
         init=str(init) if init else "",
     )
     spec.validate()  # a bad option gets its line before the progress bar is drawn
+    if resume and not (out / "state.pt").exists():  # as documented; a mistyped --out must not pass unnoticed
+        typer.echo(f"note: {out} holds no saved state: --resume starts a new run there", err=True)
     if download:  # not part of the recipe: a resume without --download finds the same images
         fetch_cifar(spec.data.root, spec.data.name)
     warning = bf16_warning(precision, device)
@@ -1236,7 +1241,7 @@ def hessian(
     ] = None,
     mean: Annotated[
         Optional[str],
-        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45, when the checkpoint does not record it."),
+        typer.Option(help="Input normalization mean, e.g. 0.49,0.48,0.45 (overrides the one the checkpoint records)."),
     ] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalization std, likewise.")] = None,
     subset: Annotated[int, typer.Option(help="Images the loss averages over, drawn with --data-seed.")] = 1000,

@@ -26,7 +26,7 @@ class Axis:
     def parse(cls, text: str) -> Axis:
         """Parse `START:STOP:NUM`, e.g. `-1:1:51`."""
         parts = text.split(":")
-        hint = "expected START:STOP:NUM with START < STOP and NUM >= 2, e.g. -1:1:51"
+        hint = "expected START:STOP:NUM with START < STOP and NUM >= 2 (or START:START:1), e.g. -1:1:51"
         if len(parts) != 3:
             raise LandscapeError(f"malformed grid axis '{text}': {hint}")
         try:

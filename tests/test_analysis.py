@@ -132,8 +132,13 @@ def test_compare_refuses_a_center_without_a_finite_value_and_a_level_that_is_not
     computed[1, 2] = False  # the point at (0, 0)
     partial = read_surface(fixtures.write_surface(tmp_path / "nocenter.h5", computed=computed))
     whole = read_surface(fixtures.write_surface(tmp_path / "whole.h5"))
-    with pytest.raises(LandscapeError, match=r"nocenter.h5: its point nearest θ\* has no finite train_loss \(nan\)"):
-        analysis.compare([whole, partial])
+    with pytest.raises(LandscapeError, match=r"nocenter.h5: its point nearest θ\* is not computed yet, and the def"):
+        analysis.compare([whole, partial])  # it said "has no finite train_loss (nan)" of a point not computed
+    values = fixtures.bowl(fixtures.X, fixtures.Y)
+    values["train_loss"][1, 2] = np.nan
+    diverged = read_surface(fixtures.write_surface(tmp_path / "nan.h5", values))
+    with pytest.raises(LandscapeError, match=r"nan.h5: its point nearest θ\* has no finite train_loss \(nan\)"):
+        analysis.compare([whole, diverged])
     assert analysis.compare([whole, partial], level=1.0).level == 1.0  # a level given: the rest is still compared
     with pytest.raises(LandscapeError, match="--level must be a finite number, got nan"):
         analysis.compare([whole], level=float("nan"))

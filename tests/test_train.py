@@ -1070,3 +1070,14 @@ def test_an_init_with_nan_weights_is_refused(tmp_path, cifar_root, init_ckpt):
     with pytest.raises(LandscapeError, match=r"--init .*nan.pt's linear.weight holds NaN or inf"):
         train(spec(cifar_root, epochs=1, init=str(bad)), tmp_path / "run", device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_into_a_folder_without_a_state_says_it_starts_a_new_run(tmp_path):
+    """`--resume` starts a run where --out holds none (documented: the campaign's one command); a mistyped --out
+    restarted a run without a word."""
+    out = tmp_path / "mistyped"
+    result = CliRunner().invoke(
+        app, ["train", "--arch", "resnet20", "--out", str(out), "--resume", "--data-root", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 2
+    assert f"note: {out} holds no saved state: --resume starts a new run there" in result.stderr

@@ -255,6 +255,10 @@ def compute(
         raise LandscapeError("--ydir-file needs a 2D grid: give --y")
     if bn_images is not None and bn != "recompute":  # recorded in the spec, yet without effect
         raise LandscapeError("--bn-images goes with --bn recompute (--bn eval uses the stored statistics)")
+    if not trajectory and (not pca_center or trajectory_margin != 0.2):
+        raise LandscapeError("--no-pca-center and --trajectory-margin go with --trajectory")
+    if data_seed != 0 and subset is None:  # without --subset every image is taken, in order
+        raise LandscapeError("--data-seed goes with --subset (it seeds the draw of the images)")
     given = _random_direction_options(
         {"x": xtarget or xdir_file or (xdir_hessian is not None), "y": ydir_file or (ydir_hessian is not None)},
         bool(trajectory),
@@ -927,6 +931,8 @@ def plot(
     )
     _warn_incomplete(surfaces, "the points not computed yet are missing")
     kind = kind or ("1d" if surfaces[0].ndim == 1 else "contour")
+    if line is not None and kind != "1d":
+        raise LandscapeError(f"--slice goes with --kind 1d (a line through a 2D surface), not --kind {kind}")
     if fmt == "html" and kind != "1d":  # every contour level holds the whole grid
         surfaces, options = _thinned_for_html(surfaces, options)
     fig = figure(surfaces[0], kind, options) if len(surfaces) == 1 else compare_figure(surfaces, kind, options)
@@ -1005,6 +1011,8 @@ def export(
     if len(chosen) != 1:
         raise LandscapeError("choose one of --vtp, --table, --csv, --npz, --path")
     fmt = chosen[0]
+    if fmt != "vtp" and (metric is not None or log or clip is not None):  # the others hold every metric as stored
+        raise LandscapeError("--metric, --log and --clip go with --vtp (its height): the others hold every value")
     target = out or file.with_suffix(DATA_SUFFIXES[fmt])
     check_not_input(target, [file])  # before the suffix: naming the surface itself gets the clearer reason
     target = check_writable(check_data_suffix(target, fmt), overwrite, [file])
@@ -1308,6 +1316,8 @@ def hessian(
     spec.validate()
     if density and density_steps < 2:  # 0 meant "no density", silently
         raise LandscapeError(f"--density-steps must be at least 2, got {density_steps}")
+    if not density and (density_steps != 50 or density_samples != 1):  # given, yet without effect
+        raise LandscapeError("--density-steps and --density-samples go with --density")
     if batch_size < 1:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
     for output in (json_out, eigenvectors):  # before minutes of products, not after

@@ -184,6 +184,19 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
             f"cannot write {empty}: it is a folder",
         ),
         "negative data seed": (ok + ["--data-seed", "-1", "--out", tmp_path / "o.h5"], "--data-seed must be 0 to"),
+        # given, yet without effect: accepted in silence
+        "data seed without subset": (
+            ["--ckpt", resnet20_ckpt, "--data-seed", "5", "--out", tmp_path / "o.h5"],
+            "--data-seed goes with --subset",
+        ),
+        "pca options without trajectory": (
+            ok + ["--no-pca-center", "--out", tmp_path / "o.h5"],
+            "--no-pca-center and --trajectory-margin go with --trajectory",
+        ),
+        "margin without trajectory": (
+            ok + ["--trajectory-margin", "-5", "--out", tmp_path / "o.h5"],
+            "--no-pca-center and --trajectory-margin go with --trajectory",
+        ),
         "seed beyond 64 bits": (
             ok + ["--seed", str(2**64), "--out", tmp_path / "o.h5"],
             f"--seed must be 0 to {2**63 - 2} (y takes seed + 1), got {2**64}",

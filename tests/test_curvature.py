@@ -281,6 +281,7 @@ def test_cli_hessian(tmp_path, cifar_root, resnet20_ckpt):
         (("--tol", "nan"), "the eigenvalue tolerance must be a number >= 0, got nan"),  # ran 300 products
         (("--seed", -1), "--seed must be 0 to"),
         (("--data-seed", -1), "--data-seed must be 0 to"),  # a ValueError of numpy's (exit 1)
+        (("--density-steps", 10), "--density-steps and --density-samples go with --density"),  # ignored in silence
     ],
 )
 def test_cli_hessian_bad_input(cifar_root, resnet20_ckpt, extra, message):

@@ -234,6 +234,13 @@ def test_export_command_writes_vtp_table_csv_npz(tmp_path):
         (["plot", "{good}", "--out", "{tmp}/missing/fig.pdf"], "does not exist"),
         (["export", "{good}"], "choose one of --vtp, --table, --csv, --npz"),
         (["export", "{good}", "--vtp", "--csv"], "choose one of"),
+        # options without effect were accepted in silence
+        (["export", "{good}", "--csv", "--metric", "bogus"], "--metric, --log and --clip go with --vtp"),
+        (["export", "{good}", "--table", "--log"], "--metric, --log and --clip go with --vtp"),
+        (
+            ["plot", "{good}", "--kind", "contour", "--slice", "x=0.5", "--out", "{out}.pdf"],
+            "--slice goes with --kind 1d",
+        ),
         (["export", "{corrupt}", "--vtp"], "cannot open"),
         (["export", "{line}", "--vtp"], "1D surface"),
         (["app", "--results", "{tmp}/nowhere"], "does not exist"),

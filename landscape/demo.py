@@ -19,6 +19,7 @@ from .directions import DirectionSpec
 from .errors import LandscapeError
 from .evaluate import EvalSpec, RunOptions
 from .grid import Axis, GridSpec
+from .hardware import PRECISIONS, resolve_device
 from .spec import CheckpointSpec, SurfaceSpec
 from .storage import Surface
 from .surface import Progress, compute_surface
@@ -81,6 +82,11 @@ def run_demo(
         )
     if settings.subset < 1:
         raise LandscapeError(f"--subset must be a positive number of images, got {settings.subset}")
+    if settings.precision not in PRECISIONS:  # checked before any folder is made
+        raise LandscapeError(f"--precision must be one of {', '.join(PRECISIONS)}, not {settings.precision!r}")
+    resolve_device(settings.device)
+    axis = Axis(start=-1.0, stop=1.0, num=settings.grid)
+    GridSpec(x=axis, y=axis).validate()
     if settings.out.exists() and not settings.out.is_dir():
         raise LandscapeError(f"--out {settings.out} is a file: the demo writes a folder of surfaces and figures")
     paths = [settings.checkpoints / f"{arch}.pt" for arch in settings.archs]
@@ -97,7 +103,6 @@ def run_demo(
     if download:
         notify(f"CIFAR-10 is not under {root}: downloading it there")
     settings.out.mkdir(parents=True, exist_ok=True)
-    axis = Axis(start=-1.0, stop=1.0, num=settings.grid)
     surfaces = []
     for arch, path in zip(settings.archs, paths):
         spec = SurfaceSpec(

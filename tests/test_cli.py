@@ -495,6 +495,15 @@ def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("mine")
     with pytest.raises(LandscapeError, match=f"^--out {tmp_path / 'file'} is a file: the demo writes a folder"):
         run_demo(DemoSettings(checkpoints=tmp_path, out=tmp_path / "file"))  # a FileExistsError (exit 1)
+    for bad, message in (  # refused only after --out and the data folder were made
+        ({"precision": "fp64"}, "^--precision must be one of fp32, bf16, not 'fp64'$"),
+        ({"device": "tpu"}, "device 'tpu'"),
+        ({"grid": 2001}, "at most"),
+    ):
+        settings = DemoSettings(checkpoints=tmp_path, out=tmp_path / "new", data_root=str(tmp_path / "root"), **bad)
+        with pytest.raises(LandscapeError, match=message):
+            run_demo(settings)
+        assert not (tmp_path / "new").exists() and not (tmp_path / "root").exists()
 
 
 def test_bf16_where_it_is_not_native_warns_in_one_line(tmp_path, cifar_root, resnet20_ckpt, monkeypatch):

@@ -29,6 +29,19 @@ def constant_tensors(module: nn.Module, moving: Collection[str]) -> dict[str, to
     return {k: v.detach() for k, v in state.items() if k not in moving and id(v) not in moved}
 
 
+def check_running_statistics(model: nn.Module) -> None:
+    """Refuse a BatchNorm without running statistics (`track_running_stats=False`): it normalizes each batch by that
+    batch's own statistics, in eval mode too, so its loss (and Hessian) would depend on the batch size."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+            module.running_mean is None or module.running_var is None
+        ):
+            raise LandscapeError(
+                f"the model's {name} is a BatchNorm without running statistics (track_running_stats=False): its "
+                "loss would depend on --batch-size; give it running statistics"
+            )
+
+
 class NotTraceable(Exception):
     """torch.fx cannot trace the model; `reason` says why (the first line of torch.fx's error)."""
 

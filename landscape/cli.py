@@ -177,7 +177,7 @@ def compute(
     data_root: Annotated[Optional[str], typer.Option(help="Data folder; default $LANDSCAPE_DATA_ROOT.")] = None,
     split: Annotated[str, typer.Option(help="train | test | both")] = "train",
     subset: Annotated[Optional[int], typer.Option(help="Evaluate N images per split, drawn with --data-seed.")] = None,
-    data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw.")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed of the --subset draw (and of the --bn-images draw).")] = 0,
     data_part: Annotated[
         int,
         typer.Option(
@@ -257,8 +257,8 @@ def compute(
         raise LandscapeError("--bn-images goes with --bn recompute (--bn eval uses the stored statistics)")
     if not trajectory and (not pca_center or trajectory_margin != 0.2):
         raise LandscapeError("--no-pca-center and --trajectory-margin go with --trajectory")
-    if data_seed != 0 and subset is None:  # without --subset every image is taken, in order
-        raise LandscapeError("--data-seed goes with --subset (it seeds the draw of the images)")
+    if data_seed != 0 and subset is None and bn != "recompute":  # without --subset every image is taken, in order
+        raise LandscapeError("--data-seed goes with --subset or --bn recompute (it seeds the draws of the images)")
     given = _random_direction_options(
         {"x": xtarget or xdir_file or (xdir_hessian is not None), "y": ydir_file or (ydir_hessian is not None)},
         bool(trajectory),
@@ -418,14 +418,17 @@ def _pca_or_hessian(
 
 def _print_trajectory(surface: Any) -> None:
     """For a surface on PCA directions: the explained variance and how far the path lies off the plane."""
+    from .plots import explained
     from .trajectory import read_trajectory
 
     path = read_trajectory(surface)
     if path is None:
         return
     ratio = path.explained_variance_ratio
+    of = explained(surface)
+    share = "explained variance" if of == "variance" else f"share of {of} (--no-pca-center)"
     typer.echo(
-        f"  trajectory  {len(path.epochs)} snapshots; explained variance x {ratio[0]:.1%}, y {ratio[1]:.1%}; "
+        f"  trajectory  {len(path.epochs)} snapshots; {share} x {ratio[0]:.1%}, y {ratio[1]:.1%}; "
         f"off the plane by at most {path.residual.max():.4g} (distance to θ* up to {path.distance.max():.4g})"
     )
 

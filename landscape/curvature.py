@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batchnorm import check_running_statistics
 from .data import MAX_SEED, DataSpec, ImageSet, check_labels_fit, normalizer
 from .directions import Direction, check_finite
 from .errors import LandscapeError
@@ -82,6 +83,7 @@ class HessianVectorProduct:
         if len(images) == 0:
             raise LandscapeError("the Hessian needs at least one image")
         check_labels_fit(model, {"evaluated": images})
+        check_running_statistics(model)
         self.model = model.eval()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:

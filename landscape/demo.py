@@ -128,6 +128,8 @@ def _write_figures(surfaces: list[Surface], out: Path, pair: str) -> tuple[tuple
     """The pair side by side: interactive 3D (HTML), contours and 3D for a paper (PDF), named after the pair (the
     other pair's figures in the same folder stay); and what was skipped."""
     try:
+        import plotly.graph_objects  # noqa: F401 (plots imports it on first use)
+
         from .export import write_figure
         from .plots import PlotOptions, compare_figure, paper_layout
     except ImportError:

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm import NotTraceable, batch_slices, constant_tensors, fold_batchnorm, recompute_batchnorm
+from .batchnorm import (
+    NotTraceable,
+    batch_slices,
+    check_running_statistics,
+    constant_tensors,
+    fold_batchnorm,
+    recompute_batchnorm,
+)
 from .data import ImageSet, normalizer
 from .directions import Direction, check_finite, check_same_keys
 from .errors import LandscapeError
@@ -198,16 +205,7 @@ class PointEvaluator:
         check_finite(center, "the center")
         for k, d in enumerate(directions):
             check_finite(d, f"direction {k + 1}")
-        no_statistics = [
-            name
-            for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.running_mean is None or m.running_var is None)
-        ]
-        if no_statistics:  # such a layer normalizes each batch by that batch's statistics, in eval mode too
-            raise LandscapeError(
-                f"the model's {no_statistics[0]} is a BatchNorm without running statistics (track_running_stats="
-                "False): its loss would depend on --batch-size; give it running statistics"
-            )
+        check_running_statistics(model)
         if spec.bn == "recompute" and bn_set is None:
             raise LandscapeError("--bn recompute needs a set of training images")
         if spec.bn == "recompute" and bn_set is not None and len(bn_set) < 2:

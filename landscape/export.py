@@ -29,7 +29,16 @@ if TYPE_CHECKING:
 
 from .errors import LandscapeError
 from .files import check_writable, write_file
-from .plots import PX_PER_INCH, PlotOptions, default_metric, displayed, metric_order, require_points, values_at
+from .plots import (
+    PX_PER_INCH,
+    PlotOptions,
+    default_metric,
+    displayed,
+    explained,
+    metric_order,
+    require_points,
+    values_at,
+)
 from .storage import Surface
 
 IMAGE_FORMATS = ("pdf", "svg", "png")
@@ -388,7 +397,7 @@ def path_table_text(surface: Surface) -> str:
     ratio = path.explained_variance_ratio
     lines = [
         f"# {Path(surface.path).name}: training path on the PCA plane (x: {100 * ratio[0]:.1f}%, "
-        f"y: {100 * ratio[1]:.1f}% of variance), one row per snapshot",
+        f"y: {100 * ratio[1]:.1f}% of {explained(surface)}), one row per snapshot",
         "# metric columns: the surface interpolated at (x, y), `nan` outside the grid",
         "# pgfplots: \\addplot[mark=*] table[x=x, y=y] {this file};  3D (the first column is the epoch): "
         f"\\addplot3 table[x=x, y=y, z={default_metric([surface])}] {{this file}};",

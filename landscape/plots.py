@@ -790,6 +790,9 @@ def curve_figure(
     loss axis range. The legend sits above the plot, clear of both axes' ticks."""
     require_points(surface)
     metrics = list(metrics or metric_order(surface.metrics))
+    loss_names = [m for m in metrics if not higher_is_better(m)]
+    if options.log and loss_names and not any((metric_values(surface, m) > 0).any() for m in loss_names):
+        raise LandscapeError(f"{surface.path} has no positive loss to draw on a log scale")
     line = line or options.line
     where = slice_title(surface, line)
     title = plain_text(describe(surface).title) + (f" ({where})" if where else "")
@@ -1197,10 +1200,16 @@ def axis_titles(surface: Surface, short: bool = False) -> tuple[str, str]:
     ratio = 100 * path.explained_variance_ratio
     if short:
         return f"α: PC1 ({ratio[0]:.1f}%)", f"β: PC2 ({ratio[1]:.1f}%)"
+    share = explained(surface)
+    return f"α: PC1, {ratio[0]:.1f}% of {share}", f"β: PC2, {ratio[1]:.1f}% of {share}"
+
+
+def explained(surface: Surface) -> str:
+    """What the PCA's shares are of: 'variance', or for a PCA not centred (`--no-pca-center`: about θ*, not the
+    mean) 'Σ‖θᵢ − θ*‖²'."""
     spec = surface.surface_spec
     centered = spec is None or spec.trajectory is None or spec.trajectory.centered
-    share = "of variance" if centered else "of Σ‖θᵢ − θ*‖²"  # --no-pca-center: about θ*, not the mean
-    return f"α: PC1, {ratio[0]:.1f}% {share}", f"β: PC2, {ratio[1]:.1f}% {share}"
+    return "variance" if centered else "Σ‖θᵢ − θ*‖²"
 
 
 def _plane_axes(equal: bool, titles: tuple[str, str] = ("α", "β")) -> dict:

@@ -525,9 +525,10 @@ def _finite(values: np.ndarray, name: str, where: str) -> np.ndarray:
 
 
 def _file_numbers(files: Sequence[Path]) -> list[int | None]:
-    """The first number in each file's name after the part all the names share (of at most 18 digits: an int64),
-    or None: `resnet20.pt` beside `resnet20_epoch5.pt` has none of its own (the 20 is the architecture's), and
-    `epoch_3_loss_0.25.pt` is epoch 3 (not 25), `ckpt_e20_lr0.1.pt` epoch 20."""
+    """In each file's name after the part all the names share, the number at the first place where the names'
+    numbers differ (of at most 18 digits: an int64), or None: `resnet20.pt` beside `resnet20_epoch5.pt` has none of
+    its own, `resnet20_epoch5.pt` beside `resnet20_epoch10.pt` is 5 (the 20 is the architecture's, in every name),
+    `epoch_3_loss_0.25.pt` is 3 (not 25), `ckpt_e20_lr0.1.pt` 20."""
     stems = [f.stem for f in files]
     shared = stems[0] if len(stems) > 1 else ""
     for stem in stems[1:]:  # the characters every name begins with
@@ -535,11 +536,12 @@ def _file_numbers(files: Sequence[Path]) -> list[int | None]:
             shared = shared[:-1]
     while shared and shared[-1].isdigit() and any(stem[len(shared) : len(shared) + 1].isdigit() for stem in stems):
         shared = shared[:-1]  # epoch_10, epoch_12 share "epoch_1": the number begins before it
-    numbers: list[int | None] = []
-    for stem in stems:
-        found = re.search(r"\d+", stem[len(shared) :])
-        numbers.append(int(found.group()) if found and len(found.group()) <= 18 else None)
-    return numbers
+    found = [re.findall(r"\d+", stem[len(shared) :]) for stem in stems]
+    numbered = [f for f in found if f]
+    width = min((len(f) for f in numbered), default=0)
+    # the first place where the numbered names' numbers differ: resnet20_epoch5, resnet20_epoch10 share the 20
+    position = next((k for k in range(width) if len({int(f[k]) for f in numbered}) > 1), 0)
+    return [int(f[position]) if len(f) > position and len(f[position]) <= 18 else None for f in found]
 
 
 _SAID: set[str] = set()  # the notes `_epoch_labels` printed in this process

@@ -187,7 +187,7 @@ def bad_inputs(tmp_path, cifar_root, resnet20_ckpt):
         # given, yet without effect: accepted in silence
         "data seed without subset": (
             ["--ckpt", resnet20_ckpt, "--data-seed", "5", "--out", tmp_path / "o.h5"],
-            "--data-seed goes with --subset",
+            "--data-seed goes with --subset or --bn recompute",
         ),
         "pca options without trajectory": (
             ok + ["--no-pca-center", "--out", tmp_path / "o.h5"],
@@ -495,7 +495,7 @@ def test_demo_data_root_and_missing_checkpoints(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("mine")
     with pytest.raises(LandscapeError, match=f"^--out {tmp_path / 'file'} is a file: the demo writes a folder"):
         run_demo(DemoSettings(checkpoints=tmp_path, out=tmp_path / "file"))  # a FileExistsError (exit 1)
-    for bad, message in (  # refused only after --out and the data folder were made
+    for bad, message in (  # they were refused only after --out and the data folder were made
         ({"precision": "fp64"}, "^--precision must be one of fp32, bf16, not 'fp64'$"),
         ({"device": "tpu"}, "device 'tpu'"),
         ({"grid": 2001}, "at most"),
@@ -608,3 +608,17 @@ def test_another_missing_module_is_still_one_line(tmp_path, monkeypatch):
     result = invoke("plot", surface, "--out", tmp_path / "p.html")
     assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
     assert result.stderr.startswith("error: ModuleNotFoundError: ") and result.stderr.count("\n") == 1
+
+
+def test_demo_figures_without_plotly_are_skipped_and_said(tmp_path):
+    """plots imports plotly on first use: the demo's `except ImportError` around its imports no longer caught a
+    missing plotly, and the demo died after computing its surfaces."""
+    script = """
+import sys
+sys.modules["plotly"] = None  # not installed
+from landscape.demo import _write_figures
+print(_write_figures([], None, "resnet20"))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "((), ('figures skipped: pip install plotly kaleido (see docs/app.md)',))"

@@ -396,7 +396,8 @@ def test_bf16_with_several_points_per_pass_is_refused_where_autocast_misses_vmap
     from landscape.hardware import autocast_reaches_vmap
 
     model, center, dirs, sets = setup
-    assert autocast_reaches_vmap("cpu") is False  # PyTorch's behaviour: when it changes, this check lets it pass
+    if autocast_reaches_vmap("cpu"):  # PyTorch's behaviour (2.14): where it changes, nothing is refused
+        pytest.skip("bf16 autocast reaches vmap on this CPU")
     with pytest.raises(LandscapeError, match="bf16 autocast does not reach a vmapped pass on the CPU"):
         PointEvaluator(
             model, center, dirs, sets, MEAN, STD, spec=EvalSpec(precision="bf16"), options=RunOptions(points_per_pass=2)

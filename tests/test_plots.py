@@ -776,3 +776,9 @@ def test_a_log_scale_with_no_positive_value_is_refused(tmp_path):
         with pytest.raises(LandscapeError, match="no positive train_loss to draw on a log scale"):
             figure(surface, kind, PlotOptions(log=True))
         figure(surface, kind, PlotOptions())  # a linear scale draws them
+    for drawn in (
+        surface,
+        read_surface(write_surface(tmp_path / "neg1d.h5", values={k: v[1] for k, v in values.items()}, y=None)),
+    ):
+        with pytest.raises(LandscapeError, match="has no positive loss to draw on a log scale"):
+            figure(drawn, "1d", PlotOptions(log=True))

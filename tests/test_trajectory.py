@@ -421,6 +421,9 @@ def test_epoch_labels_are_the_first_whole_number_of_each_name(capsys, monkeypatc
     losses = [f"epoch_{e}_loss_0.{v}.pt" for e, v in ((1, 532), (2, 311), (3, 250))]
     assert _epoch_labels([Path(n) for n in losses]) == [1, 2, 3]
     assert _epoch_labels([Path(f"ckpt_e{e}_lr0.1.pt") for e in (5, 10, 20)]) == [5, 10, 20]
+    named = [Path(f"resnet20_epoch{e}.pt") for e in (5, 10, 15)] + [Path("checkpoint.pt")]  # no shared beginning
+    assert _epoch_labels(named) == [5, 10, 15, 16]  # not the 20 of every name
+    capsys.readouterr()
     assert capsys.readouterr().err == ""
     assert _epoch_labels([Path(f"epoch_{e}.pt") for e in (10, 5, 1)]) == [10, 5, 1]  # taken as given, and said
     assert capsys.readouterr().err == (
